@@ -1,0 +1,88 @@
+//! Moving a finished job's files out of the way before its name is reused,
+//! so that no earlier result is ever overwritten.
+
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::paths::{FileKind, JobPaths};
+
+/// Files moved into history, in this order: the completion flag goes last,
+/// so a reader never sees `.status` beside the wrong record.
+const ARCHIVED: [FileKind; 7] = [
+    FileKind::Pid,
+    FileKind::Heartbeat,
+    FileKind::Log,
+    FileKind::Result,
+    FileKind::KillRequest,
+    FileKind::Record,
+    FileKind::Status,
+];
+
+/// Archiving failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot move {from} into history: {source}")]
+pub struct ArchiveError {
+    /// The file being moved.
+    pub from: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Moves every existing file of the job into `history_root/<id>/`, where
+/// `id` is made unique; returns that folder, or `None` if nothing existed.
+/// The lock file stays: it belongs to the name, not to one run.
+pub fn archive(
+    job: &JobPaths,
+    history_root: &Path,
+    label: &str,
+) -> Result<Option<PathBuf>, ArchiveError> {
+    let present: Vec<FileKind> = ARCHIVED
+        .into_iter()
+        .filter(|k| job.file(*k).symlink_metadata().is_ok())
+        .collect();
+    if present.is_empty() {
+        return Ok(None);
+    }
+    let dest = unique_folder(history_root, label).map_err(|source| ArchiveError {
+        from: history_root.to_owned(),
+        source,
+    })?;
+    for kind in present {
+        let from = job.file(kind);
+        let to = dest.join(from.file_name().expect("job files have names"));
+        match fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ArchiveError { from, source }),
+        }
+    }
+    Ok(Some(dest))
+}
+
+fn unique_folder(root: &Path, label: &str) -> io::Result<PathBuf> {
+    DirBuilder::new().recursive(true).mode(0o700).create(root)?;
+    for n in 0u32.. {
+        let candidate = if n == 0 {
+            root.join(label)
+        } else {
+            root.join(format!("{label}.{n}"))
+        };
+        match DirBuilder::new().mode(0o700).create(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("u32 range exhausted")
+}
+
+/// A sortable folder label for a run that started at `t`:
+/// `20261124T081500.123Z`.
+pub fn history_label(t: SystemTime) -> String {
+    let s = humantime::format_rfc3339_millis(t).to_string();
+    s.replace(['-', ':'], "")
+}

@@ -1,0 +1,347 @@
+//! `NAME.job.json` (jobwatch's record of a job), `NAME.kill` (why a job was
+//! killed by someone other than its wrapper) and the outcome vocabulary.
+//!
+//! The record is flat JSON so that shell scripts can read it with `jq`;
+//! durations are integers in milliseconds, times RFC 3339 in UTC.
+
+use std::io;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::atomic::{WriteError, write_atomic};
+
+/// The record format this build writes; readers accept this and older.
+pub const RECORD_VERSION: u32 = 1;
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The command exited 0.
+    Success,
+    /// The command exited non-zero or died of a signal nobody at jobwatch sent.
+    Failed,
+    /// It ran past its time limit and was killed.
+    Timeout,
+    /// It made no progress for longer than the stale threshold and was killed.
+    Hung,
+    /// A user (`jobwatch kill`) or a signal to the wrapper stopped it.
+    Killed,
+    /// The wrapper vanished without writing a status.
+    Lost,
+}
+
+impl Outcome {
+    /// The lowercase word used in files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failed => "failed",
+            Outcome::Timeout => "timeout",
+            Outcome::Hung => "hung",
+            Outcome::Killed => "killed",
+            Outcome::Lost => "lost",
+        }
+    }
+
+    /// The first line of `NAME.status` for this outcome.
+    pub fn status_word(self) -> StatusWord {
+        if self == Outcome::Success {
+            StatusWord::Success
+        } else {
+            StatusWord::Failed
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The first line of `NAME.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWord {
+    /// `SUCCESS`
+    Success,
+    /// `FAILED`
+    Failed,
+}
+
+impl StatusWord {
+    /// The word as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusWord::Success => "SUCCESS",
+            StatusWord::Failed => "FAILED",
+        }
+    }
+}
+
+/// What counts as progress for the heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LivenessMode {
+    /// New output, CPU use or an explicit beat, whichever shows progress.
+    Auto,
+    /// Only new output on stdout or stderr.
+    Output,
+    /// Only CPU time used by the job's process tree.
+    Cpu,
+    /// Only explicit beats (`jobwatch beat`, or touching `$JOBWATCH_HEARTBEAT`).
+    Beat,
+    /// The wrapper beats while it lives: the plain pattern, for compatibility.
+    Timer,
+}
+
+impl LivenessMode {
+    /// Whether new output counts as progress.
+    pub fn counts_output(self) -> bool {
+        matches!(self, LivenessMode::Auto | LivenessMode::Output)
+    }
+    /// Whether CPU use counts as progress.
+    pub fn counts_cpu(self) -> bool {
+        matches!(self, LivenessMode::Auto | LivenessMode::Cpu)
+    }
+    /// The lowercase word used in files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LivenessMode::Auto => "auto",
+            LivenessMode::Output => "output",
+            LivenessMode::Cpu => "cpu",
+            LivenessMode::Beat => "beat",
+            LivenessMode::Timer => "timer",
+        }
+    }
+}
+
+/// The supervision policy of one job, recorded so that any waiter applies
+/// the same rules as the wrapper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// How often the wrapper looks for progress and beats, in ms.
+    pub heartbeat_ms: u64,
+    /// No progress for this long means hung, in ms.
+    pub stale_ms: u64,
+    /// Wall-clock limit, in ms; `None` for none.
+    pub timeout_ms: Option<u64>,
+    /// Time between SIGTERM and SIGKILL, in ms.
+    pub grace_ms: u64,
+    /// What counts as progress.
+    pub liveness: LivenessMode,
+}
+
+impl Settings {
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+    /// The stale threshold.
+    pub fn stale(&self) -> Duration {
+        Duration::from_millis(self.stale_ms)
+    }
+    /// The grace period.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms)
+    }
+    /// The time limit, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout_ms.map(Duration::from_millis)
+    }
+}
+
+/// Who wrote a record's final outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finalizer {
+    /// The wrapper that ran the job.
+    Wrapper,
+    /// A waiter (or `kill`) that found the wrapper gone.
+    Waiter,
+}
+
+/// `NAME.job.json`: written at start and once more at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Format version ([`RECORD_VERSION`]).
+    pub version: u32,
+    /// The job's name.
+    pub name: String,
+    /// Unique id of this run; also in the job's environment as
+    /// `JOBWATCH_JOB_ID`, which is how escaped descendants are recognised.
+    pub job_id: String,
+    /// The command, as an argv list.
+    pub command: Vec<String>,
+    /// The command's working directory.
+    pub cwd: String,
+    /// Host name of the machine that runs the job.
+    pub host: String,
+    /// Kernel boot id at start: PIDs from another boot mean nothing.
+    pub boot_id: String,
+    /// PID of the wrapper (the supervising `jobwatch` process).
+    pub wrapper_pid: i32,
+    /// The wrapper's start time in clock ticks since boot (PID-reuse check).
+    pub wrapper_start_time: u64,
+    /// PID of the command, once spawned.
+    pub child_pid: Option<i32>,
+    /// The command's start time in clock ticks since boot (PID-reuse check).
+    pub child_start_time: Option<u64>,
+    /// The command's process group (equal to `child_pid`).
+    pub pgid: Option<i32>,
+    /// The supervision policy.
+    pub settings: Settings,
+    /// When the job started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When the job started, in ms since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// When the job ended (RFC 3339, UTC).
+    pub ended_at: Option<String>,
+    /// The command's exit code, when it exited by itself.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the command, when one did.
+    pub signal: Option<i32>,
+    /// How it ended; `None` while running.
+    pub outcome: Option<Outcome>,
+    /// Run time in ms, at the end.
+    pub duration_ms: Option<u64>,
+    /// One line on why it ended this way, for hung, timeout, killed, lost.
+    pub reason: Option<String>,
+    /// Who wrote the final outcome.
+    pub finalized_by: Option<Finalizer>,
+}
+
+impl JobRecord {
+    /// The job's start as a `SystemTime`.
+    pub fn started(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.started_unix_ms)
+    }
+
+    /// Fills in the end of the record.
+    pub fn finish(&mut self, end: &JobEnd, by: Finalizer, now: SystemTime) {
+        self.ended_at = Some(rfc3339(now));
+        self.exit_code = end.exit_code;
+        self.signal = end.signal;
+        self.outcome = Some(end.outcome);
+        self.reason = end.reason.clone();
+        self.duration_ms = Some(
+            now.duration_since(self.started())
+                .unwrap_or_default()
+                .as_millis() as u64,
+        );
+        self.finalized_by = Some(by);
+    }
+
+    /// Writes the record atomically to `path`.
+    pub fn write(&self, path: &Path) -> Result<(), WriteError> {
+        let mut json = serde_json::to_vec_pretty(self).expect("a record always serializes");
+        json.push(b'\n');
+        write_atomic(path, &json)
+    }
+}
+
+/// How a job ended, before it is written down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEnd {
+    /// The verdict.
+    pub outcome: Outcome,
+    /// The exit code, if the command exited by itself.
+    pub exit_code: Option<i32>,
+    /// The terminating signal, if any.
+    pub signal: Option<i32>,
+    /// Why, in one line.
+    pub reason: Option<String>,
+}
+
+/// A record or kill request that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Reading failed for a reason other than absence.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file exists but is not a valid record.
+    #[error("malformed {path}: {detail}")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// Reads and validates a JSON file written by jobwatch; `Ok(None)` when the
+/// file does not exist.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, RecordError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(RecordError::Io {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    let malformed = |detail: String| RecordError::Malformed {
+        path: path.display().to_string(),
+        detail,
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(malformed("the file is empty".into()));
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| malformed(e.to_string()))
+}
+
+/// Reads `NAME.job.json`; `Ok(None)` when it does not exist.
+pub fn read_record(path: &Path) -> Result<Option<JobRecord>, RecordError> {
+    let record: Option<JobRecord> = read_json(path)?;
+    match record {
+        Some(r) if r.version > RECORD_VERSION => Err(RecordError::Malformed {
+            path: path.display().to_string(),
+            detail: format!(
+                "record version {} is newer than this jobwatch understands ({RECORD_VERSION})",
+                r.version
+            ),
+        }),
+        other => Ok(other),
+    }
+}
+
+/// `NAME.kill`: written by whoever kills a job other than its wrapper,
+/// before the first signal, so the wrapper records the right outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillRequest {
+    /// The outcome to record: `killed`, `timeout` or `hung`.
+    pub outcome: Outcome,
+    /// One line on why.
+    pub reason: String,
+    /// When it was requested (RFC 3339, UTC).
+    pub at: String,
+}
+
+impl KillRequest {
+    /// Writes the request atomically.
+    pub fn write(&self, path: &Path) -> Result<(), WriteError> {
+        let json = serde_json::to_vec(self).expect("a kill request always serializes");
+        write_atomic(path, &json)
+    }
+}
+
+/// `now` as RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
