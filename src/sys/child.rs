@@ -1,0 +1,137 @@
+//! The wrapper's side of process management: becoming a subreaper, learning
+//! that the command exited without reaping it (so its PID, and therefore its
+//! process-group id, cannot be reused while we still signal the group),
+//! reaping orphans, and turning signals into wake-ups of the event loop.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::process::{Pid, WaitId, WaitIdOptions, WaitOptions, waitid, waitpid};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+
+use super::proc::own_children;
+
+/// How the command ended, as the kernel reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+}
+
+/// Makes orphaned descendants of this process re-parent to it instead of to
+/// PID 1, so that the wrapper sees (and reaps) the whole job tree.
+pub fn become_subreaper() -> io::Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).map_err(Into::into)
+}
+
+/// Whether child `pid` has exited; it is left unreaped (a zombie) so that
+/// its PID stays reserved until [`reap`] is called.
+pub fn peek_exit(pid: i32) -> Option<ExitStatus> {
+    let pid = Pid::from_raw(pid)?;
+    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    let status = waitid(WaitId::Pid(pid), opts).ok()??;
+    if let Some(code) = status.exit_status() {
+        Some(ExitStatus::Code(code))
+    } else {
+        status.terminating_signal().map(ExitStatus::Signal)
+    }
+}
+
+/// Reaps child `pid` (after [`peek_exit`] said it exited).
+pub fn reap(pid: i32) {
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = waitpid(Some(pid), WaitOptions::empty());
+    }
+}
+
+/// Reaps every exited child except `keep`; orphans of the job re-parented to
+/// the subreaper would otherwise linger as zombies.
+pub fn reap_orphans(keep: i32) {
+    for pid in own_children() {
+        if pid == keep {
+            continue;
+        }
+        if let Some(p) = Pid::from_raw(pid) {
+            let _ = waitpid(Some(p), WaitOptions::NOHANG);
+        }
+    }
+}
+
+/// Signals that the wrapper handles: their arrival wakes [`SignalPipe::wait`].
+pub struct SignalPipe {
+    read: UnixStream,
+    last_terminating: Arc<AtomicUsize>,
+}
+
+impl SignalPipe {
+    /// Installs handlers for SIGCHLD, SIGTERM, SIGINT and SIGHUP.
+    pub fn install() -> io::Result<Self> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        let last_terminating = Arc::new(AtomicUsize::new(0));
+        for sig in [SIGCHLD, SIGTERM, SIGINT, SIGHUP] {
+            signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
+        }
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal_hook::flag::register_usize(sig, Arc::clone(&last_terminating), sig as usize)?;
+        }
+        Ok(Self {
+            read,
+            last_terminating,
+        })
+    }
+
+    /// Sleeps until a handled signal arrives or `timeout` passes.
+    pub fn wait(&self, timeout: Duration) {
+        let ts = Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: timeout.subsec_nanos() as i64,
+        };
+        let mut fds = [PollFd::new(&self.read, PollFlags::IN)];
+        let _ = poll(&mut fds, Some(&ts));
+        self.drain();
+    }
+
+    fn drain(&self) {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        while matches!((&self.read).read(&mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// Takes the last terminating signal (TERM, INT, HUP) received since the
+    /// previous call, if any.
+    pub fn take_terminating(&self) -> Option<i32> {
+        match self.last_terminating.swap(0, Ordering::SeqCst) {
+            0 => None,
+            n => Some(n as i32),
+        }
+    }
+}
+
+/// Makes a command start in a new session: no controlling terminal, so the
+/// caller's terminal closing (SIGHUP) never reaches it.
+pub fn detach_into_new_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
+    }
+}
+
+/// Detaches this process's stdout from its spawner (the pipe that carried
+/// the readiness line) and sends stderr to `log`, so that the spawner can
+/// exit and later diagnostics are kept with the job.
+pub fn release_stdio(log: &std::path::Path) {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null);
+    }
+    if let Ok(log) = std::fs::OpenOptions::new().append(true).open(log) {
+        let _ = rustix::stdio::dup2_stderr(&log);
+    }
+}

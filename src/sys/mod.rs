@@ -1,0 +1,9 @@
+//! The only home of operating-system specifics: `/proc`, signals, process
+//! groups and reaping. Callers above this module never touch raw PIDs
+//! without a start time, nor write `unsafe`.
+
+pub mod child;
+pub mod proc;
+pub mod signal;
+
+pub use proc::{ProcInfo, ProcessId, Snapshot};
