@@ -1,0 +1,386 @@
+//! Classifying a job from its files alone, so that `status` and `wait` give
+//! the same answer after any crash of any monitor.
+//!
+//! [`observe`] reads the files (and checks the wrapper's PID); [`classify`]
+//! is a pure function of that observation and the time.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::liveness::{observer_threshold, visible_progress};
+use crate::protocol::record::{RecordError, StatusWord, read_record};
+use crate::protocol::status_file::{StatusError, read_status};
+use crate::protocol::{FileKind, JobPaths, JobRecord, Outcome};
+use crate::sys::proc::{self, ProcessId};
+
+/// Whether the wrapper process is still there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrapperState {
+    /// Alive (same PID, same start time, same boot, not a zombie).
+    Alive,
+    /// Gone, or its PID now belongs to another process.
+    Dead,
+    /// It runs on another host: its PID cannot be checked from here.
+    Elsewhere,
+    /// No record to tell.
+    Unknown,
+}
+
+/// Everything read from one job's files at one moment.
+#[derive(Debug)]
+pub struct Observed {
+    /// `NAME.job.json`.
+    pub record: Result<Option<JobRecord>, RecordError>,
+    /// The wrapper, checked after the record was read and before the status.
+    pub wrapper: WrapperState,
+    /// `NAME.status`.
+    pub status: Result<Option<StatusWord>, StatusError>,
+    /// mtime of `NAME.heartbeat`.
+    pub heartbeat_mtime: Option<SystemTime>,
+    /// mtime of `NAME.log`.
+    pub log_mtime: Option<SystemTime>,
+    /// Whether any of the job's files exists.
+    pub any_file: bool,
+}
+
+/// What a job is, as far as its files tell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobState {
+    /// Running and making progress (or too recently started to say).
+    Running {
+        /// The record.
+        record: Box<JobRecord>,
+        /// Last visible progress.
+        last_progress: Option<SystemTime>,
+        /// When it will count as hung without further progress.
+        hung_at: SystemTime,
+    },
+    /// Running, but no visible progress for longer than allowed and its
+    /// wrapper did not act: an outside observer should kill it.
+    Hung {
+        /// The record.
+        record: Box<JobRecord>,
+        /// Last visible progress.
+        last_progress: Option<SystemTime>,
+    },
+    /// `.status` exists: the job is over and its files are final.
+    Finished {
+        /// The outcome.
+        outcome: Outcome,
+        /// The final record, when the job has one.
+        record: Option<Box<JobRecord>>,
+    },
+    /// The wrapper vanished without writing a status.
+    Lost {
+        /// The last record.
+        record: Box<JobRecord>,
+    },
+    /// No files at all for this name.
+    Missing,
+    /// Files exist but cannot be trusted: the reason says which and why.
+    Invalid {
+        /// One line naming the file and the problem.
+        reason: String,
+    },
+}
+
+impl JobState {
+    /// The one-word state shown by `status`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            JobState::Running { .. } => "running",
+            JobState::Hung { .. } => "hung",
+            JobState::Finished { outcome, .. } => outcome.as_str(),
+            JobState::Lost { .. } => "lost",
+            JobState::Missing => "missing",
+            JobState::Invalid { .. } => "invalid",
+        }
+    }
+
+    /// The record, when there is one.
+    pub fn record(&self) -> Option<&JobRecord> {
+        match self {
+            JobState::Running { record, .. }
+            | JobState::Hung { record, .. }
+            | JobState::Lost { record } => Some(record),
+            JobState::Finished { record, .. } => record.as_deref(),
+            JobState::Missing | JobState::Invalid { .. } => None,
+        }
+    }
+}
+
+/// Reads a job's files. The order matters: the wrapper is checked before the
+/// status is read, so "wrapper dead and no status" can never be a status
+/// written between the two reads.
+pub fn observe(paths: &JobPaths) -> Observed {
+    let record = read_record(&paths.record());
+    let wrapper = match &record {
+        Ok(Some(r)) => wrapper_state(r),
+        _ => WrapperState::Unknown,
+    };
+    let status = read_status(&paths.status());
+    let heartbeat_mtime = mtime(&paths.heartbeat());
+    let log_mtime = mtime(&paths.log());
+    let any_file = matches!(record, Ok(Some(_)) | Err(_))
+        || matches!(status, Ok(Some(_)) | Err(_))
+        || heartbeat_mtime.is_some()
+        || log_mtime.is_some()
+        || paths.file(FileKind::Pid).exists();
+    Observed {
+        record,
+        wrapper,
+        status,
+        heartbeat_mtime,
+        log_mtime,
+        any_file,
+    }
+}
+
+/// Checks the wrapper named by a record.
+pub fn wrapper_state(record: &JobRecord) -> WrapperState {
+    if record.host != proc::hostname() {
+        return WrapperState::Elsewhere;
+    }
+    if record.boot_id != proc::boot_id() {
+        return WrapperState::Dead;
+    }
+    let id = ProcessId {
+        pid: record.wrapper_pid,
+        start_time: record.wrapper_start_time,
+    };
+    if proc::is_alive(id) {
+        WrapperState::Alive
+    } else {
+        WrapperState::Dead
+    }
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).ok()?.modified().ok()
+}
+
+/// Classifies an observation at time `now`. `stale` overrides the job's own
+/// stale threshold (see [`observer_threshold`]).
+pub fn classify(obs: Observed, now: SystemTime, stale: Option<Duration>) -> JobState {
+    let record = match obs.record {
+        Ok(r) => r,
+        Err(e) => {
+            return JobState::Invalid {
+                reason: e.to_string(),
+            };
+        }
+    };
+    let status = match obs.status {
+        Ok(s) => s,
+        Err(e) => {
+            return JobState::Invalid {
+                reason: e.to_string(),
+            };
+        }
+    };
+    match (status, record) {
+        (Some(word), record) => finished(word, record),
+        (None, None) if obs.any_file => JobState::Invalid {
+            reason: "no job.json record and no status: not a jobwatch job, or a damaged one"
+                .to_owned(),
+        },
+        (None, None) => JobState::Missing,
+        (None, Some(record)) => unfinished(
+            record,
+            obs.wrapper,
+            obs.heartbeat_mtime,
+            obs.log_mtime,
+            now,
+            stale,
+        ),
+    }
+}
+
+fn finished(word: StatusWord, record: Option<JobRecord>) -> JobState {
+    let from_word = match word {
+        StatusWord::Success => Outcome::Success,
+        StatusWord::Failed => Outcome::Failed,
+    };
+    let outcome = match record.as_ref().and_then(|r| r.outcome) {
+        Some(o) if o.status_word() != word => {
+            return JobState::Invalid {
+                reason: format!("status file says {} but job.json says {o}", word.as_str()),
+            };
+        }
+        Some(o) => o,
+        None => from_word,
+    };
+    JobState::Finished {
+        outcome,
+        record: record.map(Box::new),
+    }
+}
+
+fn unfinished(
+    record: JobRecord,
+    wrapper: WrapperState,
+    heartbeat_mtime: Option<SystemTime>,
+    log_mtime: Option<SystemTime>,
+    now: SystemTime,
+    stale: Option<Duration>,
+) -> JobState {
+    let last_progress = visible_progress(record.settings.liveness, heartbeat_mtime, log_mtime);
+    let threshold = observer_threshold(&record.settings, stale);
+    let hung_at = last_progress.unwrap_or_else(|| record.started()) + threshold;
+    let overdue = now >= hung_at;
+    match wrapper {
+        WrapperState::Dead => JobState::Lost {
+            record: Box::new(record),
+        },
+        // Another host's wrapper cannot be checked: a heartbeat that stopped
+        // for longer than any healthy wrapper allows means it is gone.
+        WrapperState::Elsewhere if overdue => JobState::Lost {
+            record: Box::new(record),
+        },
+        _ if overdue => JobState::Hung {
+            record: Box::new(record),
+            last_progress,
+        },
+        _ => JobState::Running {
+            record: Box::new(record),
+            last_progress,
+            hung_at,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record::RECORD_VERSION;
+    use crate::protocol::{LivenessMode, Settings};
+    use std::time::UNIX_EPOCH;
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(2_000_000_000 + secs)
+    }
+
+    fn record(outcome: Option<Outcome>) -> JobRecord {
+        JobRecord {
+            version: RECORD_VERSION,
+            name: "j".into(),
+            job_id: "id".into(),
+            command: vec!["true".into()],
+            cwd: "/".into(),
+            host: "h".into(),
+            boot_id: "b".into(),
+            wrapper_pid: 1,
+            wrapper_start_time: 1,
+            child_pid: Some(2),
+            child_start_time: Some(2),
+            pgid: Some(2),
+            settings: Settings {
+                heartbeat_ms: 1_000,
+                stale_ms: 10_000,
+                timeout_ms: None,
+                grace_ms: 100,
+                liveness: LivenessMode::Output,
+            },
+            started_at: "x".into(),
+            started_unix_ms: crate::protocol::record::unix_ms(t(0)),
+            ended_at: None,
+            exit_code: None,
+            signal: None,
+            outcome,
+            duration_ms: None,
+            reason: None,
+            finalized_by: None,
+        }
+    }
+
+    fn obs(
+        record: Option<JobRecord>,
+        wrapper: WrapperState,
+        status: Option<StatusWord>,
+        beat: u64,
+    ) -> Observed {
+        Observed {
+            record: Ok(record),
+            wrapper,
+            status: Ok(status),
+            heartbeat_mtime: Some(t(beat)),
+            log_mtime: None,
+            any_file: true,
+        }
+    }
+
+    #[test]
+    fn a_status_makes_a_job_finished_whatever_the_wrapper() {
+        let s = classify(
+            obs(
+                Some(record(Some(Outcome::Timeout))),
+                WrapperState::Dead,
+                Some(StatusWord::Failed),
+                0,
+            ),
+            t(100),
+            None,
+        );
+        assert!(matches!(
+            s,
+            JobState::Finished {
+                outcome: Outcome::Timeout,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_dead_wrapper_without_status_is_lost() {
+        let s = classify(
+            obs(Some(record(None)), WrapperState::Dead, None, 0),
+            t(1),
+            None,
+        );
+        assert_eq!(s.word(), "lost");
+    }
+
+    #[test]
+    fn a_live_wrapper_is_hung_only_after_the_observer_threshold() {
+        let live = |now| {
+            classify(
+                obs(Some(record(None)), WrapperState::Alive, None, 0),
+                t(now),
+                None,
+            )
+            .word()
+        };
+        assert_eq!(live(11), "running", "the wrapper decides first");
+        assert_eq!(live(12), "hung", "stale 10s + heartbeat 1s + 1s");
+        let explicit = classify(
+            obs(Some(record(None)), WrapperState::Alive, None, 0),
+            t(3),
+            Some(Duration::from_secs(2)),
+        );
+        assert_eq!(explicit.word(), "hung");
+    }
+
+    #[test]
+    fn status_and_record_that_disagree_are_invalid() {
+        let s = classify(
+            obs(
+                Some(record(Some(Outcome::Failed))),
+                WrapperState::Dead,
+                Some(StatusWord::Success),
+                0,
+            ),
+            t(1),
+            None,
+        );
+        assert_eq!(s.word(), "invalid");
+    }
+
+    #[test]
+    fn nothing_on_disk_is_missing_and_orphan_files_are_invalid() {
+        let mut o = obs(None, WrapperState::Unknown, None, 0);
+        o.any_file = false;
+        assert_eq!(classify(o, t(0), None), JobState::Missing);
+        let o = obs(None, WrapperState::Unknown, None, 0);
+        assert_eq!(classify(o, t(0), None).word(), "invalid");
+    }
+}
