@@ -1,0 +1,178 @@
+//! Killing a job's whole process tree, and nothing else.
+//!
+//! A process belongs to the job when one of these holds in a fresh `/proc`
+//! snapshot:
+//! - it is in the job's process group and the group leader (the command) is
+//!   still the process recorded, live or zombie: while the leader's PID is
+//!   taken, its group id cannot have been reused;
+//! - its environment carries the job's `JOBWATCH_JOB_ID` (how descendants
+//!   that left the group with `setsid` are found after their parent died);
+//! - it descends from one of the above, or from the wrapper itself (a child
+//!   subreaper, so orphans of the job re-parent to it).
+//!
+//! The group is signalled with `killpg` (atomic, catches a fork in flight);
+//! every other member through a pidfd after re-checking its start time.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use crate::sys::proc::{ProcInfo, ProcessId, Snapshot, has_env};
+use crate::sys::signal::{Delivery, signal_group, signal_process};
+
+/// Environment variable carrying the job's run id into its processes.
+pub const JOB_ID_ENV: &str = "JOBWATCH_JOB_ID";
+
+/// How long SIGKILL rounds go on before survivors are reported.
+const KILL_ROUNDS_LIMIT: Duration = Duration::from_secs(5);
+
+/// How often membership is re-checked while waiting for processes to die.
+const RECHECK: Duration = Duration::from_millis(10);
+
+/// Who belongs to one job.
+#[derive(Debug, Clone)]
+pub struct JobTarget {
+    /// The run id in the job's environment.
+    pub job_id: String,
+    /// The command (process-group leader) as recorded.
+    pub leader: Option<ProcessId>,
+    /// When the caller is the wrapper: its own identity (its descendants are
+    /// the job's, and it must never signal itself).
+    pub wrapper: Option<ProcessId>,
+}
+
+/// The job's live processes at one moment.
+#[derive(Debug, Default)]
+pub struct Members {
+    /// Whether the leader was verified, so the whole group may be signalled.
+    pub group: Option<ProcessId>,
+    /// Every live member, including those in the group.
+    pub procs: Vec<ProcInfo>,
+}
+
+impl Members {
+    /// Whether no member is alive.
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+}
+
+/// Finds the job's live processes in a fresh snapshot.
+pub fn find_members(target: &JobTarget) -> Members {
+    members_in(&Snapshot::take(), target)
+}
+
+fn members_in(snap: &Snapshot, target: &JobTarget) -> Members {
+    let me = std::process::id() as i32;
+    let wrapper_pid = target.wrapper.map(|w| w.pid);
+    let leader = target
+        .leader
+        .filter(|l| snap.procs().iter().any(|p| p.id == *l));
+    let mut roots: Vec<ProcInfo> = Vec::new();
+    if let Some(l) = leader {
+        roots.extend(snap.procs().iter().filter(|p| p.pgrp == l.pid));
+    }
+    // Only processes born after the command can carry its id; that bound
+    // keeps the environment reads few.
+    if let Some(born) = target.leader.map(|l| l.start_time) {
+        roots.extend(snap.procs().iter().filter(|p| {
+            p.id.start_time >= born
+                && !p.is_dead()
+                && Some(p.id.pid) != wrapper_pid
+                && has_env(p.id.pid, JOB_ID_ENV, &target.job_id)
+        }));
+    }
+    let mut root_pids: Vec<i32> = roots.iter().map(|p| p.id.pid).collect();
+    root_pids.extend(wrapper_pid);
+    let mut seen = HashSet::new();
+    let procs = roots
+        .into_iter()
+        .chain(snap.descendants_of(&root_pids))
+        .filter(|p| !p.is_dead() && p.id.pid != me && Some(p.id.pid) != wrapper_pid)
+        .filter(|p| seen.insert(p.id))
+        .collect();
+    Members {
+        group: leader,
+        procs,
+    }
+}
+
+/// Sends `sig` to every member: once to the group, individually to the rest.
+pub fn signal_members(members: &Members, sig: Signal) {
+    let group_sent = members
+        .group
+        .is_some_and(|leader| signal_group(leader, sig) == Delivery::Sent);
+    for p in &members.procs {
+        let covered = group_sent && members.group.is_some_and(|l| l.pid == p.pgrp);
+        if !covered {
+            signal_process(p.id, sig);
+        }
+    }
+}
+
+/// What a termination achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KillReport {
+    /// Processes found when it began.
+    pub found: usize,
+    /// Whether SIGKILL was needed after the grace period.
+    pub escalated: bool,
+    /// PIDs still alive at the end (uninterruptible sleep, another user's).
+    pub survivors: Vec<i32>,
+}
+
+/// Terminates the job's process tree: `first` (usually SIGTERM) to all,
+/// up to `grace` for them to exit, then SIGKILL until none is left.
+///
+/// `tick` runs at every re-check (the wrapper reaps orphans there); when it
+/// returns `true` the grace period is cut short (a second Ctrl-C).
+pub fn terminate(
+    target: &JobTarget,
+    first: Signal,
+    grace: Duration,
+    tick: &mut dyn FnMut() -> bool,
+) -> KillReport {
+    let members = find_members(target);
+    let mut report = KillReport {
+        found: members.procs.len(),
+        ..KillReport::default()
+    };
+    if members.is_empty() {
+        return report;
+    }
+    if grace.is_zero() || first == Signal::KILL {
+        return kill_until_gone(target, report);
+    }
+    signal_members(&members, first);
+    let deadline = Instant::now() + grace;
+    loop {
+        let cut_short = tick();
+        if find_members(target).is_empty() {
+            return report;
+        }
+        if cut_short || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(RECHECK);
+    }
+    report.escalated = true;
+    kill_until_gone(target, report)
+}
+
+fn kill_until_gone(target: &JobTarget, mut report: KillReport) -> KillReport {
+    let deadline = Instant::now() + KILL_ROUNDS_LIMIT;
+    loop {
+        let members = find_members(target);
+        if members.is_empty() {
+            report.survivors.clear();
+            return report;
+        }
+        signal_members(&members, Signal::KILL);
+        if Instant::now() >= deadline {
+            report.survivors = members.procs.iter().map(|p| p.id.pid).collect();
+            return report;
+        }
+        std::thread::sleep(RECHECK);
+    }
+}

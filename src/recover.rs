@@ -1,0 +1,178 @@
+//! Acting on a job from outside its wrapper: finishing the record of a lost
+//! job, and killing a job on request (`jobwatch kill`, a waiter's timeout or
+//! hang verdict). The wrapper stays the one that writes the final record
+//! while it lives; these paths only write it when it is gone.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use rustix::process::Signal;
+
+use crate::classify::{JobState, WrapperState, classify, observe, wrapper_state};
+use crate::kill::{JobTarget, KillReport, terminate};
+use crate::protocol::atomic::WriteError;
+use crate::protocol::lock::{JobLock, LockError};
+use crate::protocol::record::{Finalizer, KillRequest, rfc3339};
+use crate::protocol::status_file::write_status_once;
+use crate::protocol::{JobEnd, JobPaths, JobRecord, Outcome};
+use crate::sys::proc::ProcessId;
+
+/// How long to wait for a live wrapper to write the final status after its
+/// command was killed from outside.
+const WRAPPER_FINISH_WAIT: Duration = Duration::from_secs(10);
+
+/// Recovering or killing a job failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// The job's files cannot be trusted.
+    #[error("job {name}: {reason}")]
+    Invalid {
+        /// The job.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No such job.
+    #[error("no job named {0}")]
+    Missing(String),
+    /// The job runs on another machine.
+    #[error("job {name} runs on host {host}; its processes can only be signalled from there")]
+    Elsewhere {
+        /// The job.
+        name: String,
+        /// Its host.
+        host: String,
+    },
+    /// Writing a file failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// Taking the job's lock failed.
+    #[error(transparent)]
+    Lock(LockError),
+}
+
+/// The processes of the job described by `record`, seen from outside.
+pub fn target_of(record: &JobRecord) -> JobTarget {
+    JobTarget {
+        job_id: record.job_id.clone(),
+        leader: record
+            .child_pid
+            .zip(record.child_start_time)
+            .map(|(pid, start_time)| ProcessId { pid, start_time }),
+        wrapper: None,
+    }
+}
+
+/// Finishes a job whose wrapper is gone: kills what is left of it and
+/// writes the final record and status, under the job's lock so that only
+/// one observer does it. Returns the final state, which may be another
+/// observer's verdict if one was faster.
+pub fn finalize_lost(
+    paths: &JobPaths,
+    grace: Duration,
+    why: &str,
+) -> Result<JobState, RecoverError> {
+    let lock = match JobLock::try_acquire(&paths.lock()) {
+        Ok(lock) => lock,
+        // A wrapper (perhaps a new run of the name) holds it: the files will
+        // tell what happened once it is done.
+        Err(LockError::Held) => return Ok(classify(observe(paths), SystemTime::now(), None)),
+        Err(e) => return Err(RecoverError::Lock(e)),
+    };
+    let state = classify(observe(paths), SystemTime::now(), None);
+    let JobState::Lost { record } = state else {
+        return Ok(state);
+    };
+    finish_lost(paths, *record, grace, why)?;
+    drop(lock);
+    Ok(classify(observe(paths), SystemTime::now(), None))
+}
+
+/// With the job's lock held: kills what is left of a run whose wrapper is
+/// gone and writes its final record and status (`lost`).
+pub fn finish_lost(
+    paths: &JobPaths,
+    mut record: JobRecord,
+    grace: Duration,
+    why: &str,
+) -> Result<JobRecord, WriteError> {
+    let report = terminate(&target_of(&record), Signal::TERM, grace, &mut || false);
+    let end = JobEnd {
+        outcome: Outcome::Lost,
+        exit_code: None,
+        signal: None,
+        reason: Some(lost_reason(why, &report)),
+    };
+    record.finish(&end, Finalizer::Waiter, SystemTime::now());
+    record.write(&paths.record())?;
+    write_status_once(&paths.status(), &record, Outcome::Lost)?;
+    Ok(record)
+}
+
+fn lost_reason(why: &str, report: &KillReport) -> String {
+    let mut s = why.to_owned();
+    if report.found > 0 {
+        s.push_str(&format!("; killed {} remaining process(es)", report.found));
+    }
+    if !report.survivors.is_empty() {
+        s.push_str(&format!("; could not kill {:?}", report.survivors));
+    }
+    s
+}
+
+/// Kills a running job from outside its wrapper and records why: writes
+/// `NAME.kill` first (so the wrapper records `outcome`), terminates the
+/// process tree, then waits for the final status.
+pub fn kill_job(
+    paths: &JobPaths,
+    outcome: Outcome,
+    reason: &str,
+    grace: Duration,
+) -> Result<JobState, RecoverError> {
+    let name = paths.name().to_string();
+    let state = classify(observe(paths), SystemTime::now(), None);
+    let record = match state {
+        JobState::Finished { .. } => return Ok(state),
+        JobState::Missing => return Err(RecoverError::Missing(name)),
+        JobState::Invalid { reason } => return Err(RecoverError::Invalid { name, reason }),
+        JobState::Lost { .. } => {
+            return finalize_lost(paths, grace, "the wrapper vanished without a status");
+        }
+        JobState::Running { record, .. } | JobState::Hung { record, .. } => record,
+    };
+    if wrapper_state(&record) == WrapperState::Elsewhere {
+        return Err(RecoverError::Elsewhere {
+            name,
+            host: record.host.clone(),
+        });
+    }
+    let request = KillRequest {
+        outcome,
+        reason: reason.to_owned(),
+        at: rfc3339(SystemTime::now()),
+    };
+    request.write(&paths.kill_request())?;
+    terminate(&target_of(&record), Signal::TERM, grace, &mut || false);
+    wait_for_final(paths, &record, grace)
+}
+
+/// Waits (bounded) for the wrapper to write the final status; finishes the
+/// job itself if the wrapper turns out to be gone.
+fn wait_for_final(
+    paths: &JobPaths,
+    record: &JobRecord,
+    grace: Duration,
+) -> Result<JobState, RecoverError> {
+    let deadline = Instant::now() + WRAPPER_FINISH_WAIT;
+    loop {
+        let state = classify(observe(paths), SystemTime::now(), None);
+        let same_run = state.record().is_some_and(|r| r.job_id == record.job_id);
+        match state {
+            JobState::Finished { .. } => return Ok(state),
+            JobState::Lost { .. } if same_run => {
+                return finalize_lost(paths, grace, "the wrapper vanished without a status");
+            }
+            _ if !same_run || Instant::now() >= deadline => return Ok(state),
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
