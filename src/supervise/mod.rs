@@ -1,0 +1,574 @@
+//! The wrapper: claims a job name, starts the command in its own process
+//! group with its output going straight to `NAME.log`, keeps the heartbeat
+//! honest, enforces the time limit and the stale threshold itself, forwards
+//! signals, and writes the final record and status.
+//!
+//! Theory of operation: [`start`] does everything up to a running command
+//! whose files exist (so a detached caller may return); [`Supervisor::run_to_end`]
+//! is an event loop that sleeps on a self-pipe fed by SIGCHLD/TERM/INT/HUP
+//! and wakes at the next heartbeat sample, stale deadline or time limit.
+//! The command is not reaped until its leftovers are killed, so its PID and
+//! process-group id stay reserved for every signal the wrapper sends.
+
+mod tee;
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustix::process::Signal;
+
+use crate::classify::{JobState, classify, observe};
+use crate::kill::{JOB_ID_ENV, JobTarget, terminate};
+use crate::liveness::{Observation, ProgressTracker};
+use crate::protocol::atomic::{WriteError, write_atomic};
+use crate::protocol::history::{archive, history_label};
+use crate::protocol::lock::{JobLock, LockError};
+use crate::protocol::record::{
+    Finalizer, KillRequest, RECORD_VERSION, read_json, rfc3339, unix_ms,
+};
+use crate::protocol::status_file::write_status_once;
+use crate::protocol::{JobEnd, JobName, JobPaths, JobRecord, JobsDir, Outcome, Settings};
+use crate::recover::finish_lost;
+use crate::sys::child::{ExitStatus, SignalPipe, become_subreaper, peek_exit, reap, reap_orphans};
+use crate::sys::proc::{self, ProcessId, Snapshot};
+
+pub use tee::Tee;
+
+/// What to run, and how.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The job's name.
+    pub name: JobName,
+    /// The command and its arguments.
+    pub command: Vec<OsString>,
+    /// Supervision policy.
+    pub settings: Settings,
+    /// Copy the command's output to stdout as well (foreground runs).
+    pub echo_output: bool,
+}
+
+/// Starting a job failed; nothing was left running.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A live wrapper already runs this name.
+    #[error("job {name} is already running{}", pid.map(|p| format!(" (wrapper pid {p})")).unwrap_or_default())]
+    AlreadyRunning {
+        /// The job.
+        name: String,
+        /// Its wrapper, if the record tells.
+        pid: Option<i32>,
+    },
+    /// The command could not be executed; the job is recorded as failed.
+    #[error("cannot run {command:?}: {source}")]
+    Spawn {
+        /// The program.
+        command: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The previous run's files could not be made safe to replace.
+    #[error("job {name}: cannot retire the previous run: {reason}")]
+    Previous {
+        /// The job.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A file could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// Another I/O failure, with context.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl StartError {
+    /// The exit status a shell would use for this failure: 127 for a
+    /// missing program, 126 for one that cannot be executed, else `None`.
+    pub fn shell_code(&self) -> Option<u8> {
+        match self {
+            StartError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                Some(127)
+            }
+            StartError::Spawn { .. } => Some(126),
+            _ => None,
+        }
+    }
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
+    let context = context.into();
+    move |source| StartError::Io { context, source }
+}
+
+/// A started job under supervision.
+pub struct Supervisor {
+    paths: JobPaths,
+    record: JobRecord,
+    child: Child,
+    me: ProcessId,
+    signals: SignalPipe,
+    started: Instant,
+    tee: Option<Tee>,
+    _lock: JobLock,
+}
+
+/// Claims the name, retires a previous run, writes the job's files and
+/// starts the command.
+pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
+    let paths = dir.job(&spec.name);
+    let lock = claim(&paths)?;
+    retire_previous(dir, &paths, spec.settings.grace())?;
+
+    let log = create_log(&paths)?;
+    write_atomic(&paths.heartbeat(), b"")?;
+    let now = SystemTime::now();
+    let me = proc::myself();
+    let mut record = JobRecord {
+        version: RECORD_VERSION,
+        name: spec.name.to_string(),
+        job_id: proc::random_id(),
+        command: spec
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        cwd: std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        host: proc::hostname(),
+        boot_id: proc::boot_id(),
+        wrapper_pid: me.pid,
+        wrapper_start_time: me.start_time,
+        child_pid: None,
+        child_start_time: None,
+        pgid: None,
+        settings: spec.settings,
+        started_at: rfc3339(now),
+        started_unix_ms: unix_ms(now),
+        ended_at: None,
+        exit_code: None,
+        signal: None,
+        outcome: None,
+        duration_ms: None,
+        reason: None,
+        finalized_by: None,
+    };
+    record.write(&paths.record())?;
+
+    become_subreaper().map_err(io_err("cannot become a child subreaper"))?;
+    let signals = SignalPipe::install().map_err(io_err("cannot install signal handlers"))?;
+    let child = match spawn_command(&spec, &paths, &record, &log) {
+        Ok(child) => child,
+        Err(source) => {
+            record_spawn_failure(&paths, &mut record, &source)?;
+            return Err(StartError::Spawn {
+                command: record.command.first().cloned().unwrap_or_default(),
+                source,
+            });
+        }
+    };
+    let child_id = proc::identify(child.id() as i32).unwrap_or(ProcessId {
+        pid: child.id() as i32,
+        start_time: 0,
+    });
+    record.child_pid = Some(child_id.pid);
+    record.child_start_time = Some(child_id.start_time);
+    record.pgid = Some(child_id.pid);
+    record.write(&paths.record())?;
+    write_atomic(&paths.pid(), format!("{}\n", child_id.pid).as_bytes())?;
+
+    let tee = if spec.echo_output {
+        Tee::start(&paths.log()).ok()
+    } else {
+        None
+    };
+    Ok(Supervisor {
+        paths,
+        record,
+        child,
+        me,
+        signals,
+        started: Instant::now(),
+        tee,
+        _lock: lock,
+    })
+}
+
+fn claim(paths: &JobPaths) -> Result<JobLock, StartError> {
+    match JobLock::try_acquire(&paths.lock()) {
+        Ok(lock) => Ok(lock),
+        Err(LockError::Held) => Err(StartError::AlreadyRunning {
+            name: paths.name().to_string(),
+            pid: read_json::<JobRecord>(&paths.record())
+                .ok()
+                .flatten()
+                .map(|r| r.wrapper_pid),
+        }),
+        Err(LockError::Io { path, source }) => Err(StartError::Io {
+            context: format!("cannot lock {}", path.display()),
+            source,
+        }),
+    }
+}
+
+/// Moves the previous run's files into history. A run left without a status
+/// (its wrapper died: we hold the lock) is first finished as `lost`, with its
+/// remaining processes killed, so nothing of it is lost or left running.
+fn retire_previous(dir: &JobsDir, paths: &JobPaths, grace: Duration) -> Result<(), StartError> {
+    let previous = |reason: String| StartError::Previous {
+        name: paths.name().to_string(),
+        reason,
+    };
+    let state = classify(observe(paths), SystemTime::now(), None);
+    let label_time = match &state {
+        JobState::Missing => return Ok(()),
+        JobState::Lost { .. } | JobState::Running { .. } | JobState::Hung { .. } => {
+            // Under our lock a "running" record can only be a dead wrapper
+            // whose PID check raced; finish it the same way.
+            finalize_lost_held(paths, grace).map_err(|e| previous(e.to_string()))?
+        }
+        other => other
+            .record()
+            .map(JobRecord::started)
+            .unwrap_or_else(SystemTime::now),
+    };
+    let label = history_label(label_time);
+    archive(paths, &dir.history_of(paths.name()), &label).map_err(|e| previous(e.to_string()))?;
+    Ok(())
+}
+
+/// Finishes a previous run left without a status (we hold the lock, so its
+/// wrapper is gone) and returns when it started.
+fn finalize_lost_held(paths: &JobPaths, grace: Duration) -> Result<SystemTime, String> {
+    let state = classify(observe(paths), SystemTime::now(), None);
+    let Some(record) = state.record() else {
+        return Ok(SystemTime::now());
+    };
+    let why = "the wrapper vanished without a status; found when the name was reused";
+    finish_lost(paths, record.clone(), grace, why)
+        .map(|r| r.started())
+        .map_err(|e| e.to_string())
+}
+
+fn create_log(paths: &JobPaths) -> Result<File, StartError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(paths.log())
+        .map_err(io_err(format!("cannot create {}", paths.log().display())))
+}
+
+fn spawn_command(
+    spec: &RunSpec,
+    paths: &JobPaths,
+    record: &JobRecord,
+    log: &File,
+) -> io::Result<Child> {
+    let (program, args) = spec
+        .command
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    Command::new(program)
+        .args(args)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .env("JOBWATCH_NAME", spec.name.as_str())
+        .env("JOBWATCH_DIR", paths.dir())
+        .env("JOBWATCH_RESULT", paths.result())
+        .env("JOBWATCH_HEARTBEAT", paths.heartbeat())
+        .env(JOB_ID_ENV, &record.job_id)
+        .spawn()
+}
+
+fn record_spawn_failure(
+    paths: &JobPaths,
+    record: &mut JobRecord,
+    err: &io::Error,
+) -> Result<(), StartError> {
+    let code = if err.kind() == io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    let end = JobEnd {
+        outcome: Outcome::Failed,
+        exit_code: Some(code),
+        signal: None,
+        reason: Some(format!("cannot run {:?}: {err}", record.command.first())),
+    };
+    record.finish(&end, Finalizer::Wrapper, SystemTime::now());
+    record.write(&paths.record())?;
+    write_status_once(&paths.status(), record, Outcome::Failed)?;
+    Ok(())
+}
+
+/// Why the wrapper itself killed the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillCause {
+    Timeout,
+    Hung,
+    Signal(i32),
+}
+
+impl Supervisor {
+    /// The job's record as written at start.
+    pub fn record(&self) -> &JobRecord {
+        &self.record
+    }
+
+    /// The job's files.
+    pub fn paths(&self) -> &JobPaths {
+        &self.paths
+    }
+
+    /// Supervises the command until it ends, then writes the final record
+    /// and status. Returns the final record.
+    pub fn run_to_end(mut self) -> Result<JobRecord, WriteError> {
+        let (exit, cause) = self.supervise();
+        let pid = self.child.id() as i32;
+        self.kill_leftovers();
+        reap(pid);
+        if let Some(tee) = self.tee.take() {
+            tee.finish();
+        }
+        let end = self.verdict(exit, cause);
+        let mut record = self.record.clone();
+        record.finish(&end, Finalizer::Wrapper, SystemTime::now());
+        record.write(&self.paths.record())?;
+        write_status_once(&self.paths.status(), &record, end.outcome)?;
+        Ok(record)
+    }
+
+    fn target(&self) -> JobTarget {
+        JobTarget {
+            job_id: self.record.job_id.clone(),
+            leader: self
+                .record
+                .child_pid
+                .zip(self.record.child_start_time)
+                .map(|(pid, start_time)| ProcessId { pid, start_time }),
+            wrapper: Some(self.me),
+        }
+    }
+
+    /// The event loop: returns how the command ended and whether the
+    /// wrapper killed it.
+    fn supervise(&mut self) -> (ExitStatus, Option<KillCause>) {
+        let settings = self.record.settings;
+        let child = self.child.id() as i32;
+        let deadline = settings.timeout().map(|t| self.started + t);
+        let mut tracker = ProgressTracker::new(settings.liveness, &self.observe());
+        let mut next_sample = Instant::now() + settings.heartbeat();
+        let mut cause: Option<KillCause> = None;
+        loop {
+            if let Some(exit) = peek_exit(child) {
+                return (exit, cause);
+            }
+            if cause.is_none() {
+                cause = self.check_limits(&mut tracker, &mut next_sample, deadline);
+                if let Some(c) = cause {
+                    self.kill_for(c);
+                    continue;
+                }
+            }
+            let wake = self.next_wake(next_sample, deadline, cause.is_some());
+            self.signals.wait(wake);
+            reap_orphans(child);
+        }
+    }
+
+    /// Checks signals, the time limit and progress; returns a reason to kill.
+    fn check_limits(
+        &mut self,
+        tracker: &mut ProgressTracker,
+        next_sample: &mut Instant,
+        deadline: Option<Instant>,
+    ) -> Option<KillCause> {
+        if let Some(sig) = self.signals.take_terminating() {
+            return Some(KillCause::Signal(sig));
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Some(KillCause::Timeout);
+        }
+        let stale = self.record.settings.stale();
+        let stale_due = self
+            .heartbeat_mtime()
+            .is_some_and(|hb| SystemTime::now() >= hb + stale);
+        if now >= *next_sample || stale_due {
+            *next_sample = now + self.record.settings.heartbeat();
+            if let Some(t) = tracker.progress_since_last(&self.observe()) {
+                self.beat(t);
+            }
+            let hb = self.heartbeat_mtime().unwrap_or(self.record.started());
+            if SystemTime::now() >= hb + stale {
+                return Some(KillCause::Hung);
+            }
+        }
+        None
+    }
+
+    fn next_wake(
+        &self,
+        next_sample: Instant,
+        deadline: Option<Instant>,
+        killing: bool,
+    ) -> Duration {
+        if killing {
+            // Already killed: only waiting for the exit, which SIGCHLD reports.
+            return Duration::from_secs(1);
+        }
+        let now = Instant::now();
+        let mut wake = next_sample.saturating_duration_since(now);
+        if let Some(d) = deadline {
+            wake = wake.min(d.saturating_duration_since(now));
+        }
+        if let Some(hb) = self.heartbeat_mtime() {
+            let stale_at = hb + self.record.settings.stale();
+            let until = stale_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            wake = wake.min(until);
+        }
+        wake.max(Duration::from_millis(1))
+    }
+
+    fn kill_for(&mut self, cause: KillCause) {
+        let first = match cause {
+            KillCause::Signal(sig) => crate::sys::signal::from_number(sig).unwrap_or(Signal::TERM),
+            KillCause::Timeout | KillCause::Hung => Signal::TERM,
+        };
+        let child = self.child.id() as i32;
+        let signals = &self.signals;
+        let target = self.target();
+        terminate(&target, first, self.record.settings.grace(), &mut || {
+            reap_orphans(child);
+            signals.take_terminating().is_some()
+        });
+    }
+
+    /// After the command exits, its group and escaped descendants must not
+    /// outlive the job (a lost or finished job leaves no orphans).
+    fn kill_leftovers(&mut self) {
+        let child = self.child.id() as i32;
+        let target = self.target();
+        terminate(
+            &target,
+            Signal::TERM,
+            self.record.settings.grace(),
+            &mut || {
+                reap_orphans(child);
+                false
+            },
+        );
+        reap_orphans(child);
+    }
+
+    fn verdict(&self, exit: ExitStatus, cause: Option<KillCause>) -> JobEnd {
+        let (exit_code, signal) = match exit {
+            ExitStatus::Code(c) => (Some(c), None),
+            ExitStatus::Signal(s) => (None, Some(s)),
+        };
+        let settings = self.record.settings;
+        let (outcome, reason) = match cause {
+            Some(KillCause::Timeout) => (
+                Outcome::Timeout,
+                Some(format!(
+                    "ran longer than its time limit of {}",
+                    humantime::format_duration(settings.timeout().unwrap_or_default())
+                )),
+            ),
+            Some(KillCause::Hung) => (
+                Outcome::Hung,
+                Some(format!(
+                    "no progress ({} liveness) for {}",
+                    settings.liveness.as_str(),
+                    humantime::format_duration(settings.stale())
+                )),
+            ),
+            Some(KillCause::Signal(sig)) => (
+                Outcome::Killed,
+                Some(format!(
+                    "the wrapper received signal {sig}; forwarded to the job"
+                )),
+            ),
+            None => match read_json::<KillRequest>(&self.paths.kill_request()) {
+                Ok(Some(req)) => (req.outcome, Some(req.reason)),
+                _ if exit_code == Some(0) => (Outcome::Success, None),
+                _ => (Outcome::Failed, None),
+            },
+        };
+        JobEnd {
+            outcome,
+            exit_code,
+            signal,
+            reason,
+        }
+    }
+
+    fn observe(&self) -> Observation {
+        let meta = std::fs::metadata(self.paths.log()).ok();
+        Observation {
+            at: SystemTime::now(),
+            log_len: meta.as_ref().map_or(0, |m| m.len()),
+            log_mtime: meta.and_then(|m| m.modified().ok()),
+            cpu_ticks: self
+                .record
+                .settings
+                .liveness
+                .counts_cpu()
+                .then(|| self.tree_cpu_ticks()),
+        }
+    }
+
+    /// CPU used by the job: every live descendant of the wrapper (the
+    /// subreaper sees the whole tree), plus children the wrapper reaped.
+    fn tree_cpu_ticks(&self) -> u64 {
+        let snap = Snapshot::take();
+        let tree: u64 = snap
+            .descendants_of(&[self.me.pid])
+            .iter()
+            .map(|p| p.own_ticks + p.reaped_children_ticks)
+            .sum();
+        let reaped_by_me = proc::read_proc(self.me.pid).map_or(0, |p| p.reaped_children_ticks);
+        tree + reaped_by_me
+    }
+
+    fn heartbeat_mtime(&self) -> Option<SystemTime> {
+        std::fs::metadata(self.paths.heartbeat())
+            .ok()?
+            .modified()
+            .ok()
+    }
+
+    /// Moves the heartbeat's mtime forward to `t` (never backwards: an
+    /// explicit beat may already be newer).
+    fn beat(&self, t: SystemTime) {
+        if self.heartbeat_mtime().is_some_and(|hb| hb >= t) {
+            return;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.paths.heartbeat());
+        if let Ok(f) = file {
+            let _ = f.set_modified(t);
+        }
+    }
+}
