@@ -1,0 +1,29 @@
+//! jobwatch: run long work in the background and learn, quickly and
+//! reliably, whether it succeeded, failed, hung, timed out or was lost.
+//!
+//! Architecture, bottom up:
+//! - [`protocol`]: the on-disk file protocol (names, paths, records, atomic
+//!   writes, locks, history). Everything any process knows about a job is
+//!   in these files.
+//! - [`sys`]: the only OS-specific code: `/proc`, pidfd signals, reaping.
+//! - [`liveness`] and [`classify`]: pure rules: what counts as progress,
+//!   and what a job's files say it is.
+//! - [`kill`]: terminating a job's process tree without touching anything
+//!   else.
+//! - [`supervise`]: the wrapper that runs a command; [`recover`]: acting on
+//!   a job whose wrapper is gone; [`wait`]: the event-driven waiter.
+//! - [`cli`]: the command-line front end; [`exit_code`]: its documented
+//!   exit codes.
+#![warn(missing_docs)]
+
+pub mod classify;
+pub mod cli;
+pub mod exit_code;
+pub mod kill;
+pub mod liveness;
+pub mod protocol;
+pub mod recover;
+pub mod report;
+pub mod supervise;
+pub mod sys;
+pub mod wait;

@@ -1,0 +1,222 @@
+//! The waiter: blocks until jobs reach an outcome, woken by filesystem
+//! events (or polls), and acts on what their files say: a finished job is
+//! reported, a lost job is finished and its remains killed, a hung job or
+//! one past the waiter's time limit is killed and recorded as such.
+
+pub mod watch;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::classify::{JobState, classify, observe};
+use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
+use crate::recover::{RecoverError, finalize_lost, kill_job};
+
+pub use watch::Wakeups;
+
+/// Whether to return when all jobs are done or when the first one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitMode {
+    /// Every job must reach an outcome.
+    All,
+    /// The first outcome ends the wait.
+    Any,
+}
+
+/// What to wait for and how.
+#[derive(Debug, Clone)]
+pub struct WaitSpec {
+    /// The jobs.
+    pub names: Vec<JobName>,
+    /// All or any.
+    pub mode: WaitMode,
+    /// The waiter's own time limit.
+    pub timeout: Option<Duration>,
+    /// Overrides the jobs' stale threshold.
+    pub stale: Option<Duration>,
+    /// Poll at this interval instead of using events.
+    pub poll: Option<Duration>,
+    /// Kill jobs still running when the time limit passes.
+    pub kill_on_timeout: bool,
+    /// Grace period for kills; default: each job's own.
+    pub grace: Option<Duration>,
+}
+
+/// One job's verdict.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The job's files.
+    pub paths: JobPaths,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// The final record, when there is one.
+    pub record: Option<JobRecord>,
+    /// Whether it still runs (a `--no-kill` timeout).
+    pub running: bool,
+}
+
+/// Waiting failed before any verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// A job acting on which failed.
+    #[error(transparent)]
+    Recover(#[from] RecoverError),
+}
+
+/// Waits per `spec`; returns a verdict per job that reached one, in the
+/// order of `spec.names` (with `Any`, only the finished ones).
+pub fn wait(dir: &JobsDir, spec: &WaitSpec) -> Result<Vec<Verdict>, WaitError> {
+    let wakeups = Wakeups::new(dir.path(), &spec.names, spec.poll);
+    let jobs: Vec<JobPaths> = spec.names.iter().map(|n| dir.job(n)).collect();
+    let started = Instant::now();
+    let deadline = spec.timeout.map(|t| started + t);
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; jobs.len()];
+    let mut first_pass = true;
+    loop {
+        let mut next_check = Duration::from_secs(3600);
+        for (job, slot) in jobs.iter().zip(verdicts.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            match step(job, spec, first_pass)? {
+                Step::Done(v) => *slot = Some(*v),
+                Step::Pending { recheck_in } => next_check = next_check.min(recheck_in),
+            }
+        }
+        first_pass = false;
+        let done = verdicts.iter().filter(|v| v.is_some()).count();
+        let finished = match spec.mode {
+            WaitMode::All => done == jobs.len(),
+            WaitMode::Any => done > 0,
+        };
+        if finished {
+            return Ok(verdicts.into_iter().flatten().collect());
+        }
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return time_out(&jobs, verdicts, spec);
+            }
+            next_check = next_check.min(left);
+        }
+        wakeups.wait(next_check);
+    }
+}
+
+enum Step {
+    Done(Box<Verdict>),
+    Pending { recheck_in: Duration },
+}
+
+/// Looks at one job once and acts on what its files say.
+fn step(job: &JobPaths, spec: &WaitSpec, first_pass: bool) -> Result<Step, RecoverError> {
+    let now = SystemTime::now();
+    let state = classify(observe(job), now, spec.stale);
+    let grace = |r: &JobRecord| spec.grace.unwrap_or(r.settings.grace());
+    let state = match state {
+        JobState::Lost { record } => {
+            finalize_lost(job, grace(&record), "the wrapper vanished without a status")?
+        }
+        JobState::Hung {
+            record,
+            last_progress,
+        } => {
+            let quiet = last_progress
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default();
+            let reason = format!(
+                "no progress for {} (found by wait; the wrapper did not act)",
+                humantime::format_duration(Duration::from_secs(quiet.as_secs()))
+            );
+            kill_job(job, Outcome::Hung, &reason, grace(&record))?
+        }
+        other => other,
+    };
+    Ok(match state {
+        JobState::Finished { outcome, record } => Step::Done(Box::new(Verdict {
+            paths: job.clone(),
+            outcome,
+            record: record.map(|r| *r),
+            running: false,
+        })),
+        JobState::Running { hung_at, .. } => Step::Pending {
+            recheck_in: hung_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_millis(5)),
+        },
+        // Killed but the wrapper has not written the status yet: report the
+        // verdict rather than wait on a wrapper that stopped working.
+        JobState::Hung { record, .. } => Step::Done(Box::new(Verdict {
+            paths: job.clone(),
+            outcome: Outcome::Hung,
+            record: Some(*record),
+            running: false,
+        })),
+        JobState::Lost { record } => Step::Done(Box::new(Verdict {
+            paths: job.clone(),
+            outcome: Outcome::Lost,
+            record: Some(*record),
+            running: false,
+        })),
+        JobState::Missing if first_pass => {
+            return Err(RecoverError::Missing(job.name().to_string()));
+        }
+        // Seen before: the name is being restarted; its new files follow.
+        JobState::Missing => Step::Pending {
+            recheck_in: Duration::from_millis(50),
+        },
+        JobState::Invalid { reason } => {
+            return Err(RecoverError::Invalid {
+                name: job.name().to_string(),
+                reason,
+            });
+        }
+    })
+}
+
+/// The waiter's time limit passed: kill what still runs (unless told not
+/// to) and report `timeout` for it.
+fn time_out(
+    jobs: &[JobPaths],
+    verdicts: Vec<Option<Verdict>>,
+    spec: &WaitSpec,
+) -> Result<Vec<Verdict>, WaitError> {
+    let limit = humantime::format_duration(spec.timeout.unwrap_or_default());
+    let mut out = Vec::new();
+    for (job, verdict) in jobs.iter().zip(verdicts) {
+        if let Some(v) = verdict {
+            out.push(v);
+            continue;
+        }
+        if !spec.kill_on_timeout {
+            let record = observe(job).record.ok().flatten();
+            out.push(Verdict {
+                paths: job.clone(),
+                outcome: Outcome::Timeout,
+                record,
+                running: true,
+            });
+            continue;
+        }
+        let reason = format!("still running after wait --timeout {limit}; killed");
+        let grace = spec.grace.unwrap_or_else(|| {
+            observe(job)
+                .record
+                .ok()
+                .flatten()
+                .map_or(Duration::from_secs(5), |r| r.settings.grace())
+        });
+        let state = kill_job(job, Outcome::Timeout, &reason, grace)?;
+        let (outcome, record) = match state {
+            JobState::Finished { outcome, record } => (outcome, record.map(|r| *r)),
+            other => (Outcome::Timeout, other.record().cloned()),
+        };
+        out.push(Verdict {
+            paths: job.clone(),
+            outcome,
+            record,
+            running: false,
+        });
+    }
+    Ok(out)
+}
