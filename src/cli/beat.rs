@@ -1,0 +1,45 @@
+//! `jobwatch beat`: an explicit proof of progress, for jobs that know best.
+
+use std::fs::OpenOptions;
+use std::time::SystemTime;
+
+use clap::Args;
+
+use super::args::job_name;
+use super::{CliError, CliResult};
+use crate::classify::{JobState, classify, observe};
+use crate::exit_code;
+use crate::protocol::{JobName, JobsDir};
+
+/// Record progress for a running job (same as touching $JOBWATCH_HEARTBEAT).
+#[derive(Debug, Args)]
+#[command(after_help = "Example (inside a job):\n  jobwatch beat \"$JOBWATCH_NAME\"")]
+pub struct BeatArgs {
+    /// The job.
+    #[arg(value_parser = job_name, allow_hyphen_values = true)]
+    name: JobName,
+}
+
+/// Runs the `beat` command.
+pub fn beat(dir: &JobsDir, a: BeatArgs) -> CliResult {
+    let paths = dir.job(&a.name);
+    match classify(observe(&paths), SystemTime::now(), None) {
+        JobState::Running { .. } | JobState::Hung { .. } => {}
+        JobState::Missing => return Err(CliError::from(format!("no job named {}", a.name))),
+        other => {
+            return Err(CliError::from(format!(
+                "job {} is not running ({})",
+                a.name,
+                other.word()
+            )));
+        }
+    }
+    let hb = paths.heartbeat();
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&hb)
+        .map_err(|e| format!("cannot open {}: {e}", hb.display()))?;
+    file.set_modified(SystemTime::now())
+        .map_err(|e| format!("cannot touch {}: {e}", hb.display()))?;
+    Ok(exit_code::SUCCESS)
+}

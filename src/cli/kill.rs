@@ -1,0 +1,60 @@
+//! `jobwatch kill`: stop a job's whole process tree and record `killed`.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::args::{duration, job_name};
+use super::{CliResult, wants_json};
+use crate::classify::{JobState, classify, observe};
+use crate::exit_code;
+use crate::protocol::{JobName, JobsDir, Outcome};
+use crate::recover::kill_job;
+use crate::report::JobReport;
+
+/// Kill a job: SIGTERM to its process group, a grace period, then SIGKILL
+/// to the group and every descendant that left it. A reused PID is never
+/// signalled.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  jobwatch kill build\n  jobwatch kill build --grace 0s   # SIGKILL at once"
+)]
+pub struct KillArgs {
+    /// The job.
+    #[arg(value_parser = job_name, allow_hyphen_values = true)]
+    name: JobName,
+
+    /// Time between SIGTERM and SIGKILL (default: the job's own, 5s).
+    #[arg(long, value_parser = duration, value_name = "D")]
+    grace: Option<Duration>,
+
+    /// Print JSON even on a terminal.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the `kill` command.
+pub fn kill(dir: &JobsDir, a: KillArgs) -> CliResult {
+    let paths = dir.job(&a.name);
+    let before = classify(observe(&paths), std::time::SystemTime::now(), None);
+    let grace = a
+        .grace
+        .or_else(|| before.record().map(|r| r.settings.grace()))
+        .unwrap_or(Duration::from_secs(5));
+    let already = matches!(before, JobState::Finished { .. });
+    let after = kill_job(&paths, Outcome::Killed, "killed by jobwatch kill", grace)?;
+    let (outcome, record) = match &after {
+        JobState::Finished { outcome, record } => (*outcome, record.as_deref()),
+        other => (Outcome::Killed, other.record()),
+    };
+    let mut report = JobReport::new(&paths, outcome, record, 0);
+    if already {
+        report.reason = Some(format!("already finished ({outcome}); nothing to kill"));
+    }
+    if wants_json(a.json) {
+        println!("{}", report.to_json_line());
+    } else {
+        println!("{}", report.to_human());
+    }
+    Ok(exit_code::SUCCESS)
+}

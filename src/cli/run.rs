@@ -1,0 +1,228 @@
+//! `jobwatch run`: start a command as a supervised job, in the foreground
+//! or detached.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use super::args::{duration, job_name, ms, positive_duration};
+use super::{CliError, CliResult, wants_json};
+use crate::exit_code;
+use crate::protocol::{JobName, JobsDir, LivenessMode, Settings};
+use crate::supervise::{RunSpec, StartError, start};
+use crate::sys::child::detach_into_new_session;
+
+const RUN_HELP: &str = "\
+Examples:
+  jobwatch run build -- make -j8                      # foreground, exit code = make's
+  jobwatch run train --detach --timeout 2h --stale 5m -- python train.py
+  jobwatch run dev --detach --liveness output -- npm run dev
+
+Foreground exit code: the command's own, 128+N if signal N ended it, 124 on timeout, 3 when hung.";
+
+/// Run a command as a job: its own process group, output to NAME.log,
+/// an honest heartbeat, time limit and hang detection enforced by the wrapper.
+#[derive(Debug, Args)]
+#[command(after_help = RUN_HELP)]
+pub struct RunArgs {
+    /// Job name: [A-Za-z0-9][A-Za-z0-9._-]{0,63}.
+    #[arg(value_parser = job_name, allow_hyphen_values = true)]
+    name: JobName,
+
+    /// Return as soon as the job has started; it survives this shell.
+    #[arg(long)]
+    detach: bool,
+
+    /// Kill the job (outcome timeout) when it runs longer than this.
+    #[arg(long, value_parser = positive_duration, value_name = "D")]
+    timeout: Option<Duration>,
+
+    /// Kill the job (outcome hung) after this long without progress.
+    #[arg(long, value_parser = positive_duration, default_value = "60s", value_name = "D")]
+    stale: Duration,
+
+    /// How often the wrapper looks for progress and beats.
+    #[arg(long, value_parser = positive_duration, default_value = "10s", value_name = "D")]
+    heartbeat: Duration,
+
+    /// What counts as progress: output, cpu, beat (explicit only), timer
+    /// (wrapper alive), or auto (output, CPU or explicit beat).
+    #[arg(long, value_enum, default_value = "auto")]
+    liveness: LivenessMode,
+
+    /// Time between SIGTERM and SIGKILL when the job is killed.
+    #[arg(long, value_parser = duration, default_value = "5s", value_name = "D")]
+    grace: Duration,
+
+    /// Do not copy the command's output to the terminal (foreground only).
+    #[arg(long)]
+    quiet: bool,
+
+    /// Print the detach line as JSON even on a terminal.
+    #[arg(long)]
+    json: bool,
+
+    /// Internal: this process is the detached wrapper.
+    #[arg(long, hide = true)]
+    detached_supervisor: bool,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+/// The line printed when a detached job has started.
+#[derive(Debug, Serialize, Deserialize)]
+struct Started {
+    name: String,
+    pid: i32,
+    wrapper_pid: i32,
+    log: String,
+}
+
+/// Runs the `run` command.
+pub fn run(dir: &JobsDir, a: RunArgs) -> CliResult {
+    if a.heartbeat > a.stale {
+        return Err(CliError::from(format!(
+            "--heartbeat ({}) must not be longer than --stale ({})",
+            humantime::format_duration(a.heartbeat),
+            humantime::format_duration(a.stale)
+        )));
+    }
+    if a.detached_supervisor {
+        run_as_detached_wrapper(dir, &a)
+    } else if a.detach {
+        spawn_detached_wrapper(dir, &a)
+    } else {
+        run_in_foreground(dir, &a)
+    }
+}
+
+fn spec(a: &RunArgs, echo_output: bool) -> RunSpec {
+    RunSpec {
+        name: a.name.clone(),
+        command: a.command.clone(),
+        settings: Settings {
+            heartbeat_ms: ms(a.heartbeat),
+            stale_ms: ms(a.stale),
+            timeout_ms: a.timeout.map(ms),
+            grace_ms: ms(a.grace),
+            liveness: a.liveness,
+        },
+        echo_output,
+    }
+}
+
+fn start_error(e: StartError) -> CliError {
+    CliError {
+        code: e.shell_code().unwrap_or(exit_code::USAGE),
+        message: e.to_string(),
+    }
+}
+
+fn run_in_foreground(dir: &JobsDir, a: &RunArgs) -> CliResult {
+    let supervisor = start(dir, spec(a, !a.quiet)).map_err(start_error)?;
+    let log = supervisor.paths().log();
+    let record = supervisor.run_to_end()?;
+    let outcome = record.outcome.unwrap_or(crate::protocol::Outcome::Failed);
+    if outcome != crate::protocol::Outcome::Success {
+        let reason = record
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        eprintln!(
+            "jobwatch: {} {outcome}{reason} (log: {})",
+            a.name,
+            log.display()
+        );
+    }
+    Ok(exit_code::for_run(outcome, record.exit_code, record.signal))
+}
+
+/// The detached wrapper: reports readiness on stdout (a pipe to the `run
+/// --detach` that spawned it), then lets go of that pipe and supervises.
+fn run_as_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
+    let supervisor = start(dir, spec(a, false)).map_err(start_error)?;
+    let record = supervisor.record();
+    let started = Started {
+        name: record.name.clone(),
+        pid: record.child_pid.unwrap_or_default(),
+        wrapper_pid: record.wrapper_pid,
+        log: supervisor.paths().log().display().to_string(),
+    };
+    let line = serde_json::to_string(&started).expect("serializes");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    drop(out);
+    crate::sys::child::release_stdio(&supervisor.paths().log());
+    supervisor.run_to_end()?;
+    Ok(exit_code::SUCCESS)
+}
+
+/// Starts a wrapper in a new session (immune to this terminal's hangup) and
+/// returns once it reports the job started, or relays why it could not.
+fn spawn_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--dir")
+        .arg(dir.path())
+        .arg("run")
+        .arg(a.name.as_str())
+        .arg("--detached-supervisor")
+        .arg(format!("--stale={}ms", ms(a.stale)))
+        .arg(format!("--heartbeat={}ms", ms(a.heartbeat)))
+        .arg(format!("--grace={}ms", ms(a.grace)))
+        .arg(format!("--liveness={}", a.liveness.as_str()));
+    if let Some(t) = a.timeout {
+        cmd.arg(format!("--timeout={}ms", ms(t)));
+    }
+    cmd.arg("--").args(&a.command);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    detach_into_new_session(&mut cmd);
+    let mut child = cmd.spawn()?;
+    let mut first_line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut first_line);
+    }
+    if let Ok(started) = serde_json::from_str::<Started>(first_line.trim()) {
+        print_started(&started, a.json);
+        return Ok(exit_code::SUCCESS);
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait()?;
+    let message = err.trim().trim_start_matches("jobwatch: ").to_owned();
+    Err(CliError {
+        code: status
+            .code()
+            .and_then(|c| u8::try_from(c).ok())
+            .filter(|c| *c != 0)
+            .unwrap_or(exit_code::USAGE),
+        message: if message.is_empty() {
+            "the detached wrapper exited before the job started".to_owned()
+        } else {
+            message
+        },
+    })
+}
+
+fn print_started(s: &Started, json: bool) {
+    if wants_json(json) {
+        println!("{}", serde_json::to_string(s).expect("serializes"));
+    } else {
+        println!(
+            "started {} (pid {}); log: {}; wait with: jobwatch wait {}",
+            s.name, s.pid, s.log, s.name
+        );
+    }
+}

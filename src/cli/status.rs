@@ -1,0 +1,179 @@
+//! `jobwatch status` and `jobwatch ls`: classify jobs from their files alone.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::args::job_name;
+use super::{CliError, CliResult, wants_json};
+use crate::classify::{JobState, classify, observe};
+use crate::exit_code;
+use crate::protocol::{FileKind, JobName, JobsDir};
+use crate::report::human_ms;
+
+const STATUS_HELP: &str = "\
+States: running, success, failed, hung, timeout, killed, lost, invalid.
+JSON (with --json or when stdout is not a terminal): one object per line.
+Exits 2 when a named job does not exist or its files are invalid.
+
+Examples:
+  jobwatch status build
+  jobwatch status --json | jq -r 'select(.state==\"running\") | .name'";
+
+/// Show jobs' states, read from their files alone.
+#[derive(Debug, Args)]
+#[command(after_help = STATUS_HELP)]
+pub struct StatusArgs {
+    /// The jobs (default: all).
+    #[arg(value_parser = job_name, value_name = "NAME")]
+    names: Vec<JobName>,
+
+    /// Print JSON even on a terminal.
+    #[arg(long)]
+    json: bool,
+}
+
+/// List every job in the directory (same as `status` with no names).
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  jobwatch ls")]
+pub struct LsArgs {
+    /// Print JSON even on a terminal.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One job's line.
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_age_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Runs the `status` command.
+pub fn status(dir: &JobsDir, a: StatusArgs) -> CliResult {
+    if a.names.is_empty() {
+        return show(dir, all_jobs(dir)?, a.json, false);
+    }
+    show(dir, a.names, a.json, true)
+}
+
+/// Runs the `ls` command.
+pub fn ls(dir: &JobsDir, a: LsArgs) -> CliResult {
+    show(dir, all_jobs(dir)?, a.json, false)
+}
+
+/// Every job name with files in the directory, sorted.
+pub fn all_jobs(dir: &JobsDir) -> Result<Vec<JobName>, CliError> {
+    let entries = std::fs::read_dir(dir.path())
+        .map_err(|e| format!("cannot list {}: {e}", dir.path().display()))?;
+    let names: BTreeSet<JobName> = entries
+        .flatten()
+        .filter_map(|e| FileKind::parse_file_name(e.file_name().to_str()?))
+        .filter(|(_, kind)| *kind != FileKind::Lock)
+        .map(|(name, _)| name)
+        .collect();
+    Ok(names.into_iter().collect())
+}
+
+fn show(dir: &JobsDir, names: Vec<JobName>, json: bool, named: bool) -> CliResult {
+    let json = wants_json(json);
+    let now = SystemTime::now();
+    let mut code = exit_code::SUCCESS;
+    let mut rows = Vec::new();
+    for name in names {
+        let paths = dir.job(&name);
+        let obs = observe(&paths);
+        let heartbeat = obs.heartbeat_mtime;
+        let state = classify(obs, now, None);
+        match &state {
+            JobState::Missing if named => {
+                eprintln!("jobwatch: no job named {name}");
+                code = exit_code::USAGE;
+            }
+            JobState::Invalid { reason } => {
+                eprintln!("jobwatch: job {name}: {reason}");
+                code = exit_code::USAGE;
+            }
+            _ => {}
+        }
+        if state != JobState::Missing {
+            rows.push(row(&name, &state, heartbeat, now));
+        }
+    }
+    if json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r).expect("serializes"));
+        }
+    } else {
+        print_table(&rows);
+    }
+    Ok(code)
+}
+
+fn row(name: &JobName, state: &JobState, heartbeat: Option<SystemTime>, now: SystemTime) -> Row {
+    let record = state.record();
+    let since = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_millis() as u64;
+    let running = matches!(state, JobState::Running { .. } | JobState::Hung { .. });
+    Row {
+        name: name.to_string(),
+        state: state.word(),
+        pid: record.and_then(|r| r.child_pid),
+        started_at: record.map(|r| r.started_at.clone()),
+        age_ms: record.map(|r| since(r.started())),
+        heartbeat_age_ms: heartbeat.filter(|_| running).map(since),
+        exit_code: record.and_then(|r| r.exit_code),
+        duration_ms: record.and_then(|r| r.duration_ms),
+        reason: record.and_then(|r| r.reason.clone()),
+        error: match state {
+            JobState::Invalid { reason } => Some(reason.clone()),
+            _ => None,
+        },
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    if rows.is_empty() {
+        println!("no jobs");
+        return;
+    }
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:width$}  {:8}  {:>8}  {:>8}  INFO",
+        "NAME", "STATE", "AGE", "BEAT"
+    );
+    for r in rows {
+        let age = r.age_ms.map(human_ms).unwrap_or_else(|| "-".into());
+        let beat = r
+            .heartbeat_age_ms
+            .map(human_ms)
+            .unwrap_or_else(|| "-".into());
+        let info = match (&r.error, r.exit_code, &r.reason) {
+            (Some(e), _, _) => e.clone(),
+            (None, _, Some(reason)) => reason.clone(),
+            (None, Some(c), None) => format!("exit {c}"),
+            _ => r.pid.map(|p| format!("pid {p}")).unwrap_or_default(),
+        };
+        println!(
+            "{:width$}  {:8}  {:>8}  {:>8}  {info}",
+            r.name, r.state, age, beat
+        );
+    }
+}

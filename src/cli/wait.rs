@@ -1,0 +1,121 @@
+//! `jobwatch wait`: block until jobs reach an outcome and print it.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::args::{duration, job_name, positive_duration};
+use super::{CliResult, wants_json};
+use crate::exit_code;
+use crate::protocol::{JobName, JobsDir, Outcome};
+use crate::report::JobReport;
+use crate::wait::{Verdict, WaitMode, WaitSpec, wait as wait_for};
+
+const WAIT_HELP: &str = "\
+Prints one line per job: JSON when --json or stdout is not a terminal
+(name, outcome, exit_code, duration_ms, log, result, and the log's tail on
+anything but success), a short line on a terminal.
+
+Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 124 timeout.
+With several jobs: --all (default) exits with the first non-success in the
+order given; --any with the first job that finished.
+
+Examples:
+  jobwatch wait build
+  jobwatch wait build test --all --timeout 30m --tail 50
+  jobwatch wait shard1 shard2 --any --json";
+
+/// Wait until jobs succeed, fail, hang, time out or are lost.
+#[derive(Debug, Args)]
+#[command(after_help = WAIT_HELP)]
+pub struct WaitArgs {
+    /// The jobs to wait for.
+    #[arg(required = true, value_parser = job_name, value_name = "NAME")]
+    names: Vec<JobName>,
+
+    /// Return when the first job reaches an outcome.
+    #[arg(long, conflicts_with = "all")]
+    any: bool,
+
+    /// Return when every job has reached an outcome (the default).
+    #[arg(long)]
+    all: bool,
+
+    /// Give up after this long: kill the jobs still running (outcome
+    /// timeout) unless --no-kill.
+    #[arg(long, value_parser = positive_duration, value_name = "D")]
+    timeout: Option<Duration>,
+
+    /// Call a job hung (and kill it) after this long without progress,
+    /// instead of leaving that to the job's own --stale.
+    #[arg(long, value_parser = positive_duration, value_name = "D")]
+    stale: Option<Duration>,
+
+    /// Poll at this interval instead of using filesystem events.
+    #[arg(long, value_parser = positive_duration, value_name = "D")]
+    poll: Option<Duration>,
+
+    /// Log lines to print on any outcome but success.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    tail: usize,
+
+    /// Print JSON even on a terminal.
+    #[arg(long)]
+    json: bool,
+
+    /// On --timeout, leave the jobs running.
+    #[arg(long)]
+    no_kill: bool,
+
+    /// Time between SIGTERM and SIGKILL when killing (default: the job's own).
+    #[arg(long, value_parser = duration, value_name = "D")]
+    grace: Option<Duration>,
+}
+
+/// Runs the `wait` command.
+pub fn wait(dir: &JobsDir, a: WaitArgs) -> CliResult {
+    let spec = WaitSpec {
+        names: a.names.clone(),
+        mode: if a.any { WaitMode::Any } else { WaitMode::All },
+        timeout: a.timeout,
+        stale: a.stale,
+        poll: a.poll,
+        kill_on_timeout: !a.no_kill,
+        grace: a.grace,
+    };
+    let verdicts = wait_for(dir, &spec)?;
+    let json = wants_json(a.json);
+    for v in &verdicts {
+        let report = report_of(v, a.tail);
+        if json {
+            println!("{}", report.to_json_line());
+        } else {
+            println!("{}", report.to_human());
+        }
+    }
+    Ok(exit_code_of(&verdicts, spec.mode))
+}
+
+fn report_of(v: &Verdict, tail: usize) -> JobReport {
+    let mut r = JobReport::new(&v.paths, v.outcome, v.record.as_ref(), tail);
+    r.running = v.running;
+    if v.running {
+        r.exit_code = None;
+        r.duration_ms = None;
+        r.reason = Some("the waiter's --timeout passed; the job was left running".into());
+    }
+    r
+}
+
+/// `--all`: the first non-success in argument order, else 0. `--any`: the
+/// first finished job's code.
+fn exit_code_of(verdicts: &[Verdict], mode: WaitMode) -> u8 {
+    let code = |v: &Verdict| exit_code::for_outcome(v.outcome);
+    match mode {
+        WaitMode::All => verdicts
+            .iter()
+            .find(|v| v.outcome != Outcome::Success)
+            .map_or(exit_code::SUCCESS, code),
+        WaitMode::Any => verdicts.first().map_or(exit_code::SUCCESS, code),
+    }
+}
