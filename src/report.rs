@@ -26,7 +26,6 @@ pub struct JobReport {
     /// The command's exit code.
     pub exit_code: Option<i32>,
     /// The signal that ended the command.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
     /// Run time in ms.
     pub duration_ms: Option<u64>,

@@ -3,7 +3,10 @@
 //!
 //! Each write goes to a temp file in the same directory (names starting
 //! with `.`, which no job file does), is fsynced, then renamed over the
-//! target; the directory is fsynced so the rename itself is durable.
+//! target. The directory is fsynced at commit points only ([`create_once`],
+//! or an explicit [`sync_parent`]): one directory fsync makes every earlier
+//! rename in it durable too, and each fsync costs a millisecond or more on
+//! the critical path from a job's exit to its waiter.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -29,7 +32,8 @@ pub enum CreateOnce {
     AlreadyExists,
 }
 
-/// Replaces `path` with `content` atomically.
+/// Replaces `path` with `content` atomically (content durable, the rename
+/// durable at the directory's next fsync).
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<(), WriteError> {
     let err = |source| WriteError {
         path: path.to_owned(),
@@ -37,11 +41,13 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> Result<(), WriteError> {
     };
     let tmp = write_temp_sibling(path, content).map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
-    sync_parent(path).map_err(err)
+    Ok(())
 }
 
 /// Creates `path` with `content` atomically unless it already exists; an
-/// existing file is never overwritten (hard link, which fails on `EEXIST`).
+/// existing file is never overwritten (`renameat2(RENAME_NOREPLACE)` or a
+/// hard link, both failing on `EEXIST`). The directory is fsynced: this is a
+/// commit point, and it makes every earlier rename in the directory durable.
 pub fn create_once(path: &Path, content: &[u8]) -> Result<CreateOnce, WriteError> {
     let err = |source| WriteError {
         path: path.to_owned(),

@@ -25,7 +25,7 @@ use rustix::process::Signal;
 use crate::classify::{JobState, classify, observe};
 use crate::kill::{JOB_ID_ENV, JobTarget, terminate};
 use crate::liveness::{Observation, ProgressTracker};
-use crate::protocol::atomic::{WriteError, write_atomic};
+use crate::protocol::atomic::{WriteError, sync_parent, write_atomic};
 use crate::protocol::history::{archive, history_label};
 use crate::protocol::lock::{JobLock, LockError};
 use crate::protocol::record::{
@@ -187,6 +187,10 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
     record.pgid = Some(child_id.pid);
     record.write(&paths.record())?;
     write_atomic(&paths.pid(), format!("{}\n", child_id.pid).as_bytes())?;
+    sync_parent(&paths.pid()).map_err(|source| WriteError {
+        path: paths.dir().to_owned(),
+        source,
+    })?;
 
     let tee = if spec.echo_output {
         Tee::start(&paths.log()).ok()

@@ -135,3 +135,60 @@ pub fn release_stdio(log: &std::path::Path) {
         let _ = rustix::stdio::dup2_stderr(&log);
     }
 }
+
+/// Closes an inotify descriptor without making this process's exit wait for
+/// it. The last close of an inotify instance waits for a kernel grace period
+/// (milliseconds), and a parent sees its child's exit only after all the
+/// child's files are closed. A forked helper holds a second reference and
+/// drops it only after this process has dropped its own, so the slow last
+/// close happens in the helper, which nobody waits for (it is re-parented
+/// and reaped when this process exits).
+pub fn close_after_exit(fd: std::os::fd::OwnedFd) {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let Ok((read_end, write_end)) = rustix::pipe::pipe() else {
+        return drop(fd);
+    };
+    let keep = [read_end.as_raw_fd(), fd.as_raw_fd()];
+    // SAFETY: the waiter is single-threaded when it drops its watcher, and
+    // the child only calls async-signal-safe functions before `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let read_fd = read_end.into_raw_fd();
+        let _inotify = fd.into_raw_fd();
+        drop(write_end);
+        close_all_but(keep);
+        let mut byte = 0u8;
+        // Returns at EOF: the parent has closed its reference by then.
+        // SAFETY: reading one byte into a local buffer.
+        while unsafe { libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) } > 0 {}
+        // SAFETY: ends the helper without running Rust's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    drop(fd);
+    drop(read_end);
+    drop(write_end);
+}
+
+/// In a forked child: closes every descriptor except `keep`.
+fn close_all_but(mut keep: [i32; 2]) {
+    keep.sort_unstable();
+    let mut from: u32 = 0;
+    for k in keep {
+        if k as u32 > from {
+            close_range(from, k as u32 - 1);
+        }
+        from = k as u32 + 1;
+    }
+    close_range(from, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range only closes descriptors of this (forked) process.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if r != 0 {
+        for fd in first..=last.min(1024) {
+            // SAFETY: closing descriptors this forked child owns.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+}
