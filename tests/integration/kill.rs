@@ -1,0 +1,101 @@
+//! `jobwatch kill`: TERM to the group, grace, KILL to the group and to
+//! escaped descendants; never a reused PID.
+
+use crate::support::*;
+
+#[test]
+fn kill_terminates_the_whole_tree_and_records_killed() {
+    let env = Env::new();
+    let d = env.detach("victim", &["--liveness", "timer"], &env.tree("t"));
+    let tree = env.tree_pids("t");
+    assert_eq!(tree.leader, d.pid);
+    tree.assert_alive();
+
+    let out = env.jw(&["kill", "victim", "--grace", "300ms"]);
+    assert_code(&out, 0);
+    // kill returns only after the final status is written.
+    let status = env
+        .status_file("victim")
+        .expect("status exists when kill returns");
+    assert_eq!(status.lines().next(), Some("FAILED"));
+    assert_eq!(env.record("victim")["outcome"], "killed");
+    tree.assert_gone();
+
+    let (w, lines) = env.wait(&["victim"]);
+    assert_code(&w, exit::KILLED);
+    assert_eq!(line_for(&lines, "victim")["outcome"], "killed");
+}
+
+#[test]
+fn a_grandchild_that_ignores_sigterm_dies_by_sigkill_after_the_grace() {
+    let env = Env::new();
+    let job = env.tree_script("t", "trap '' TERM", "sleep 300");
+    env.detach("stubborn", &["--liveness", "timer"], &job);
+    let tree = env.tree_pids("t");
+    tree.assert_alive();
+
+    assert_code(&env.jw(&["kill", "stubborn", "--grace", "300ms"]), 0);
+    tree.assert_gone();
+    assert_eq!(env.await_status("stubborn"), "FAILED");
+    assert_eq!(env.record("stubborn")["outcome"], "killed");
+}
+
+#[test]
+fn a_sigterm_ignoring_grandchild_is_killed_after_the_grace_on_timeout() {
+    let env = Env::new();
+    let job = env.tree_script("t", "trap '' TERM", "sleep 300");
+    env.detach(
+        "stubborn",
+        &["--liveness", "timer", "--timeout", "2s", "--grace", "300ms"],
+        &job,
+    );
+    let tree = env.tree_pids("t");
+    let (w, lines) = env.wait(&["stubborn"]);
+    assert_code(&w, exit::TIMEOUT);
+    assert_eq!(line_for(&lines, "stubborn")["outcome"], "timeout");
+    tree.assert_gone();
+}
+
+#[test]
+fn kill_also_reaches_descendants_that_left_the_process_group() {
+    let env = Env::new();
+    let job = env.tree_script("t", "", "setsid sleep 300");
+    let d = env.detach("escape", &["--liveness", "timer"], &job);
+    let tree = env.tree_pids("t");
+    tree.assert_alive();
+    assert_ne!(
+        pgid_of(tree.grandchild),
+        Some(d.pid),
+        "precondition: the grandchild left the job's process group"
+    );
+
+    assert_code(&env.jw(&["kill", "escape", "--grace", "300ms"]), 0);
+    tree.assert_gone();
+    assert_eq!(env.record("escape")["outcome"], "killed");
+}
+
+#[test]
+fn kill_never_signals_an_unrelated_process_behind_a_stale_record() {
+    let env = Env::new();
+    let mut victim = unrelated_sleeper(&env);
+    write_stale_record(&env, "ghost", victim.pid());
+
+    let out = env.jw(&["kill", "ghost", "--grace", "300ms"]);
+    assert!(
+        victim.is_running(),
+        "the unrelated process must not be signalled\n{}",
+        describe(&out)
+    );
+    assert!(is_alive(victim.pid()));
+    // Whatever kill reports, the stale job ends up finished.
+    assert!(
+        env.status_file("ghost").is_some(),
+        "kill leaves a final status\n{}",
+        describe(&out)
+    );
+    let outcome = env.record("ghost")["outcome"].clone();
+    assert!(
+        outcome == "killed" || outcome == "lost",
+        "outcome {outcome}"
+    );
+}

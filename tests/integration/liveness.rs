@@ -1,0 +1,204 @@
+//! Liveness: silent deadlocked jobs are reported hung and killed; jobs that
+//! show progress the way their `--liveness` mode expects are never hung.
+
+use std::time::{Duration, SystemTime};
+
+use crate::support::*;
+
+/// Waits until `NAME.heartbeat` has advanced to 2.5 s after `t0` — well past
+/// the 1 s stale threshold — while the job keeps running (a status appearing
+/// first means it was wrongly judged hung).
+#[track_caller]
+fn assert_heartbeat_outlives_the_stale_threshold(env: &Env, name: &str, t0: SystemTime) {
+    let target = t0 + Duration::from_millis(2500);
+    let hb = env.file(name, ".heartbeat");
+    eventually(
+        &format!("{name}.heartbeat advances 2.5 s past the start"),
+        || {
+            if let Some(status) = env.status_file(name) {
+                panic!(
+                    "{name} finished while it was making progress: status {status:?}, record {}",
+                    env.record(name)
+                );
+            }
+            mtime(&hb).is_some_and(|m| m >= target)
+        },
+    );
+}
+
+#[test]
+fn a_silent_sleep_under_output_liveness_is_reported_hung_and_killed() {
+    let env = Env::new();
+    let mut opts = vec!["--liveness", "output"];
+    opts.extend_from_slice(FAST);
+    let d = env.detach("deadlock", &opts, &["sleep", "300"]);
+    let (w, lines) = env.wait(&["deadlock"]);
+    assert_code(&w, exit::HUNG);
+    assert_eq!(line_for(&lines, "deadlock")["outcome"], "hung");
+    assert_all_gone(&[("sleep", d.pid)]);
+    assert_eq!(env.await_status("deadlock"), "FAILED");
+    assert_eq!(env.record("deadlock")["outcome"], "hung");
+}
+
+#[test]
+fn a_foreground_run_of_a_hung_job_exits_3() {
+    let env = Env::new();
+    let mut opts = vec!["--liveness", "output"];
+    opts.extend_from_slice(FAST);
+    let out = env.run("fghung", &opts, &["sleep", "300"]);
+    assert_code(&out, 3);
+    assert_eq!(env.record("fghung")["outcome"], "hung");
+    assert_all_gone(&[("sleep", int(&env.record("fghung"), "child_pid"))]);
+}
+
+#[test]
+fn a_process_blocked_reading_a_fifo_is_hung_under_auto_liveness() {
+    let env = Env::new();
+    let fifo = env.scratch("fifo");
+    let mut mk = env.other("mkfifo");
+    mk.arg(&fifo);
+    assert_code(&output_of(mk), 0);
+
+    let fifo = fifo.to_string_lossy().into_owned();
+    let d = env.detach("blocked", FAST, &["cat", fifo.as_str()]);
+    let (w, lines) = env.wait(&["blocked"]);
+    assert_code(&w, exit::HUNG);
+    assert_eq!(line_for(&lines, "blocked")["outcome"], "hung");
+    assert_all_gone(&[("cat", d.pid)]);
+    assert_eq!(env.record("blocked")["outcome"], "hung");
+}
+
+/// Prints a line every 100 ms for about 2.5 s.
+fn steady_printer() -> Vec<String> {
+    sh("i=0; while [ $i -lt 25 ]; do echo \"tick $i\"; sleep 0.1; i=$((i+1)); done")
+}
+
+#[test]
+fn a_job_that_prints_steadily_is_never_reported_hung() {
+    let env = Env::new();
+    let out = env.run(
+        "chatty",
+        &["--stale", "1s", "--heartbeat", "100ms"],
+        &steady_printer(),
+    );
+    assert_code(&out, 0);
+    assert_eq!(env.record("chatty")["outcome"], "success");
+    assert!(env.log("chatty").contains("tick 24"));
+}
+
+#[test]
+fn a_job_that_prints_steadily_is_never_hung_under_output_liveness() {
+    let env = Env::new();
+    let opts = [
+        "--liveness",
+        "output",
+        "--stale",
+        "1s",
+        "--heartbeat",
+        "100ms",
+    ];
+    let out = env.run("chatty", &opts, &steady_printer());
+    assert_code(&out, 0);
+    assert_eq!(env.record("chatty")["outcome"], "success");
+}
+
+#[test]
+fn a_busy_silent_job_is_alive_under_cpu_liveness() {
+    let env = Env::new();
+    let go = env.scratch("spin.go");
+    let job = sh(&format!("while [ ! -e '{}' ]; do :; done", go.display()));
+    let mut opts = vec!["--liveness", "cpu"];
+    opts.extend_from_slice(FAST);
+    let t0 = SystemTime::now();
+    env.detach("spin", &opts, &job);
+    assert_heartbeat_outlives_the_stale_threshold(&env, "spin", t0);
+    env.release("spin");
+    assert_code(&env.wait(&["spin"]).0, exit::SUCCESS);
+}
+
+#[test]
+fn touching_jobwatch_heartbeat_keeps_a_beat_liveness_job_alive() {
+    let env = Env::new();
+    let go = env.scratch("beater.go");
+    let job = sh(&format!(
+        "while [ ! -e '{}' ]; do touch \"$JOBWATCH_HEARTBEAT\"; sleep 0.1; done",
+        go.display()
+    ));
+    let mut opts = vec!["--liveness", "beat"];
+    opts.extend_from_slice(FAST);
+    let t0 = SystemTime::now();
+    env.detach("beater", &opts, &job);
+    assert_heartbeat_outlives_the_stale_threshold(&env, "beater", t0);
+    env.release("beater");
+    assert_code(&env.wait(&["beater"]).0, exit::SUCCESS);
+}
+
+#[test]
+fn jobwatch_beat_keeps_a_beat_liveness_job_alive() {
+    let env = Env::new();
+    let go = env.scratch("beater.go");
+    // Uses the job's own $JOBWATCH_DIR and $JOBWATCH_NAME, no --dir.
+    let job = sh(&format!(
+        "while [ ! -e '{}' ]; do \"$JW\" beat \"$JOBWATCH_NAME\" || exit 99; sleep 0.1; done",
+        go.display()
+    ));
+    let mut opts = vec!["--liveness", "beat"];
+    opts.extend_from_slice(FAST);
+    let t0 = SystemTime::now();
+    env.detach("beater", &opts, &job);
+    assert_heartbeat_outlives_the_stale_threshold(&env, "beater", t0);
+    env.release("beater");
+    let (w, lines) = env.wait(&["beater"]);
+    assert_code(&w, exit::SUCCESS);
+    assert_eq!(line_for(&lines, "beater")["outcome"], "success");
+}
+
+#[test]
+fn a_beat_liveness_job_that_never_beats_is_hung_even_if_it_prints() {
+    let env = Env::new();
+    let mut opts = vec!["--liveness", "beat"];
+    opts.extend_from_slice(FAST);
+    let job = sh("while :; do echo still printing; sleep 0.1; done");
+    let d = env.detach("nobeat", &opts, &job);
+    let (w, lines) = env.wait(&["nobeat"]);
+    assert_code(&w, exit::HUNG);
+    assert_eq!(line_for(&lines, "nobeat")["outcome"], "hung");
+    assert_all_gone(&[("job", d.pid)]);
+}
+
+#[test]
+fn timer_liveness_keeps_a_silent_job_alive_while_its_wrapper_lives() {
+    let env = Env::new();
+    let t0 = SystemTime::now();
+    let d = env.detach("timer", FAST_TIMER, &["sleep", "300"]);
+    assert_heartbeat_outlives_the_stale_threshold(&env, "timer", t0);
+    assert!(is_alive(d.pid));
+    assert_code(&env.jw(&["kill", "timer", "--grace", "300ms"]), 0);
+    assert_all_gone(&[("sleep", d.pid)]);
+}
+
+#[test]
+fn beat_command_touches_the_heartbeat() {
+    let env = Env::new();
+    // Stale far beyond the hour we age the heartbeat by, so it is never hung.
+    let opts = [
+        "--liveness",
+        "beat",
+        "--heartbeat",
+        "100ms",
+        "--stale",
+        "24h",
+    ];
+    env.detach("manual", &opts, &env.gated("manual", 0));
+    let hb = env.file("manual", ".heartbeat");
+    age_file(&hb);
+    let before = mtime(&hb).unwrap();
+    assert_code(&env.jw(&["beat", "manual"]), 0);
+    let after = mtime(&hb).unwrap();
+    assert!(
+        after > before + Duration::from_secs(1800),
+        "beat must refresh the heartbeat mtime"
+    );
+    env.release("manual");
+    assert_code(&env.wait(&["manual"]).0, exit::SUCCESS);
+}
