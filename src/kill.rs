@@ -40,6 +40,10 @@ pub struct JobTarget {
     /// When the caller is the wrapper: its own identity (its descendants are
     /// the job's, and it must never signal itself).
     pub wrapper: Option<ProcessId>,
+    /// No process of the job started before this (clock ticks since boot):
+    /// the command's start time, or the wrapper's when the command's was
+    /// never recorded. Bounds the environment reads; `None` skips them.
+    pub born_after: Option<u64>,
 }
 
 /// The job's live processes at one moment.
@@ -73,9 +77,9 @@ fn members_in(snap: &Snapshot, target: &JobTarget) -> Members {
     if let Some(l) = leader {
         roots.extend(snap.procs().iter().filter(|p| p.pgrp == l.pid));
     }
-    // Only processes born after the command can carry its id; that bound
-    // keeps the environment reads few.
-    if let Some(born) = target.leader.map(|l| l.start_time) {
+    // Only processes born after the job started can carry its id; that
+    // bound keeps the environment reads few.
+    if let Some(born) = target.born_after {
         roots.extend(snap.procs().iter().filter(|p| {
             p.id.start_time >= born
                 && !p.is_dead()

@@ -59,6 +59,7 @@ pub fn target_of(record: &JobRecord) -> JobTarget {
             .zip(record.child_start_time)
             .map(|(pid, start_time)| ProcessId { pid, start_time }),
         wrapper: None,
+        born_after: Some(record.child_start_time.unwrap_or(record.wrapper_start_time)),
     }
 }
 
@@ -73,9 +74,9 @@ pub fn finalize_lost(
 ) -> Result<JobState, RecoverError> {
     let lock = match JobLock::try_acquire(&paths.lock()) {
         Ok(lock) => lock,
-        // A wrapper (perhaps a new run of the name) holds it: the files will
-        // tell what happened once it is done.
-        Err(LockError::Held) => return Ok(classify(observe(paths), SystemTime::now(), None)),
+        // Another observer is finishing this run, or a new run of the name
+        // holds the lock: the files will tell once it is done.
+        Err(LockError::Held) => return Ok(wait_while_lost(paths, grace)),
         Err(e) => return Err(RecoverError::Lock(e)),
     };
     let state = classify(observe(paths), SystemTime::now(), None);
@@ -85,6 +86,20 @@ pub fn finalize_lost(
     finish_lost(paths, *record, grace, why)?;
     drop(lock);
     Ok(classify(observe(paths), SystemTime::now(), None))
+}
+
+/// Waits (bounded by the kill it may be waiting on) until the job is no
+/// longer `lost`, that is until whoever holds the lock has written the
+/// final status.
+fn wait_while_lost(paths: &JobPaths, grace: Duration) -> JobState {
+    let deadline = Instant::now() + grace + WRAPPER_FINISH_WAIT;
+    loop {
+        let state = classify(observe(paths), SystemTime::now(), None);
+        if !matches!(state, JobState::Lost { .. }) || Instant::now() >= deadline {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// With the job's lock held: kills what is left of a run whose wrapper is

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::Signal;
 
-use crate::classify::{JobState, classify, observe};
+use crate::classify::{JobState, WrapperState, classify, observe, wrapper_state};
 use crate::kill::{JOB_ID_ENV, JobTarget, terminate};
 use crate::liveness::{Observation, ProgressTracker};
 use crate::protocol::atomic::{WriteError, sync_parent, write_atomic};
@@ -235,6 +235,18 @@ fn retire_previous(dir: &JobsDir, paths: &JobPaths, grace: Duration) -> Result<(
         reason,
     };
     let state = classify(observe(paths), SystemTime::now(), None);
+    // The lock proves nothing about a wrapper on another host (a shared
+    // directory): never take over a run that may still be alive there.
+    if let Some(r) = state.record()
+        && r.outcome.is_none()
+        && wrapper_state(r) == WrapperState::Elsewhere
+    {
+        return Err(previous(format!(
+            "its last run has no status and runs (or ran) on host {}; finish it there, or `jobwatch kill {}` there",
+            r.host,
+            paths.name()
+        )));
+    }
     let label_time = match &state {
         JobState::Missing => return Ok(()),
         JobState::Lost { .. } | JobState::Running { .. } | JobState::Hung { .. } => {
@@ -312,7 +324,10 @@ fn record_spawn_failure(
         outcome: Outcome::Failed,
         exit_code: Some(code),
         signal: None,
-        reason: Some(format!("cannot run {:?}: {err}", record.command.first())),
+        reason: Some(format!(
+            "cannot run {:?}: {err}",
+            record.command.first().map_or("", String::as_str)
+        )),
     };
     record.finish(&end, Finalizer::Wrapper, SystemTime::now());
     record.write(&paths.record())?;
@@ -366,6 +381,7 @@ impl Supervisor {
                 .zip(self.record.child_start_time)
                 .map(|(pid, start_time)| ProcessId { pid, start_time }),
             wrapper: Some(self.me),
+            born_after: Some(self.record.child_start_time.unwrap_or(self.me.start_time)),
         }
     }
 

@@ -70,16 +70,27 @@ pub fn wait(dir: &JobsDir, spec: &WaitSpec) -> Result<Vec<Verdict>, WaitError> {
     let started = Instant::now();
     let deadline = spec.timeout.map(|t| started + t);
     let mut verdicts: Vec<Option<Verdict>> = vec![None; jobs.len()];
+    let mut vanished_since: Vec<Option<Instant>> = vec![None; jobs.len()];
     let mut first_pass = true;
     loop {
         let mut next_check = Duration::from_secs(3600);
-        for (job, slot) in jobs.iter().zip(verdicts.iter_mut()) {
-            if slot.is_some() {
+        for (i, job) in jobs.iter().enumerate() {
+            if verdicts[i].is_some() {
                 continue;
             }
             match step(job, spec, first_pass)? {
-                Step::Done(v) => *slot = Some(*v),
-                Step::Pending { recheck_in } => next_check = next_check.min(recheck_in),
+                Step::Done(v) => verdicts[i] = Some(*v),
+                Step::Pending { recheck_in } => {
+                    vanished_since[i] = None;
+                    next_check = next_check.min(recheck_in);
+                }
+                Step::Vanished => {
+                    let since = *vanished_since[i].get_or_insert_with(Instant::now);
+                    if since.elapsed() >= VANISHED_LIMIT {
+                        return Err(RecoverError::Missing(job.name().to_string()).into());
+                    }
+                    next_check = next_check.min(Duration::from_millis(50));
+                }
             }
         }
         first_pass = false;
@@ -104,8 +115,16 @@ pub fn wait(dir: &JobsDir, spec: &WaitSpec) -> Result<Vec<Verdict>, WaitError> {
 
 enum Step {
     Done(Box<Verdict>),
-    Pending { recheck_in: Duration },
+    Pending {
+        recheck_in: Duration,
+    },
+    /// The job's files disappeared after it was first seen.
+    Vanished,
 }
+
+/// How long a job's files may be missing (mid-restart) before the waiter
+/// reports it gone.
+const VANISHED_LIMIT: Duration = Duration::from_secs(5);
 
 /// Looks at one job once and acts on what its files say.
 fn step(job: &JobPaths, spec: &WaitSpec, first_pass: bool) -> Result<Step, RecoverError> {
@@ -161,10 +180,9 @@ fn step(job: &JobPaths, spec: &WaitSpec, first_pass: bool) -> Result<Step, Recov
         JobState::Missing if first_pass => {
             return Err(RecoverError::Missing(job.name().to_string()));
         }
-        // Seen before: the name is being restarted; its new files follow.
-        JobState::Missing => Step::Pending {
-            recheck_in: Duration::from_millis(50),
-        },
+        // Seen before: the name is being restarted and its new files follow
+        // within moments; files gone for longer were removed by someone.
+        JobState::Missing => Step::Vanished,
         JobState::Invalid { reason } => {
             return Err(RecoverError::Invalid {
                 name: job.name().to_string(),

@@ -62,11 +62,6 @@ impl Wakeups {
         }
     }
 
-    /// Whether events (not polling) drive this waiter.
-    pub fn is_event_driven(&self) -> bool {
-        matches!(self, Wakeups::Events { .. })
-    }
-
     /// Sleeps until a relevant event or `max` passes.
     pub fn wait(&self, max: Duration) {
         match self {
