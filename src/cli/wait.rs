@@ -82,6 +82,7 @@ pub fn wait(dir: &JobsDir, a: WaitArgs) -> CliResult {
         poll: a.poll,
         kill_on_timeout: !a.no_kill,
         grace: a.grace,
+        exits_after: true,
     };
     let verdicts = wait_for(dir, &spec)?;
     let json = wants_json(a.json);

@@ -149,8 +149,9 @@ pub fn close_after_exit(fd: std::os::fd::OwnedFd) {
         return drop(fd);
     };
     let keep = [read_end.as_raw_fd(), fd.as_raw_fd()];
-    // SAFETY: the waiter is single-threaded when it drops its watcher, and
-    // the child only calls async-signal-safe functions before `_exit`.
+    // SAFETY: after fork the child only calls async-signal-safe functions
+    // (close, close_range, read, _exit) and allocates nothing, which is
+    // sound even when the parent has other threads.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         let read_fd = read_end.into_raw_fd();

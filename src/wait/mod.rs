@@ -39,6 +39,9 @@ pub struct WaitSpec {
     pub kill_on_timeout: bool,
     /// Grace period for kills; default: each job's own.
     pub grace: Option<Duration>,
+    /// The calling process exits right after the wait (the CLI): the slow
+    /// inotify teardown is then moved off its exit path.
+    pub exits_after: bool,
 }
 
 /// One job's verdict.
@@ -65,7 +68,7 @@ pub enum WaitError {
 /// Waits per `spec`; returns a verdict per job that reached one, in the
 /// order of `spec.names` (with `Any`, only the finished ones).
 pub fn wait(dir: &JobsDir, spec: &WaitSpec) -> Result<Vec<Verdict>, WaitError> {
-    let wakeups = Wakeups::new(dir.path(), &spec.names, spec.poll);
+    let wakeups = Wakeups::new(dir.path(), &spec.names, spec.poll, spec.exits_after);
     let jobs: Vec<JobPaths> = spec.names.iter().map(|n| dir.job(n)).collect();
     let started = Instant::now();
     let deadline = spec.timeout.map(|t| started + t);

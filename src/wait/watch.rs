@@ -38,6 +38,8 @@ pub enum Wakeups {
         fd: Option<OwnedFd>,
         /// The job names whose files matter.
         names: HashSet<String>,
+        /// Hand the final close to a helper process (see the module docs).
+        close_off_exit_path: bool,
     },
     /// A fixed interval.
     Poll(Duration),
@@ -46,7 +48,14 @@ pub enum Wakeups {
 impl Wakeups {
     /// Events on `dir` for `names`, unless `poll` is given or `dir` is on a
     /// network filesystem (or inotify fails): then polling.
-    pub fn new(dir: &Path, names: &[JobName], poll: Option<Duration>) -> Self {
+    /// `close_off_exit_path` is for a process that exits right after the
+    /// wait (the CLI); a long-lived process has no exit to speed up.
+    pub fn new(
+        dir: &Path,
+        names: &[JobName],
+        poll: Option<Duration>,
+        close_off_exit_path: bool,
+    ) -> Self {
         if let Some(interval) = poll {
             return Wakeups::Poll(interval);
         }
@@ -57,6 +66,7 @@ impl Wakeups {
             Ok(fd) => Wakeups::Events {
                 fd: Some(fd),
                 names: names.iter().map(|n| n.to_string()).collect(),
+                close_off_exit_path,
             },
             Err(_) => Wakeups::Poll(DEFAULT_POLL),
         }
@@ -68,6 +78,7 @@ impl Wakeups {
             Wakeups::Events {
                 fd: Some(fd),
                 names,
+                ..
             } => wait_for_event(fd, names, max.min(SAFETY_RECHECK)),
             Wakeups::Events { fd: None, .. } => std::thread::sleep(max.min(DEFAULT_POLL)),
             Wakeups::Poll(interval) => std::thread::sleep(max.min(*interval)),
@@ -77,7 +88,11 @@ impl Wakeups {
 
 impl Drop for Wakeups {
     fn drop(&mut self) {
-        if let Wakeups::Events { fd, .. } = self
+        if let Wakeups::Events {
+            fd,
+            close_off_exit_path: true,
+            ..
+        } = self
             && let Some(fd) = fd.take()
         {
             close_after_exit(fd);
