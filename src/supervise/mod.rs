@@ -372,16 +372,12 @@ impl Supervisor {
         Ok(record)
     }
 
+    /// The job's processes; the wrapper also owns every descendant of its
+    /// own (it is their subreaper) and must never signal itself.
     fn target(&self) -> JobTarget {
         JobTarget {
-            job_id: self.record.job_id.clone(),
-            leader: self
-                .record
-                .child_pid
-                .zip(self.record.child_start_time)
-                .map(|(pid, start_time)| ProcessId { pid, start_time }),
             wrapper: Some(self.me),
-            born_after: Some(self.record.child_start_time.unwrap_or(self.me.start_time)),
+            ..crate::recover::target_of(&self.record)
         }
     }
 

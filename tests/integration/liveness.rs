@@ -116,30 +116,13 @@ fn a_busy_silent_job_is_alive_under_cpu_liveness() {
     assert_code(&env.wait(&["spin"]).0, exit::SUCCESS);
 }
 
-#[test]
-fn touching_jobwatch_heartbeat_keeps_a_beat_liveness_job_alive() {
+/// A `--liveness beat` job that beats with `beat_cmd` every 100 ms until
+/// released outlives its stale threshold and then succeeds.
+fn assert_a_beating_job_stays_alive(beat_cmd: &str) {
     let env = Env::new();
     let go = env.scratch("beater.go");
     let job = sh(&format!(
-        "while [ ! -e '{}' ]; do touch \"$JOBWATCH_HEARTBEAT\"; sleep 0.1; done",
-        go.display()
-    ));
-    let mut opts = vec!["--liveness", "beat"];
-    opts.extend_from_slice(FAST);
-    let t0 = SystemTime::now();
-    env.detach("beater", &opts, &job);
-    assert_heartbeat_outlives_the_stale_threshold(&env, "beater", t0);
-    env.release("beater");
-    assert_code(&env.wait(&["beater"]).0, exit::SUCCESS);
-}
-
-#[test]
-fn jobwatch_beat_keeps_a_beat_liveness_job_alive() {
-    let env = Env::new();
-    let go = env.scratch("beater.go");
-    // Uses the job's own $JOBWATCH_DIR and $JOBWATCH_NAME, no --dir.
-    let job = sh(&format!(
-        "while [ ! -e '{}' ]; do \"$JW\" beat \"$JOBWATCH_NAME\" || exit 99; sleep 0.1; done",
+        "while [ ! -e '{}' ]; do {beat_cmd} || exit 99; sleep 0.1; done",
         go.display()
     ));
     let mut opts = vec!["--liveness", "beat"];
@@ -151,6 +134,17 @@ fn jobwatch_beat_keeps_a_beat_liveness_job_alive() {
     let (w, lines) = env.wait(&["beater"]);
     assert_code(&w, exit::SUCCESS);
     assert_eq!(line_for(&lines, "beater")["outcome"], "success");
+}
+
+#[test]
+fn touching_jobwatch_heartbeat_keeps_a_beat_liveness_job_alive() {
+    assert_a_beating_job_stays_alive("touch \"$JOBWATCH_HEARTBEAT\"");
+}
+
+#[test]
+fn jobwatch_beat_keeps_a_beat_liveness_job_alive() {
+    // Uses the job's own $JOBWATCH_DIR and $JOBWATCH_NAME, no --dir.
+    assert_a_beating_job_stays_alive("\"$JW\" beat \"$JOBWATCH_NAME\"");
 }
 
 #[test]
