@@ -180,3 +180,92 @@ fn kill_until_gone(target: &JobTarget, mut report: KillReport) -> KillReport {
         std::thread::sleep(RECHECK);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: i32, start: u64, ppid: i32, pgrp: i32, state: char) -> ProcInfo {
+        ProcInfo {
+            id: ProcessId {
+                pid,
+                start_time: start,
+            },
+            ppid,
+            pgrp,
+            state,
+            own_ticks: 0,
+            reaped_children_ticks: 0,
+        }
+    }
+
+    fn target(leader: ProcessId) -> JobTarget {
+        JobTarget {
+            job_id: "no-such-id".into(),
+            leader: Some(leader),
+            wrapper: None,
+            born_after: None,
+        }
+    }
+
+    fn pids(m: &Members) -> Vec<i32> {
+        let mut v: Vec<i32> = m.procs.iter().map(|p| p.id.pid).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn a_verified_leader_brings_its_group_and_their_descendants() {
+        let snap = Snapshot::from_procs(vec![
+            proc(100, 50, 1, 100, 'S'),
+            proc(101, 51, 100, 100, 'S'),
+            proc(102, 52, 101, 102, 'S'), // left the group (setsid), still a descendant
+            proc(200, 10, 1, 200, 'S'),   // unrelated
+        ]);
+        let m = members_in(
+            &snap,
+            &target(ProcessId {
+                pid: 100,
+                start_time: 50,
+            }),
+        );
+        assert_eq!(m.group.map(|g| g.pid), Some(100));
+        assert_eq!(pids(&m), [100, 101, 102]);
+    }
+
+    #[test]
+    fn a_reused_leader_pid_brings_nothing() {
+        // PID 100 now belongs to a process that started at another time.
+        let snap = Snapshot::from_procs(vec![
+            proc(100, 999, 1, 100, 'S'),
+            proc(101, 1000, 100, 100, 'S'),
+        ]);
+        let m = members_in(
+            &snap,
+            &target(ProcessId {
+                pid: 100,
+                start_time: 50,
+            }),
+        );
+        assert!(m.group.is_none());
+        assert!(m.is_empty(), "{:?}", pids(&m));
+    }
+
+    #[test]
+    fn zombies_are_dead_and_a_zombie_leader_still_guards_the_group() {
+        let snap = Snapshot::from_procs(vec![
+            proc(100, 50, 1, 100, 'Z'),
+            proc(101, 51, 1, 100, 'S'),
+            proc(103, 53, 1, 100, 'Z'),
+        ]);
+        let m = members_in(
+            &snap,
+            &target(ProcessId {
+                pid: 100,
+                start_time: 50,
+            }),
+        );
+        assert_eq!(m.group.map(|g| g.pid), Some(100));
+        assert_eq!(pids(&m), [101]);
+    }
+}

@@ -96,6 +96,11 @@ impl Snapshot {
         Self { procs }
     }
 
+    /// A snapshot made of given processes (for tests of the rules above it).
+    pub fn from_procs(procs: Vec<ProcInfo>) -> Self {
+        Self { procs }
+    }
+
     /// All processes.
     pub fn procs(&self) -> &[ProcInfo] {
         &self.procs
