@@ -119,6 +119,13 @@ pub fn observe(paths: &JobPaths) -> Observed {
         _ => WrapperState::Unknown,
     };
     let status = read_status(&paths.status());
+    // The job may have finished between the two reads: the status then sits
+    // beside the start record. The final record precedes the status, so a
+    // second read sees it.
+    let record = match (&status, record) {
+        (Ok(Some(_)), Ok(Some(r))) if r.outcome.is_none() => read_record(&paths.record()),
+        (_, record) => record,
+    };
     let heartbeat_mtime = mtime(&paths.heartbeat());
     let log_mtime = mtime(&paths.log());
     let any_file = matches!(record, Ok(Some(_)) | Err(_))

@@ -14,7 +14,7 @@ use crate::protocol::lock::{JobLock, LockError};
 use crate::protocol::record::{Finalizer, KillRequest, rfc3339};
 use crate::protocol::status_file::write_status_once;
 use crate::protocol::{JobEnd, JobPaths, JobRecord, Outcome};
-use crate::sys::proc::ProcessId;
+use crate::sys::proc::{self, ProcessId};
 
 /// How long to wait for a live wrapper to write the final status after its
 /// command was killed from outside.
@@ -83,6 +83,11 @@ pub fn finalize_lost(
     let JobState::Lost { record } = state else {
         return Ok(state);
     };
+    // Another host's wrapper may be alive and unreachable; its final record
+    // is its own to write. Report the verdict without writing it.
+    if wrapper_state(&record) == WrapperState::Elsewhere {
+        return Ok(JobState::Lost { record });
+    }
     finish_lost(paths, *record, grace, why)?;
     drop(lock);
     Ok(classify(observe(paths), SystemTime::now(), None))
@@ -110,7 +115,13 @@ pub fn finish_lost(
     grace: Duration,
     why: &str,
 ) -> Result<JobRecord, WriteError> {
-    let report = terminate(&target_of(&record), Signal::TERM, grace, &mut || false);
+    // PIDs from another boot or host mean nothing here: signal nothing.
+    let local = record.boot_id == proc::boot_id() && record.host == proc::hostname();
+    let report = if local {
+        terminate(&target_of(&record), Signal::TERM, grace, &mut || false)
+    } else {
+        KillReport::default()
+    };
     let end = JobEnd {
         outcome: Outcome::Lost,
         exit_code: None,
@@ -161,6 +172,7 @@ pub fn kill_job(
         });
     }
     let request = KillRequest {
+        job_id: record.job_id.clone(),
         outcome,
         reason: reason.to_owned(),
         at: rfc3339(SystemTime::now()),

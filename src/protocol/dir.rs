@@ -94,12 +94,10 @@ impl JobsDir {
                     source,
                 })?;
         }
-        Self::open_existing(path)
+        Self::open_checked(path)
     }
 
-    /// Opens an existing directory after the same safety checks, without
-    /// creating anything (for read-only commands).
-    pub fn open_existing(path: &Path) -> Result<Self, DirError> {
+    fn open_checked(path: &Path) -> Result<Self, DirError> {
         let meta = fs::metadata(path).map_err(|source| DirError::Inspect {
             path: path.to_owned(),
             source,

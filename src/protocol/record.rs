@@ -87,9 +87,10 @@ impl StatusWord {
 pub enum LivenessMode {
     /// New output, CPU use or an explicit beat, whichever shows progress.
     Auto,
-    /// Only new output on stdout or stderr.
+    /// New output on stdout or stderr (explicit beats count in every mode:
+    /// they are deliberate statements of progress).
     Output,
-    /// Only CPU time used by the job's process tree.
+    /// CPU time used by the job's process tree (and explicit beats).
     Cpu,
     /// Only explicit beats (`jobwatch beat`, or touching `$JOBWATCH_HEARTBEAT`).
     Beat,
@@ -320,6 +321,8 @@ pub fn read_record(path: &Path) -> Result<Option<JobRecord>, RecordError> {
 /// before the first signal, so the wrapper records the right outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KillRequest {
+    /// The run it is meant for: a wrapper ignores a request for another run.
+    pub job_id: String,
     /// The outcome to record: `killed`, `timeout` or `hung`.
     pub outcome: Outcome,
     /// One line on why.

@@ -130,8 +130,6 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
     let lock = claim(&paths)?;
     retire_previous(dir, &paths, spec.settings.grace())?;
 
-    let log = create_log(&paths)?;
-    write_atomic(&paths.heartbeat(), b"")?;
     let now = SystemTime::now();
     let me = proc::myself();
     let mut record = JobRecord {
@@ -164,7 +162,11 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
         reason: None,
         finalized_by: None,
     };
+    // The record comes first: from here on a reader sees a running job,
+    // never job files without a record (which would read as invalid).
     record.write(&paths.record())?;
+    let log = create_log(&paths)?;
+    write_atomic(&paths.heartbeat(), b"")?;
 
     become_subreaper().map_err(io_err("cannot become a child subreaper"))?;
     let signals = SignalPipe::install().map_err(io_err("cannot install signal handlers"))?;
@@ -367,6 +369,16 @@ impl Supervisor {
         let end = self.verdict(exit, cause);
         let mut record = self.record.clone();
         record.finish(&end, Finalizer::Wrapper, SystemTime::now());
+        if self.paths.status().exists() {
+            // Someone judged this run over while it lived (only possible
+            // where flock does not work, e.g. some network filesystems):
+            // leave their consistent record and status alone.
+            eprintln!(
+                "jobwatch: {}: a status was written while the job ran; its own ending ({}) is not recorded",
+                record.name, end.outcome
+            );
+            return Ok(record);
+        }
         record.write(&self.paths.record())?;
         write_status_once(&self.paths.status(), &record, end.outcome)?;
         Ok(record)
@@ -523,7 +535,10 @@ impl Supervisor {
                 )),
             ),
             None => match read_json::<KillRequest>(&self.paths.kill_request()) {
-                Ok(Some(req)) => (req.outcome, Some(req.reason)),
+                // A request meant for an earlier run of the name is ignored.
+                Ok(Some(req)) if req.job_id == self.record.job_id => {
+                    (req.outcome, Some(req.reason))
+                }
                 _ if exit_code == Some(0) => (Outcome::Success, None),
                 _ => (Outcome::Failed, None),
             },

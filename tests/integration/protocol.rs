@@ -209,3 +209,19 @@ fn no_temporary_files_are_left_in_the_jobs_dir() {
         );
     }
 }
+
+#[test]
+fn a_kill_request_for_an_earlier_run_does_not_change_the_outcome() {
+    let env = Env::new();
+    env.detach("stale-kill", &[], &env.gated("stale-kill", 0));
+    let request = serde_json::json!({
+        "job_id": "an-earlier-run",
+        "outcome": "hung",
+        "reason": "meant for another run",
+        "at": "2026-01-01T00:00:00.000Z",
+    });
+    fs::write(env.file("stale-kill", ".kill"), request.to_string()).unwrap();
+    env.release("stale-kill");
+    assert_eq!(env.await_status("stale-kill"), "SUCCESS");
+    assert_eq!(env.record("stale-kill")["outcome"], "success");
+}
