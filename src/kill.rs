@@ -199,10 +199,14 @@ mod tests {
         }
     }
 
-    fn target(leader: ProcessId) -> JobTarget {
+    /// A job whose command was PID 100, started at tick 50.
+    fn leader_100_started_at_50() -> JobTarget {
         JobTarget {
             job_id: "no-such-id".into(),
-            leader: Some(leader),
+            leader: Some(ProcessId {
+                pid: 100,
+                start_time: 50,
+            }),
             wrapper: None,
             born_after: None,
         }
@@ -222,13 +226,7 @@ mod tests {
             proc(102, 52, 101, 102, 'S'), // left the group (setsid), still a descendant
             proc(200, 10, 1, 200, 'S'),   // unrelated
         ]);
-        let m = members_in(
-            &snap,
-            &target(ProcessId {
-                pid: 100,
-                start_time: 50,
-            }),
-        );
+        let m = members_in(&snap, &leader_100_started_at_50());
         assert_eq!(m.group.map(|g| g.pid), Some(100));
         assert_eq!(pids(&m), [100, 101, 102]);
     }
@@ -240,13 +238,7 @@ mod tests {
             proc(100, 999, 1, 100, 'S'),
             proc(101, 1000, 100, 100, 'S'),
         ]);
-        let m = members_in(
-            &snap,
-            &target(ProcessId {
-                pid: 100,
-                start_time: 50,
-            }),
-        );
+        let m = members_in(&snap, &leader_100_started_at_50());
         assert!(m.group.is_none());
         assert!(m.is_empty(), "{:?}", pids(&m));
     }
@@ -258,13 +250,7 @@ mod tests {
             proc(101, 51, 1, 100, 'S'),
             proc(103, 53, 1, 100, 'Z'),
         ]);
-        let m = members_in(
-            &snap,
-            &target(ProcessId {
-                pid: 100,
-                start_time: 50,
-            }),
-        );
+        let m = members_in(&snap, &leader_100_started_at_50());
         assert_eq!(m.group.map(|g| g.pid), Some(100));
         assert_eq!(pids(&m), [101]);
     }
