@@ -68,12 +68,6 @@ impl ProgressTracker {
     }
 }
 
-/// The moment a job whose last recorded progress is `last_progress`
-/// becomes stale under the threshold `stale`.
-pub fn stale_deadline(last_progress: SystemTime, stale: Duration) -> SystemTime {
-    last_progress + stale
-}
-
 /// How long after the last progress an outside observer (a waiter, or
 /// `status`) may call the job hung.
 ///

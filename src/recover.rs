@@ -16,6 +16,9 @@ use crate::protocol::status_file::write_status_once;
 use crate::protocol::{JobEnd, JobPaths, JobRecord, Outcome};
 use crate::sys::proc::{self, ProcessId};
 
+/// The reason recorded when an observer finds the wrapper gone.
+pub const WRAPPER_VANISHED: &str = "the wrapper vanished without a status";
+
 /// How long to wait for a live wrapper to write the final status after its
 /// command was killed from outside.
 const WRAPPER_FINISH_WAIT: Duration = Duration::from_secs(10);
@@ -76,7 +79,12 @@ pub fn finalize_lost(
         Ok(lock) => lock,
         // Another observer is finishing this run, or a new run of the name
         // holds the lock: the files will tell once it is done.
-        Err(LockError::Held) => return Ok(wait_while_lost(paths, grace)),
+        // The wait is bounded by the kill the holder may be doing.
+        Err(LockError::Held) => {
+            let deadline = Instant::now() + grace + WRAPPER_FINISH_WAIT;
+            let settled = |s: &JobState| !matches!(s, JobState::Lost { .. });
+            return Ok(poll_state(paths, deadline, settled));
+        }
         Err(e) => return Err(RecoverError::Lock(e)),
     };
     let state = classify(observe(paths), SystemTime::now(), None);
@@ -93,14 +101,16 @@ pub fn finalize_lost(
     Ok(classify(observe(paths), SystemTime::now(), None))
 }
 
-/// Waits (bounded by the kill it may be waiting on) until the job is no
-/// longer `lost`, that is until whoever holds the lock has written the
-/// final status.
-fn wait_while_lost(paths: &JobPaths, grace: Duration) -> JobState {
-    let deadline = Instant::now() + grace + WRAPPER_FINISH_WAIT;
+/// Re-reads the job's files every 5 ms until `settled` holds for what they
+/// say, or `deadline` passes; returns the last state read.
+fn poll_state(
+    paths: &JobPaths,
+    deadline: Instant,
+    settled: impl Fn(&JobState) -> bool,
+) -> JobState {
     loop {
         let state = classify(observe(paths), SystemTime::now(), None);
-        if !matches!(state, JobState::Lost { .. }) || Instant::now() >= deadline {
+        if settled(&state) || Instant::now() >= deadline {
             return state;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -161,7 +171,7 @@ pub fn kill_job(
         JobState::Missing => return Err(RecoverError::Missing(name)),
         JobState::Invalid { reason } => return Err(RecoverError::Invalid { name, reason }),
         JobState::Lost { .. } => {
-            return finalize_lost(paths, grace, "the wrapper vanished without a status");
+            return finalize_lost(paths, grace, WRAPPER_VANISHED);
         }
         JobState::Running { record, .. } | JobState::Hung { record, .. } => record,
     };
@@ -189,17 +199,13 @@ fn wait_for_final(
     record: &JobRecord,
     grace: Duration,
 ) -> Result<JobState, RecoverError> {
+    let same_run = |s: &JobState| s.record().is_some_and(|r| r.job_id == record.job_id);
     let deadline = Instant::now() + WRAPPER_FINISH_WAIT;
-    loop {
-        let state = classify(observe(paths), SystemTime::now(), None);
-        let same_run = state.record().is_some_and(|r| r.job_id == record.job_id);
-        match state {
-            JobState::Finished { .. } => return Ok(state),
-            JobState::Lost { .. } if same_run => {
-                return finalize_lost(paths, grace, "the wrapper vanished without a status");
-            }
-            _ if !same_run || Instant::now() >= deadline => return Ok(state),
-            _ => std::thread::sleep(Duration::from_millis(5)),
-        }
+    let state = poll_state(paths, deadline, |s| {
+        matches!(s, JobState::Finished { .. } | JobState::Lost { .. }) || !same_run(s)
+    });
+    match state {
+        JobState::Lost { .. } if same_run(&state) => finalize_lost(paths, grace, WRAPPER_VANISHED),
+        other => Ok(other),
     }
 }

@@ -127,6 +127,9 @@ pub fn tail_lines(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
 /// The bytes of the last `n` lines of a file (whole file if shorter).
 pub fn tail_bytes(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
     const CHUNK: u64 = 64 * 1024;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
     let mut file = File::open(path)?;
     let len = file.metadata()?.len();
     let mut start = len;
@@ -156,9 +159,6 @@ pub fn tail_bytes(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
                 break;
             }
         }
-    }
-    if n == 0 {
-        return Ok(Vec::new());
     }
     Ok(buf.split_off(cut))
 }

@@ -144,8 +144,8 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
         cwd: std::env::current_dir()
             .map(|d| d.display().to_string())
             .unwrap_or_default(),
-        host: proc::hostname(),
-        boot_id: proc::boot_id(),
+        host: proc::hostname().to_owned(),
+        boot_id: proc::boot_id().to_owned(),
         wrapper_pid: me.pid,
         wrapper_start_time: me.start_time,
         child_pid: None,
@@ -251,10 +251,15 @@ fn retire_previous(dir: &JobsDir, paths: &JobPaths, grace: Duration) -> Result<(
     }
     let label_time = match &state {
         JobState::Missing => return Ok(()),
-        JobState::Lost { .. } | JobState::Running { .. } | JobState::Hung { .. } => {
+        JobState::Lost { record }
+        | JobState::Running { record, .. }
+        | JobState::Hung { record, .. } => {
             // Under our lock a "running" record can only be a dead wrapper
             // whose PID check raced; finish it the same way.
-            finalize_lost_held(paths, grace).map_err(|e| previous(e.to_string()))?
+            let why = "the wrapper vanished without a status; found when the name was reused";
+            finish_lost(paths, (**record).clone(), grace, why)
+                .map_err(|e| previous(e.to_string()))?
+                .started()
         }
         other => other
             .record()
@@ -264,19 +269,6 @@ fn retire_previous(dir: &JobsDir, paths: &JobPaths, grace: Duration) -> Result<(
     let label = history_label(label_time);
     archive(paths, &dir.history_of(paths.name()), &label).map_err(|e| previous(e.to_string()))?;
     Ok(())
-}
-
-/// Finishes a previous run left without a status (we hold the lock, so its
-/// wrapper is gone) and returns when it started.
-fn finalize_lost_held(paths: &JobPaths, grace: Duration) -> Result<SystemTime, String> {
-    let state = classify(observe(paths), SystemTime::now(), None);
-    let Some(record) = state.record() else {
-        return Ok(SystemTime::now());
-    };
-    let why = "the wrapper vanished without a status; found when the name was reused";
-    finish_lost(paths, record.clone(), grace, why)
-        .map(|r| r.started())
-        .map_err(|e| e.to_string())
 }
 
 fn create_log(paths: &JobPaths) -> Result<File, StartError> {
@@ -406,73 +398,53 @@ impl Supervisor {
             if let Some(exit) = peek_exit(child) {
                 return (exit, cause);
             }
+            // Once killed, only the exit is awaited, which SIGCHLD reports.
+            let mut wake = Duration::from_secs(1);
             if cause.is_none() {
-                cause = self.check_limits(&mut tracker, &mut next_sample, deadline);
-                if let Some(c) = cause {
-                    self.kill_for(c);
-                    continue;
+                match self.check_limits(&mut tracker, &mut next_sample, deadline) {
+                    Ok(stale_at) => wake = next_wake(next_sample, deadline, stale_at),
+                    Err(c) => {
+                        cause = Some(c);
+                        self.kill_for(c);
+                        continue;
+                    }
                 }
             }
-            let wake = self.next_wake(next_sample, deadline, cause.is_some());
             self.signals.wait(wake);
             reap_orphans(child);
         }
     }
 
-    /// Checks signals, the time limit and progress; returns a reason to kill.
+    /// Checks signals, the time limit and progress; returns a reason to
+    /// kill, or else when the job becomes stale without further progress.
     fn check_limits(
         &mut self,
         tracker: &mut ProgressTracker,
         next_sample: &mut Instant,
         deadline: Option<Instant>,
-    ) -> Option<KillCause> {
+    ) -> Result<SystemTime, KillCause> {
         if let Some(sig) = self.signals.take_terminating() {
-            return Some(KillCause::Signal(sig));
+            return Err(KillCause::Signal(sig));
         }
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
-            return Some(KillCause::Timeout);
+            return Err(KillCause::Timeout);
         }
         let stale = self.record.settings.stale();
-        let stale_due = self
-            .heartbeat_mtime()
-            .is_some_and(|hb| SystemTime::now() >= hb + stale);
-        if now >= *next_sample || stale_due {
+        let mut stale_at = self.last_beat() + stale;
+        if now >= *next_sample || SystemTime::now() >= stale_at {
+            // A fresh look before any verdict: progress since the last
+            // sample still counts.
             *next_sample = now + self.record.settings.heartbeat();
             if let Some(t) = tracker.progress_since_last(&self.observe()) {
                 self.beat(t);
             }
-            let hb = self.heartbeat_mtime().unwrap_or(self.record.started());
-            if SystemTime::now() >= hb + stale {
-                return Some(KillCause::Hung);
+            stale_at = self.last_beat() + stale;
+            if SystemTime::now() >= stale_at {
+                return Err(KillCause::Hung);
             }
         }
-        None
-    }
-
-    fn next_wake(
-        &self,
-        next_sample: Instant,
-        deadline: Option<Instant>,
-        killing: bool,
-    ) -> Duration {
-        if killing {
-            // Already killed: only waiting for the exit, which SIGCHLD reports.
-            return Duration::from_secs(1);
-        }
-        let now = Instant::now();
-        let mut wake = next_sample.saturating_duration_since(now);
-        if let Some(d) = deadline {
-            wake = wake.min(d.saturating_duration_since(now));
-        }
-        if let Some(hb) = self.heartbeat_mtime() {
-            let stale_at = hb + self.record.settings.stale();
-            let until = stale_at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            wake = wake.min(until);
-        }
-        wake.max(Duration::from_millis(1))
+        Ok(stale_at)
     }
 
     fn kill_for(&mut self, cause: KillCause) {
@@ -579,6 +551,12 @@ impl Supervisor {
         tree + reaped_by_me
     }
 
+    /// The last recorded progress (the job's start if the heartbeat file is
+    /// gone).
+    fn last_beat(&self) -> SystemTime {
+        self.heartbeat_mtime().unwrap_or(self.record.started())
+    }
+
     fn heartbeat_mtime(&self) -> Option<SystemTime> {
         std::fs::metadata(self.paths.heartbeat())
             .ok()?
@@ -602,4 +580,19 @@ impl Supervisor {
             let _ = f.set_modified(t);
         }
     }
+}
+
+/// How long the wrapper may sleep: until the next progress sample, the time
+/// limit or the stale deadline, whichever comes first (a signal wakes it
+/// earlier).
+fn next_wake(next_sample: Instant, deadline: Option<Instant>, stale_at: SystemTime) -> Duration {
+    let now = Instant::now();
+    let mut wake = next_sample.saturating_duration_since(now);
+    if let Some(d) = deadline {
+        wake = wake.min(d.saturating_duration_since(now));
+    }
+    let until_stale = stale_at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    wake.min(until_stale).max(Duration::from_millis(1))
 }

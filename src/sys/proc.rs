@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::OnceLock;
 
 use procfs::process::Process;
 
@@ -64,12 +65,6 @@ fn to_info(stat: &procfs::process::Stat) -> ProcInfo {
 /// Whether `id` names a live (not zombie) process: same PID, same start time.
 pub fn is_alive(id: ProcessId) -> bool {
     read_proc(id.pid).is_some_and(|p| p.id.start_time == id.start_time && !p.is_dead())
-}
-
-/// Whether `id` still exists, live or zombie (a zombie still holds its PID
-/// and, for a group leader, its process-group id).
-pub fn exists(id: ProcessId) -> bool {
-    read_proc(id.pid).is_some_and(|p| p.id.start_time == id.start_time)
 }
 
 /// The identity of a PID right now.
@@ -139,10 +134,14 @@ pub fn has_env(pid: i32, key: &str, value: &str) -> bool {
 }
 
 /// The kernel's boot id: PIDs and start times from another boot mean nothing.
-pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+/// Read once per process: every job classification compares against it.
+pub fn boot_id() -> &'static str {
+    static BOOT_ID: OnceLock<String> = OnceLock::new();
+    BOOT_ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    })
 }
 
 /// A fresh random id for a job run.
@@ -157,12 +156,15 @@ pub fn random_id() -> String {
         })
 }
 
-/// This machine's host name.
-pub fn hostname() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
+/// This machine's host name, read once per process.
+pub fn hostname() -> &'static str {
+    static HOSTNAME: OnceLock<String> = OnceLock::new();
+    HOSTNAME.get_or_init(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    })
 }
 
 /// The PIDs of this process's children (of every thread), from

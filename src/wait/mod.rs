@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::classify::{JobState, classify, observe};
 use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
-use crate::recover::{RecoverError, finalize_lost, kill_job};
+use crate::recover::{RecoverError, WRAPPER_VANISHED, finalize_lost, kill_job};
 
 pub use watch::Wakeups;
 
@@ -55,6 +55,18 @@ pub struct Verdict {
     pub record: Option<JobRecord>,
     /// Whether it still runs (a `--no-kill` timeout).
     pub running: bool,
+}
+
+impl Verdict {
+    /// A verdict on a job that is no longer running.
+    pub fn ended(paths: &JobPaths, outcome: Outcome, record: Option<JobRecord>) -> Self {
+        Self {
+            paths: paths.clone(),
+            outcome,
+            record,
+            running: false,
+        }
+    }
 }
 
 /// Waiting failed before any verdict.
@@ -135,9 +147,7 @@ fn step(job: &JobPaths, spec: &WaitSpec, first_pass: bool) -> Result<Step, Recov
     let state = classify(observe(job), now, spec.stale);
     let grace = |r: &JobRecord| spec.grace.unwrap_or(r.settings.grace());
     let state = match state {
-        JobState::Lost { record } => {
-            finalize_lost(job, grace(&record), "the wrapper vanished without a status")?
-        }
+        JobState::Lost { record } => finalize_lost(job, grace(&record), WRAPPER_VANISHED)?,
         JobState::Hung {
             record,
             last_progress,
@@ -154,12 +164,9 @@ fn step(job: &JobPaths, spec: &WaitSpec, first_pass: bool) -> Result<Step, Recov
         other => other,
     };
     Ok(match state {
-        JobState::Finished { outcome, record } => Step::Done(Box::new(Verdict {
-            paths: job.clone(),
-            outcome,
-            record: record.map(|r| *r),
-            running: false,
-        })),
+        JobState::Finished { outcome, record } => {
+            Step::Done(Box::new(Verdict::ended(job, outcome, record.map(|r| *r))))
+        }
         JobState::Running { hung_at, .. } => Step::Pending {
             recheck_in: hung_at
                 .duration_since(SystemTime::now())
@@ -168,18 +175,12 @@ fn step(job: &JobPaths, spec: &WaitSpec, first_pass: bool) -> Result<Step, Recov
         },
         // Killed but the wrapper has not written the status yet: report the
         // verdict rather than wait on a wrapper that stopped working.
-        JobState::Hung { record, .. } => Step::Done(Box::new(Verdict {
-            paths: job.clone(),
-            outcome: Outcome::Hung,
-            record: Some(*record),
-            running: false,
-        })),
-        JobState::Lost { record } => Step::Done(Box::new(Verdict {
-            paths: job.clone(),
-            outcome: Outcome::Lost,
-            record: Some(*record),
-            running: false,
-        })),
+        JobState::Hung { record, .. } => {
+            Step::Done(Box::new(Verdict::ended(job, Outcome::Hung, Some(*record))))
+        }
+        JobState::Lost { record } => {
+            Step::Done(Box::new(Verdict::ended(job, Outcome::Lost, Some(*record))))
+        }
         JobState::Missing if first_pass => {
             return Err(RecoverError::Missing(job.name().to_string()));
         }
@@ -209,8 +210,8 @@ fn time_out(
             out.push(v);
             continue;
         }
+        let record = observe(job).record.ok().flatten();
         if !spec.kill_on_timeout {
-            let record = observe(job).record.ok().flatten();
             out.push(Verdict {
                 paths: job.clone(),
                 outcome: Outcome::Timeout,
@@ -221,10 +222,8 @@ fn time_out(
         }
         let reason = format!("still running after wait --timeout {limit}; killed");
         let grace = spec.grace.unwrap_or_else(|| {
-            observe(job)
-                .record
-                .ok()
-                .flatten()
+            record
+                .as_ref()
                 .map_or(Duration::from_secs(5), |r| r.settings.grace())
         });
         let state = kill_job(job, Outcome::Timeout, &reason, grace)?;
@@ -232,12 +231,7 @@ fn time_out(
             JobState::Finished { outcome, record } => (outcome, record.map(|r| *r)),
             other => (Outcome::Timeout, other.record().cloned()),
         };
-        out.push(Verdict {
-            paths: job.clone(),
-            outcome,
-            record,
-            running: false,
-        });
+        out.push(Verdict::ended(job, outcome, record));
     }
     Ok(out)
 }
