@@ -15,6 +15,12 @@ pub const HUNG: u8 = 3;
 pub const LOST: u8 = 4;
 /// The job was killed by a user or a signal.
 pub const KILLED: u8 = 5;
+/// A circuit breaker is open: `run --breaker KEY` refused to start, or
+/// `breaker status KEY` found it open.
+pub const BREAKER_OPEN: u8 = 6;
+/// A preflight check failed: `preflight` found a failing check, or
+/// `run --preflight` refused to start.
+pub const PREFLIGHT_FAILED: u8 = 7;
 /// The job ran past a time limit (and was killed unless `--no-kill`).
 pub const TIMEOUT: u8 = 124;
 
@@ -48,8 +54,8 @@ pub fn for_run(outcome: Outcome, exit_code: Option<i32>, signal: Option<i32>) ->
 }
 
 /// The table shown in `--help` and the README.
-pub const TABLE: &str =
-    "Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 124 timeout.";
+pub const TABLE: &str = "Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, \
+6 breaker open, 7 preflight failed, 124 timeout.";
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ use crate::exit_code;
 use crate::protocol::JobsDir;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 124 timeout.
+Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 6 breaker open, 7 preflight failed, 124 timeout.
 Jobs directory: --dir, else $JOBWATCH_DIR, else $XDG_STATE_HOME/jobwatch, else ~/.local/state/jobwatch.
 
 Example:

@@ -16,7 +16,7 @@ Prints one line per job: JSON when --json or stdout is not a terminal
 (name, outcome, exit_code, duration_ms, log, result, and the log's tail on
 anything but success), a short line on a terminal.
 
-Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 124 timeout.
+Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 6 breaker open, 7 preflight failed, 124 timeout.
 With several jobs: --all (default) exits with the first non-success in the
 order given; --any with the first job that finished.
 
