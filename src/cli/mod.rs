@@ -4,6 +4,7 @@
 
 mod args;
 mod beat;
+mod breaker;
 mod kill;
 mod logs;
 mod run;
@@ -50,6 +51,7 @@ enum Commands {
     Logs(logs::LogsArgs),
     Kill(kill::KillArgs),
     Beat(beat::BeatArgs),
+    Breaker(breaker::BreakerArgs),
 }
 
 /// An error that carries its exit code.
@@ -98,6 +100,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Logs(a) => logs::logs(&dir()?, a),
         Commands::Kill(a) => kill::kill(&dir()?, a),
         Commands::Beat(a) => beat::beat(&dir()?, a),
+        Commands::Breaker(a) => breaker::breaker(&dir()?, a),
     }
 }
 
