@@ -345,12 +345,17 @@ fn retire_previous(dir: &JobsDir, paths: &JobPaths, grace: Duration) -> Result<(
 }
 
 fn create_log(paths: &JobPaths) -> Result<File, StartError> {
+    open_log(paths).map_err(io_err(format!("cannot create {}", paths.log().display())))
+}
+
+/// `NAME.log`, created if missing, opened for appending: every writer's
+/// bytes land at the end, whoever else writes.
+fn open_log(paths: &JobPaths) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(paths.log())
-        .map_err(io_err(format!("cannot create {}", paths.log().display())))
 }
 
 fn spawn_command(
@@ -521,11 +526,14 @@ impl Supervisor {
         let attempt = attempt_of(&self.record, self.attempt_started, end, now, delay);
         let k = self.record.attempt;
         let folder = self.paths.attempts();
+        // A fresh `NAME.log` exists throughout, so readers of the log never
+        // find it missing between attempts; the next attempt appends to it.
         let moved = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&folder)
-            .and_then(|()| std::fs::rename(self.paths.log(), self.paths.attempt_log(k)));
+            .and_then(|()| std::fs::rename(self.paths.log(), self.paths.attempt_log(k)))
+            .and_then(|()| open_log(&self.paths).map(drop));
         moved.map_err(|source| WriteError {
             path: self.paths.attempt_log(k),
             source,
@@ -553,7 +561,9 @@ impl Supervisor {
     /// the job instead; returns how.
     fn back_off(&mut self, delay: Duration) -> Option<JobEnd> {
         let until = Instant::now() + delay;
-        let heartbeat = self.record.settings.heartbeat();
+        // Often enough that no waiter's own --stale mistakes the pause for
+        // a hang.
+        let heartbeat = self.record.settings.heartbeat().min(BACKOFF_BEAT);
         let mut next_beat = Instant::now();
         loop {
             if let Some(sig) = self.signals.take_terminating() {
@@ -828,6 +838,8 @@ impl Supervisor {
 
 /// How often a backing-off wrapper looks for a kill request.
 const BACKOFF_TICK: Duration = Duration::from_millis(50);
+/// The longest a backing-off wrapper goes without a beat.
+const BACKOFF_BEAT: Duration = Duration::from_secs(1);
 
 /// A finished attempt, for the record's `attempts` list.
 fn attempt_of(
