@@ -618,8 +618,13 @@ impl Supervisor {
         let child = spawn_command(&self.spec, &self.paths, &self.record, &fresh)
             .map_err(|e| spawn_failure(&self.record, &e))?;
         self.child = child;
-        record_child(&self.paths, &mut self.record, &self.child)
-            .map_err(|e| failed_to_start(e.to_string()))?;
+        if let Err(e) = record_child(&self.paths, &mut self.record, &self.child) {
+            // A command nobody can find in the files must not run on.
+            let pid = self.child.id() as i32;
+            self.kill_leftovers();
+            reap(pid);
+            return Err(failed_to_start(e.to_string()));
+        }
         self.tee = start_tee(&self.spec, &self.paths);
         Ok(())
     }
