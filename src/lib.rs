@@ -12,6 +12,8 @@
 //!   else.
 //! - [`supervise`]: the wrapper that runs a command; [`recover`]: acting on
 //!   a job whose wrapper is gone; [`wait`]: the event-driven waiter.
+//! - [`gc`]: housekeeping: removing finished runs, surplus history and
+//!   stray files, never touching a running job.
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
 //!   exit codes.
 #![warn(missing_docs)]
@@ -19,6 +21,7 @@
 pub mod classify;
 pub mod cli;
 pub mod exit_code;
+pub mod gc;
 pub mod kill;
 pub mod liveness;
 pub mod protocol;

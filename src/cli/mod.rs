@@ -4,6 +4,7 @@
 
 mod args;
 mod beat;
+mod gc;
 mod kill;
 mod logs;
 mod run;
@@ -23,7 +24,7 @@ const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 6 breaker open, 7 preflight failed, 124 timeout.
 Jobs directory: --dir, else $JOBWATCH_DIR, else $XDG_STATE_HOME/jobwatch, else ~/.local/state/jobwatch.
 
-Example:
+Examples:
   jobwatch run build --detach --timeout 30m -- make -j8
   jobwatch wait build --tail 30";
 
@@ -50,6 +51,7 @@ enum Commands {
     Logs(logs::LogsArgs),
     Kill(kill::KillArgs),
     Beat(beat::BeatArgs),
+    Gc(gc::GcArgs),
 }
 
 /// An error that carries its exit code.
@@ -98,6 +100,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Logs(a) => logs::logs(&dir()?, a),
         Commands::Kill(a) => kill::kill(&dir()?, a),
         Commands::Beat(a) => beat::beat(&dir()?, a),
+        Commands::Gc(a) => gc::gc(&dir()?, a),
     }
 }
 
