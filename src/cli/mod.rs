@@ -4,9 +4,11 @@
 
 mod args;
 mod beat;
+mod completions;
 mod gc;
 mod kill;
 mod logs;
+mod progress;
 mod run;
 mod status;
 mod wait;
@@ -52,6 +54,7 @@ enum Commands {
     Kill(kill::KillArgs),
     Beat(beat::BeatArgs),
     Gc(gc::GcArgs),
+    Completions(completions::CompletionsArgs),
 }
 
 /// An error that carries its exit code.
@@ -101,6 +104,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Kill(a) => kill::kill(&dir()?, a),
         Commands::Beat(a) => beat::beat(&dir()?, a),
         Commands::Gc(a) => gc::gc(&dir()?, a),
+        Commands::Completions(a) => completions::completions(a),
     }
 }
 

@@ -9,4 +9,5 @@ mod protocol;
 mod run;
 mod status;
 mod support;
+mod terminal;
 mod wait;
