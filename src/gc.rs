@@ -1,7 +1,7 @@
 //! Housekeeping: removing what finished runs leave behind, within limits the
 //! caller chooses, without ever touching a running job.
 //!
-//! What may go (docs/protocol.md §13 is the contract for scripts):
+//! What may go (docs/protocol.md §14 is the contract for scripts):
 //! - a name's **current run**, only with `older_than`: it has a status, its
 //!   wrapper is gone (we hold `NAME.lock` while removing), and it ended
 //!   longer ago than the limit. Its `attempts/NAME/` folder goes with it;
