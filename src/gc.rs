@@ -163,6 +163,9 @@ pub fn collect(
     for name in top.names {
         gc.name(&dir.job(&name));
     }
+    // A name's history is read again under its lock: say each thing once.
+    let mut seen = BTreeSet::new();
+    gc.report.warnings.retain(|w| seen.insert(w.clone()));
     Ok(gc.report)
 }
 
@@ -301,9 +304,11 @@ impl Collector {
         }
         match JobLock::try_acquire(&job.lock()) {
             Ok(_lock) => {
-                // Under the lock the name may have moved on: decide again.
-                // Its history cannot change while we hold the lock.
+                // The name may have moved on before we got the lock (a run
+                // started, finished and archived): decide again. Its history
+                // cannot change while we hold the lock.
                 let state = classify(observe(job), SystemTime::now(), None);
+                let runs = self.archived_runs(job.name(), &history);
                 let plan = self.plan(job, &state, &runs, true);
                 self.execute(job, plan);
             }

@@ -251,3 +251,23 @@ fn completions_for_each_shell_name_the_subcommands() {
     let out = env.jw(&["completions", "tcsh"]);
     assert_usage_error(&out, &["tcsh"]);
 }
+
+#[test]
+fn ls_on_a_terminal_has_a_runs_column() {
+    if !have_script() {
+        return;
+    }
+    let env = Env::new();
+    for _ in 0..3 {
+        assert_code(&env.run("thrice", &["--quiet"], &["true"]), 0);
+    }
+    let typescript = env.scratch("ls.typescript");
+    let out = output_of(on_terminal(&env, "ls", &typescript, &[]));
+    assert_code(&out, 0);
+    let s = shown(&typescript);
+    let header = s.lines().find(|l| l.starts_with("NAME")).expect("a header");
+    let row = s.lines().find(|l| l.starts_with("thrice")).expect("a row");
+    let column = header.split_whitespace().position(|w| w == "RUNS");
+    let column = column.unwrap_or_else(|| panic!("no RUNS column: {s:?}"));
+    assert_eq!(row.split_whitespace().nth(column), Some("2"), "{s:?}");
+}
