@@ -14,6 +14,8 @@
 //!   a job whose wrapper is gone; [`wait`]: the event-driven waiter.
 //! - [`breaker`]: persisted circuit breakers that stop a loop when failures
 //!   repeat; [`retry`]: the backoff schedule between attempts of one job.
+//! - [`gc`]: housekeeping: removing finished runs, surplus history and
+//!   stray files, never touching a running job.
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
 //!   exit codes.
 #![warn(missing_docs)]
@@ -22,6 +24,7 @@ pub mod breaker;
 pub mod classify;
 pub mod cli;
 pub mod exit_code;
+pub mod gc;
 pub mod kill;
 pub mod liveness;
 pub mod protocol;

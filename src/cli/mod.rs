@@ -5,8 +5,11 @@
 mod args;
 mod beat;
 mod breaker;
+mod completions;
+mod gc;
 mod kill;
 mod logs;
+mod progress;
 mod run;
 mod status;
 mod wait;
@@ -24,7 +27,7 @@ const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 6 breaker open, 7 preflight failed, 124 timeout.
 Jobs directory: --dir, else $JOBWATCH_DIR, else $XDG_STATE_HOME/jobwatch, else ~/.local/state/jobwatch.
 
-Example:
+Examples:
   jobwatch run build --detach --timeout 30m -- make -j8
   jobwatch wait build --tail 30";
 
@@ -52,6 +55,8 @@ enum Commands {
     Kill(kill::KillArgs),
     Beat(beat::BeatArgs),
     Breaker(breaker::BreakerArgs),
+    Gc(gc::GcArgs),
+    Completions(completions::CompletionsArgs),
 }
 
 /// An error that carries its exit code.
@@ -101,6 +106,8 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Kill(a) => kill::kill(&dir()?, a),
         Commands::Beat(a) => beat::beat(&dir()?, a),
         Commands::Breaker(a) => breaker::breaker(&dir()?, a),
+        Commands::Gc(a) => gc::gc(&dir()?, a),
+        Commands::Completions(a) => completions::completions(a),
     }
 }
 

@@ -2,10 +2,12 @@
 //! per area. Every test owns a temp jobs directory and kills what it starts.
 
 mod bad_input;
+mod gc;
 mod kill;
 mod liveness;
 mod protocol;
 mod run;
 mod status;
 mod support;
+mod terminal;
 mod wait;
