@@ -36,6 +36,7 @@ use serde::Serialize;
 
 use crate::classify::{JobState, WrapperState, classify, observe, wrapper_state};
 use crate::protocol::history::RUN_FILES;
+use crate::protocol::paths::ATTEMPTS_DIR;
 use crate::protocol::lock::{JobLock, LockError};
 use crate::protocol::record::{KillRequest, read_json, read_record, rfc3339};
 use crate::protocol::{FileKind, JobName, JobPaths, JobsDir};
@@ -51,8 +52,6 @@ pub const TEMP_MIN_AGE: Duration = Duration::from_secs(60);
 pub const FRESH_ARCHIVE: Duration = Duration::from_secs(60);
 
 const HISTORY: &str = "history";
-const ATTEMPTS: &str = "attempts";
-
 /// What to remove besides the always-removed leftovers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -232,7 +231,7 @@ impl Collector {
                 top.names.insert(name);
             }
         }
-        for sub in [HISTORY, ATTEMPTS] {
+        for sub in [HISTORY, ATTEMPTS_DIR] {
             for (name, _) in self.real_subdirs(&self.root.join(sub)) {
                 if let Ok(name) = JobName::parse(&name) {
                     top.names.insert(name);
@@ -558,7 +557,7 @@ impl Collector {
     }
 
     fn attempts_dir(&self, job: &JobPaths) -> PathBuf {
-        self.root.join(ATTEMPTS).join(job.name().as_str())
+        job.attempts()
     }
 
     fn older(&self, t: Option<SystemTime>, limit: Duration) -> bool {
