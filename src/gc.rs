@@ -36,8 +36,8 @@ use serde::Serialize;
 
 use crate::classify::{JobState, WrapperState, classify, observe, wrapper_state};
 use crate::protocol::history::RUN_FILES;
-use crate::protocol::paths::ATTEMPTS_DIR;
 use crate::protocol::lock::{JobLock, LockError};
+use crate::protocol::paths::ATTEMPTS_DIR;
 use crate::protocol::record::{KillRequest, read_json, read_record, rfc3339};
 use crate::protocol::{FileKind, JobName, JobPaths, JobsDir};
 

@@ -96,6 +96,9 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> CliResult {
+    if !matches!(cli.command, Commands::Run(_)) {
+        crate::sys::signal::exit_on_broken_pipe();
+    }
     let dir = || open_dir(cli.dir.clone());
     match cli.command {
         Commands::Run(a) => run::run(&dir()?, a),
