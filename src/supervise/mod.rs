@@ -67,6 +67,13 @@ pub enum StartError {
         /// Its wrapper, if the record tells.
         pid: Option<i32>,
     },
+    /// Another jobwatch process (not a wrapper) kept the name's lock for
+    /// longer than a run waits: finishing a lost run, or `gc`.
+    #[error("job {name} is being finished or cleaned up by another jobwatch process; try again")]
+    Busy {
+        /// The job.
+        name: String,
+    },
     /// The command could not be executed; the job is recorded as failed.
     #[error("cannot run {command:?}: {source}")]
     Spawn {
@@ -284,22 +291,41 @@ fn start_tee(spec: &RunSpec, paths: &JobPaths) -> Option<Tee> {
         .flatten()
 }
 
+/// Takes the name's lock. A live wrapper holds it for its job's whole life:
+/// that is "already running". Anyone else (`gc`, or a waiter finishing a
+/// lost run) holds it briefly, so a run waits a moment for them.
 fn claim(paths: &JobPaths) -> Result<JobLock, StartError> {
-    match JobLock::try_acquire(&paths.lock()) {
-        Ok(lock) => Ok(lock),
-        Err(LockError::Held) => Err(StartError::AlreadyRunning {
-            name: paths.name().to_string(),
-            pid: read_json::<JobRecord>(&paths.record())
-                .ok()
-                .flatten()
-                .map(|r| r.wrapper_pid),
-        }),
-        Err(LockError::Io { path, source }) => Err(StartError::Io {
-            context: format!("cannot lock {}", path.display()),
-            source,
-        }),
+    let patience = Instant::now() + BRIEF_HOLDER_WAIT;
+    loop {
+        match JobLock::try_acquire(&paths.lock()) {
+            Ok(lock) => return Ok(lock),
+            Err(LockError::Held) => {
+                let record = read_json::<JobRecord>(&paths.record()).ok().flatten();
+                let wrapper_alive = record.as_ref().is_some_and(|r| {
+                    r.outcome.is_none() && wrapper_state(r) == WrapperState::Alive
+                });
+                let name = paths.name().to_string();
+                if wrapper_alive {
+                    let pid = record.map(|r| r.wrapper_pid);
+                    return Err(StartError::AlreadyRunning { name, pid });
+                }
+                if Instant::now() >= patience {
+                    return Err(StartError::Busy { name });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(LockError::Io { path, source }) => {
+                return Err(StartError::Io {
+                    context: format!("cannot lock {}", path.display()),
+                    source,
+                });
+            }
+        }
     }
 }
+
+/// How long `run` waits for a lock holder that is not a live wrapper.
+const BRIEF_HOLDER_WAIT: Duration = Duration::from_secs(2);
 
 /// Moves the previous run's files into history. A run left without a status
 /// (its wrapper died: we hold the lock) is first finished as `lost`, with its
