@@ -12,6 +12,7 @@
 //!   else.
 //! - [`supervise`]: the wrapper that runs a command; [`recover`]: acting on
 //!   a job whose wrapper is gone; [`wait`]: the event-driven waiter.
+//! - [`preflight`]: named checks of the environment run before work starts.
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
 //!   exit codes.
 #![warn(missing_docs)]
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod exit_code;
 pub mod kill;
 pub mod liveness;
+pub mod preflight;
 pub mod protocol;
 pub mod recover;
 pub mod report;
