@@ -6,6 +6,7 @@ mod args;
 mod beat;
 mod kill;
 mod logs;
+mod preflight;
 mod run;
 mod status;
 mod wait;
@@ -50,6 +51,7 @@ enum Commands {
     Logs(logs::LogsArgs),
     Kill(kill::KillArgs),
     Beat(beat::BeatArgs),
+    Preflight(preflight::PreflightArgs),
 }
 
 /// An error that carries its exit code.
@@ -98,6 +100,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Logs(a) => logs::logs(&dir()?, a),
         Commands::Kill(a) => kill::kill(&dir()?, a),
         Commands::Beat(a) => beat::beat(&dir()?, a),
+        Commands::Preflight(a) => preflight::preflight(a),
     }
 }
 
