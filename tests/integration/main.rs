@@ -4,6 +4,7 @@
 mod bad_input;
 mod kill;
 mod liveness;
+mod preflight;
 mod protocol;
 mod run;
 mod status;
