@@ -16,6 +16,7 @@
 //!   repeat; [`retry`]: the backoff schedule between attempts of one job.
 //! - [`gc`]: housekeeping: removing finished runs, surplus history and
 //!   stray files, never touching a running job.
+//! - [`preflight`]: named checks of the environment run before work starts.
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
 //!   exit codes.
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod exit_code;
 pub mod gc;
 pub mod kill;
 pub mod liveness;
+pub mod preflight;
 pub mod protocol;
 pub mod recover;
 pub mod report;

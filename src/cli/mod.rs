@@ -9,6 +9,7 @@ mod completions;
 mod gc;
 mod kill;
 mod logs;
+mod preflight;
 mod progress;
 mod run;
 mod status;
@@ -57,6 +58,7 @@ enum Commands {
     Breaker(breaker::BreakerArgs),
     Gc(gc::GcArgs),
     Completions(completions::CompletionsArgs),
+    Preflight(preflight::PreflightArgs),
 }
 
 /// An error that carries its exit code.
@@ -111,6 +113,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Breaker(a) => breaker::breaker(&dir()?, a),
         Commands::Gc(a) => gc::gc(&dir()?, a),
         Commands::Completions(a) => completions::completions(a),
+        Commands::Preflight(a) => preflight::preflight(a),
     }
 }
 

@@ -5,6 +5,7 @@ mod bad_input;
 mod gc;
 mod kill;
 mod liveness;
+mod preflight;
 mod protocol;
 mod run;
 mod status;
