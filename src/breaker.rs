@@ -529,6 +529,20 @@ pub fn record_event(
     Ok(breaker.view(trial_running(dir, &breaker), SystemTime::now()))
 }
 
+/// Whether the breaker would refuse a run with `policy` now, read without
+/// taking its lock or changing anything: lets `run` turn a refused job
+/// away before it creates any file of the job. [`admit`] still decides.
+pub fn refusal(
+    dir: &JobsDir,
+    key: &BreakerKey,
+    policy: PolicyUpdate,
+) -> Result<Option<BreakerView>, BreakerError> {
+    let mut breaker = read(&file_of(dir, key), key)?;
+    breaker.apply_policy(policy);
+    let view = breaker.view(trial_running(dir, &breaker), SystemTime::now());
+    Ok((!view.admits).then_some(view))
+}
+
 /// Decides whether `run` may start, and remembers it as the trial run when
 /// a half-open breaker admits it.
 pub fn admit(

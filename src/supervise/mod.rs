@@ -168,6 +168,9 @@ pub struct Supervisor {
 /// starts the command.
 pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
     let paths = dir.job(&spec.name);
+    // Claiming creates NAME.lock: a run the breaker refuses must not leave
+    // even that behind for a name never run.
+    refuse_if_breaker_open(dir, &spec)?;
     let lock = claim(&paths)?;
     let job_id = proc::random_id();
     admit_through_breaker(dir, &spec, &job_id)?;
@@ -242,6 +245,18 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
         tee,
         _lock: lock,
     })
+}
+
+/// Turns the job away, before any of its files is touched, when its
+/// breaker (if any) would refuse it.
+fn refuse_if_breaker_open(dir: &JobsDir, spec: &RunSpec) -> Result<(), StartError> {
+    let Some(b) = &spec.breaker else {
+        return Ok(());
+    };
+    match breaker::refusal(dir, &b.key, b.policy)? {
+        Some(view) => Err(StartError::BreakerOpen(Box::new(view))),
+        None => Ok(()),
+    }
 }
 
 /// Asks the job's breaker (if any) whether it may start; an open breaker
