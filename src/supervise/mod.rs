@@ -463,10 +463,12 @@ impl Supervisor {
     /// fails and retries are left), then writes the final record and
     /// status. Returns the final record.
     pub fn run_to_end(mut self) -> Result<JobRecord, WriteError> {
-        let end = loop {
+        // `ended_attempt`: whether `end` is how an attempt ended, rather
+        // than an interrupted backoff (whose attempt is already listed).
+        let (end, ended_attempt) = loop {
             let end = self.run_attempt();
             if !self.worth_retrying(&end) {
-                break end;
+                break (end, true);
             }
             let delay = retry::jittered_delay(
                 &self.record.settings,
@@ -475,15 +477,15 @@ impl Supervisor {
             );
             self.put_attempt_aside(&end, Some(delay))?;
             if let Some(interrupted) = self.back_off(delay) {
-                break interrupted;
+                break (interrupted, false);
             }
             if let Err(e) = self.start_next_attempt() {
-                break e;
+                break (e, true);
             }
         };
         let mut record = self.record.clone();
         let now = SystemTime::now();
-        if record.max_attempts > 1 {
+        if record.max_attempts > 1 && ended_attempt {
             record
                 .attempts
                 .push(attempt_of(&record, self.attempt_started, &end, now, None));
