@@ -475,7 +475,13 @@ impl Supervisor {
                 self.record.attempt,
                 retry::random_u64(),
             );
-            self.put_attempt_aside(&end, Some(delay))?;
+            if let Err(e) = self.put_attempt_aside(&end, Some(delay)) {
+                // Another attempt would lose this one's log, and leaving
+                // without a status would lose the job's result: the job
+                // ends with this attempt's outcome.
+                eprintln!("jobwatch: {}: {e}; not retrying", self.record.name);
+                break (end, true);
+            }
             if let Some(interrupted) = self.back_off(delay) {
                 break (interrupted, false);
             }
@@ -528,7 +534,8 @@ impl Supervisor {
 
     /// Records a finished attempt and moves its log to
     /// `attempts/NAME/K.log`, so the next attempt starts a fresh `NAME.log`
-    /// and no attempt's output is lost.
+    /// and no attempt's output is lost (a log someone removed leaves
+    /// nothing to move). On error the attempt is not recorded.
     fn put_attempt_aside(
         &mut self,
         end: &JobEnd,
@@ -543,10 +550,16 @@ impl Supervisor {
             .mode(0o700)
             .create(&folder)
             .and_then(|()| std::fs::rename(self.paths.log(), self.paths.attempt_log(k)));
-        moved.map_err(|source| WriteError {
-            path: self.paths.attempt_log(k),
-            source,
-        })?;
+        match moved {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(WriteError {
+                    path: self.paths.attempt_log(k),
+                    source,
+                });
+            }
+        }
         self.record.attempts.push(attempt);
         if self.spec.echo_output {
             eprintln!(
@@ -562,7 +575,9 @@ impl Supervisor {
                 ))
             );
         }
-        self.record.write(&self.paths.record())
+        self.record.write(&self.paths.record()).inspect_err(|_| {
+            self.record.attempts.pop();
+        })
     }
 
     /// Waits out the backoff while beating (the wrapper is idle on purpose,
