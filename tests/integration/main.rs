@@ -2,9 +2,11 @@
 //! per area. Every test owns a temp jobs directory and kills what it starts.
 
 mod bad_input;
+mod breaker;
 mod kill;
 mod liveness;
 mod protocol;
+mod retries;
 mod run;
 mod status;
 mod support;
