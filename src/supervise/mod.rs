@@ -643,6 +643,13 @@ impl Supervisor {
         record_child(&self.paths, &mut self.record, &self.child)
             .map_err(|e| failed_to_start(e.to_string()))?;
         self.tee = start_tee(&self.spec, &self.paths);
+        // A kill request written after the backoff's last look may have
+        // missed this attempt (its killer searched for the job's processes
+        // before this one existed): honour it now, and the attempt's
+        // verdict reports it.
+        if self.kill_request().is_some() {
+            self.kill_leftovers();
+        }
         Ok(())
     }
 
