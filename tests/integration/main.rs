@@ -2,11 +2,13 @@
 //! per area. Every test owns a temp jobs directory and kills what it starts.
 
 mod bad_input;
+mod breaker;
 mod gc;
 mod kill;
 mod liveness;
 mod preflight;
 mod protocol;
+mod retries;
 mod run;
 mod status;
 mod support;
