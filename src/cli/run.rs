@@ -24,9 +24,10 @@ Examples:
   jobwatch run dev --detach --liveness output -- npm run dev
   jobwatch run fetch --retries 3 --backoff 2s -- ./download.sh
   jobwatch run deploy --breaker deploy --max-failures 3 --cooldown 10m -- ./deploy.sh
+  jobwatch run tests --preflight -- cargo test           # checks ./jobwatch.toml first
 
 Foreground exit code: the command's own, 128+N if signal N ended it, 124 on timeout, 3 when hung,
-6 when the breaker refused to start.";
+6 when the breaker refused to start, 7 when a preflight check failed.";
 
 /// Run a command as a job: its own process group, output to NAME.log,
 /// an honest heartbeat, time limit and hang detection enforced by the wrapper.
