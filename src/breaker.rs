@@ -664,6 +664,16 @@ mod tests {
         }
     }
 
+    /// Makes the breaker half-open with run `n` as its trial.
+    fn admit_trial(b: &mut Breaker, n: u32) {
+        b.state = State::HalfOpen;
+        b.trial = Some(Trial {
+            run: run(n),
+            admitted_at: String::new(),
+            starter: None,
+        });
+    }
+
     fn breaker(max: u32, cooldown_ms: Option<u64>) -> Breaker {
         let mut b = Breaker::new(&BreakerKey::parse("k").unwrap());
         b.max_failures = max;
@@ -706,13 +716,7 @@ mod tests {
         assert_eq!(early.trial_in_ms, Some(1));
         let due = b.view(false, opened + Duration::from_millis(1000));
         assert_eq!((due.state, due.admits), ("half-open", true));
-
-        b.state = State::HalfOpen;
-        b.trial = Some(Trial {
-            run: run(2),
-            admitted_at: String::new(),
-            starter: None,
-        });
+        admit_trial(&mut b, 2);
         assert!(
             !b.view(true, SystemTime::now()).admits,
             "one trial at a time"
@@ -726,12 +730,7 @@ mod tests {
     fn only_the_trial_decides_a_half_open_breaker() {
         let mut b = breaker(1, Some(0));
         b.count(Event::Failure, Some(&run(1)), None);
-        b.state = State::HalfOpen;
-        b.trial = Some(Trial {
-            run: run(2),
-            admitted_at: String::new(),
-            starter: None,
-        });
+        admit_trial(&mut b, 2);
         b.count(Event::Failure, Some(&run(3)), Some(Outcome::Failed));
         assert_eq!(b.state, State::HalfOpen, "a late failure of another run");
         assert!(!b.view(true, SystemTime::now()).admits);
@@ -743,12 +742,7 @@ mod tests {
     fn a_killed_trial_leaves_room_for_another() {
         let mut b = breaker(1, Some(0));
         b.count(Event::Failure, Some(&run(1)), None);
-        b.state = State::HalfOpen;
-        b.trial = Some(Trial {
-            run: run(2),
-            admitted_at: String::new(),
-            starter: None,
-        });
+        admit_trial(&mut b, 2);
         b.count(Event::Neutral, Some(&run(2)), Some(Outcome::Killed));
         assert_eq!(b.state, State::Open);
         assert!(b.view(false, SystemTime::now()).admits);
