@@ -12,6 +12,8 @@
 //!   else.
 //! - [`supervise`]: the wrapper that runs a command; [`recover`]: acting on
 //!   a job whose wrapper is gone; [`wait`]: the event-driven waiter.
+//! - [`logfollow`]: reading one run's log as it grows (`tail -F`), for
+//!   `wait --until-log` and `logs --follow`.
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
 //!   exit codes.
 #![warn(missing_docs)]
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod exit_code;
 pub mod kill;
 pub mod liveness;
+pub mod logfollow;
 pub mod protocol;
 pub mod recover;
 pub mod report;
