@@ -4,8 +4,10 @@
 mod bad_input;
 mod kill;
 mod liveness;
+mod logs_follow;
 mod protocol;
 mod run;
 mod status;
 mod support;
+mod until_log;
 mod wait;
