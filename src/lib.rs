@@ -17,6 +17,8 @@
 //! - [`gc`]: housekeeping: removing finished runs, surplus history and
 //!   stray files, never touching a running job.
 //! - [`preflight`]: named checks of the environment run before work starts.
+//! - [`logfollow`]: reading one run's log as it grows (`tail -F`), for
+//!   `wait --until-log` and `logs --follow`.
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
 //!   exit codes.
 #![warn(missing_docs)]
@@ -28,6 +30,7 @@ pub mod exit_code;
 pub mod gc;
 pub mod kill;
 pub mod liveness;
+pub mod logfollow;
 pub mod preflight;
 pub mod protocol;
 pub mod recover;
