@@ -120,7 +120,12 @@ fn waiting_on_running(ctx: &Ctx, n: usize, watch: Duration) -> Vec<Row> {
     let mut wrappers = Vec::new();
     for name in &names {
         let out = ctx
-            .jw(&dir, &["run", name, "--detach", "--", "sleep", "100000"])
+            .jw(
+                &dir,
+                &[
+                    "run", name, "--detach", "--stale", "1h", "--", "sleep", "100000",
+                ],
+            )
             .stdout(Stdio::piped())
             .output()
             .expect("run --detach");
