@@ -28,10 +28,13 @@ pub fn run(ctx: &Ctx, opts: &Opts) -> Vec<Row> {
         })
     };
     note("latency: jobwatch wait (inotify)");
-    add(INOTIFY.into(), jobwatch(ctx, &dir, "ino", opts.runs, None));
+    add(
+        INOTIFY.into(),
+        jobwatch(ctx, &dir, "ino", opts.inotify_runs, None),
+    );
     add(
         "… of which: job exit → wrapper's ended_at (ms resolution)".into(),
-        wrapper_share(&dir, "ino", opts.runs),
+        wrapper_share(&dir, "ino", opts.inotify_runs),
     );
     note("latency: jobwatch wait --poll 1s");
     add(

@@ -31,6 +31,9 @@ pub struct Opts {
     /// Runs of each cheap measurement.
     #[arg(long, default_value_t = 50)]
     runs: usize,
+    /// Runs of jobwatch's inotify wait (cheap: enough for a real p99).
+    #[arg(long, default_value_t = 200)]
+    inotify_runs: usize,
     /// Runs of the plain pattern polling every 15 s (each takes ~15 s).
     #[arg(long, default_value_t = 4)]
     slow_runs: usize,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::Opts;
 use crate::stats::{Row, Value};
-use crate::util::{Ctx, cpu_ticks, note, poll, proc_status_kb, status_of, ticks_per_sec};
+use crate::util::{Ctx, cpu_ns, cpu_ticks, note, poll, proc_status_kb, status_of, ticks_per_sec};
 
 const IDLE: &str = "3a. overhead over an idle job";
 const START: &str = "3b. start cost";
@@ -44,9 +44,10 @@ fn idle(ctx: &Ctx, duration: Duration) -> Vec<Row> {
         .expect("run --detach");
     let started: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run JSON");
     let wrapper = started["wrapper_pid"].as_i64().expect("wrapper_pid") as i32;
+    let cpu_before = cpu_seconds(&[wrapper], false);
     std::thread::sleep(duration);
     let (hwm, rss) = memory(&[wrapper]);
-    let cpu = cpu_seconds(&[wrapper], false);
+    let cpu = cpu_seconds(&[wrapper], false) - cpu_before;
     assert!(status_of(ctx.jw(&dir, &["kill", "idle", "--grace", "1s"])).success());
     rows.push(amount(
         IDLE,
@@ -62,7 +63,7 @@ fn idle(ctx: &Ctx, duration: Duration) -> Vec<Row> {
     ));
     rows.push(amount(
         IDLE,
-        format!("jobwatch wrapper: CPU over {secs:.0} s"),
+        format!("jobwatch wrapper: CPU over {secs:.0} s idle (after start)"),
         cpu * 1000.0,
         "ms",
     ));
@@ -80,9 +81,10 @@ fn idle(ctx: &Ctx, duration: Duration) -> Vec<Row> {
     let mut plain = plain.spawn().expect("plain wrapper");
     let bash = plain.id() as i32;
     let loop_pid = poll(Duration::from_secs(5), || heartbeat_loop(bash)).expect("touch loop");
+    let cpu_before = cpu_seconds(&[bash, loop_pid], true);
     std::thread::sleep(duration);
     let (hwm, rss) = memory(&[bash, loop_pid]);
-    let cpu = cpu_seconds(&[bash, loop_pid], true);
+    let cpu = cpu_seconds(&[bash, loop_pid], true) - cpu_before;
     // SAFETY: kill(2) on the session/group setsid created for the wrapper.
     unsafe { libc::kill(-bash, libc::SIGKILL) };
     let _ = plain.wait();
@@ -100,7 +102,7 @@ fn idle(ctx: &Ctx, duration: Duration) -> Vec<Row> {
     ));
     rows.push(amount(
         IDLE,
-        format!("plain wrapper (bash + touch loop): CPU over {secs:.0} s"),
+        format!("plain wrapper (bash + touch loop): CPU over {secs:.0} s idle"),
         cpu * 1000.0,
         "ms",
     ));
@@ -145,17 +147,23 @@ fn memory(pids: &[i32]) -> (f64, f64) {
     (sum("VmHWM:"), sum("VmRSS:"))
 }
 
-/// CPU seconds used by `pids` (with the children they reaped, when asked:
-/// the touch loop's `touch` and `sleep` processes).
+/// CPU seconds used by `pids` (ns resolution), plus, when asked, the
+/// children they reaped (the touch loop's `touch` and `sleep` processes,
+/// known only in 10 ms ticks).
 fn cpu_seconds(pids: &[i32], with_reaped: bool) -> f64 {
-    let ticks: u64 = pids
+    let own: u64 = pids
         .iter()
+        .map(|&p| cpu_ns(p).expect("process alive"))
+        .sum();
+    let reaped: u64 = pids
+        .iter()
+        .filter(|_| with_reaped)
         .map(|&p| {
             let t = cpu_ticks(p).expect("process alive");
-            t[0] + t[1] + if with_reaped { t[2] + t[3] } else { 0 }
+            t[2] + t[3]
         })
         .sum();
-    ticks as f64 / ticks_per_sec()
+    own as f64 / 1e9 + reaped as f64 / ticks_per_sec()
 }
 
 fn start_cost(ctx: &Ctx, runs: usize) -> Vec<Row> {

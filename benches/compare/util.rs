@@ -150,6 +150,17 @@ pub fn cpu_ticks(pid: i32) -> Option<[u64; 4]> {
     Some([n(11)?, n(12)?, n(13)?, n(14)?])
 }
 
+/// Time the process has run on a CPU, in ns (`/proc/PID/schedstat`):
+/// nanosecond resolution where `stat`'s utime/stime count 10 ms ticks.
+pub fn cpu_ns(pid: i32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A `VmHWM`/`VmRSS`-style field of `/proc/PID/status`, in kB.
 pub fn proc_status_kb(pid: i32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
