@@ -8,7 +8,7 @@
 //! controls when the descriptor is closed. Closing an inotify instance waits
 //! for a kernel SRCU grace period, which took 0.5 to 12 ms here, and a
 //! process's exit status is not visible to its parent until that is over;
-//! [`crate::sys::child::close_after_exit`] moves that wait off the path from
+//! [`crate::sys::child::hold_until_exit`] moves that wait off the path from
 //! a job's end to the caller learning of it.
 
 use std::collections::HashSet;
@@ -21,7 +21,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 
 use crate::protocol::{FileKind, JobName};
-use crate::sys::child::close_after_exit;
+use crate::sys::child::hold_until_exit;
 
 /// With events, the state is still re-read this often: a safety net for a
 /// lost event, never the normal path.
@@ -45,14 +45,12 @@ pub enum Wake {
 pub enum Wakeups {
     /// inotify events on the directory, filtered to the jobs waited for.
     Events {
-        /// The inotify descriptor (`None` only while being dropped).
-        fd: Option<OwnedFd>,
+        /// The inotify descriptor.
+        fd: OwnedFd,
         /// The job names whose files matter.
         names: HashSet<String>,
         /// Whether writes to the jobs' logs wake the waiter too.
         log_writes: bool,
-        /// Hand the final close to a helper process (see the module docs).
-        close_off_exit_path: bool,
     },
     /// A fixed interval.
     Poll(Duration),
@@ -62,7 +60,9 @@ impl Wakeups {
     /// Events on `dir` for `names`, unless `poll` is given or `dir` is on a
     /// network filesystem (or inotify fails): then polling.
     /// `close_off_exit_path` is for a process that exits right after the
-    /// wait (the CLI); a long-lived process has no exit to speed up.
+    /// wait (the CLI): a helper then takes the slow last close of the
+    /// descriptor (see the module docs); a long-lived process has no exit
+    /// to speed up.
     pub fn new(
         dir: &Path,
         names: &[JobName],
@@ -98,12 +98,16 @@ impl Wakeups {
             return Wakeups::Poll(DEFAULT_POLL);
         }
         match watch(dir, log_writes) {
-            Ok(fd) => Wakeups::Events {
-                fd: Some(fd),
-                names: names.iter().map(|n| n.to_string()).collect(),
-                log_writes,
-                close_off_exit_path,
-            },
+            Ok(fd) => {
+                if close_off_exit_path {
+                    hold_until_exit(&fd);
+                }
+                Wakeups::Events {
+                    fd,
+                    names: names.iter().map(|n| n.to_string()).collect(),
+                    log_writes,
+                }
+            }
             Err(_) => Wakeups::Poll(DEFAULT_POLL),
         }
     }
@@ -112,33 +116,14 @@ impl Wakeups {
     pub fn wait(&self, max: Duration) -> Wake {
         match self {
             Wakeups::Events {
-                fd: Some(fd),
+                fd,
                 names,
                 log_writes,
-                ..
             } => wait_for_event(fd, names, *log_writes, max.min(SAFETY_RECHECK)),
-            Wakeups::Events { fd: None, .. } => {
-                std::thread::sleep(max.min(DEFAULT_POLL));
-                Wake::State
-            }
             Wakeups::Poll(interval) => {
                 std::thread::sleep(max.min(*interval));
                 Wake::State
             }
-        }
-    }
-}
-
-impl Drop for Wakeups {
-    fn drop(&mut self) {
-        if let Wakeups::Events {
-            fd,
-            close_off_exit_path: true,
-            ..
-        } = self
-            && let Some(fd) = fd.take()
-        {
-            close_after_exit(fd);
         }
     }
 }
