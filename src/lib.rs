@@ -12,6 +12,8 @@
 //!   else.
 //! - [`supervise`]: the wrapper that runs a command; [`recover`]: acting on
 //!   a job whose wrapper is gone; [`wait`]: the event-driven waiter.
+//! - [`mcp`]: the same operations as MCP tools for AI agents (feature
+//!   `mcp`, on by default).
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
 //!   exit codes.
 #![warn(missing_docs)]
@@ -21,6 +23,8 @@ pub mod cli;
 pub mod exit_code;
 pub mod kill;
 pub mod liveness;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod protocol;
 pub mod recover;
 pub mod report;

@@ -2,12 +2,14 @@
 //! each a thin layer over the library. Errors become one line on stderr and
 //! a documented exit code.
 
-mod args;
+pub(crate) mod args;
 mod beat;
 mod kill;
 mod logs;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod run;
-mod status;
+pub(crate) mod status;
 mod wait;
 
 use std::io::IsTerminal;
@@ -50,6 +52,8 @@ enum Commands {
     Logs(logs::LogsArgs),
     Kill(kill::KillArgs),
     Beat(beat::BeatArgs),
+    #[cfg(feature = "mcp")]
+    Mcp(mcp::McpArgs),
 }
 
 /// An error that carries its exit code.
@@ -98,6 +102,8 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Logs(a) => logs::logs(&dir()?, a),
         Commands::Kill(a) => kill::kill(&dir()?, a),
         Commands::Beat(a) => beat::beat(&dir()?, a),
+        #[cfg(feature = "mcp")]
+        Commands::Mcp(a) => mcp::mcp(&dir()?, a),
     }
 }
 

@@ -4,6 +4,8 @@
 mod bad_input;
 mod kill;
 mod liveness;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod protocol;
 mod run;
 mod status;

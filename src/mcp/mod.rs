@@ -1,0 +1,42 @@
+//! `jobwatch mcp`: jobwatch as an MCP (Model Context Protocol) server over
+//! stdio, for AI agents whose native interface to tools is MCP.
+//!
+//! - [`server`]: the tools and the server (rmcp); the core stays
+//!   synchronous and runs on blocking threads.
+//! - [`tools`]: each tool's parameters (their JSON schemas) and body.
+//! - [`shape`]: compact, bounded results.
+//!
+//! stdout carries the protocol: nothing else may write to it.
+
+pub mod server;
+pub mod shape;
+pub mod tools;
+
+use rmcp::ServiceExt;
+
+pub use server::{JobwatchServer, Options};
+pub use tools::Context;
+
+/// Serving failed: the transport broke or the client never initialized.
+#[derive(Debug, thiserror::Error)]
+#[error("mcp: {0}")]
+pub struct ServeError(String);
+
+/// Serves MCP on stdin/stdout until the client disconnects.
+pub fn serve(ctx: Context, options: Options) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let service = JobwatchServer::new(ctx, options)
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| ServeError(e.to_string()))?;
+        service
+            .waiting()
+            .await
+            .map_err(|e| ServeError(e.to_string()))?;
+        Ok(())
+    })
+}
