@@ -287,6 +287,9 @@ mod tests {
                 timeout_ms: None,
                 grace_ms: 100,
                 liveness: LivenessMode::Output,
+                retries: 0,
+                backoff_ms: 0,
+                backoff_max_ms: 0,
             },
             started_at: "x".into(),
             started_unix_ms: crate::protocol::record::unix_ms(t(0)),
@@ -297,6 +300,10 @@ mod tests {
             duration_ms: None,
             reason: None,
             finalized_by: None,
+            breaker: None,
+            attempt: 1,
+            max_attempts: 1,
+            attempts: Vec::new(),
         }
     }
 

@@ -12,12 +12,15 @@
 //!   else.
 //! - [`supervise`]: the wrapper that runs a command; [`recover`]: acting on
 //!   a job whose wrapper is gone; [`wait`]: the event-driven waiter.
+//! - [`breaker`]: persisted circuit breakers that stop a loop when failures
+//!   repeat; [`retry`]: the backoff schedule between attempts of one job.
 //! - [`mcp`]: the same operations as MCP tools for AI agents (feature
 //!   `mcp`, on by default).
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
 //!   exit codes.
 #![warn(missing_docs)]
 
+pub mod breaker;
 pub mod classify;
 pub mod cli;
 pub mod exit_code;
@@ -28,6 +31,7 @@ pub mod mcp;
 pub mod protocol;
 pub mod recover;
 pub mod report;
+pub mod retry;
 pub mod supervise;
 pub mod sys;
 pub mod wait;

@@ -174,6 +174,9 @@ mod tests {
             timeout_ms: None,
             grace_ms: 5_000,
             liveness: LivenessMode::Output,
+            retries: 0,
+            backoff_ms: 0,
+            backoff_max_ms: 0,
         };
         assert_eq!(observer_threshold(&s, None), Duration::from_secs(71));
         assert_eq!(

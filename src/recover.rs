@@ -7,13 +7,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::Signal;
 
+use crate::breaker;
 use crate::classify::{JobState, WrapperState, classify, observe, wrapper_state};
 use crate::kill::{JobTarget, KillReport, terminate};
 use crate::protocol::atomic::WriteError;
 use crate::protocol::lock::{JobLock, LockError};
 use crate::protocol::record::{Finalizer, KillRequest, rfc3339};
 use crate::protocol::status_file::write_status_once;
-use crate::protocol::{JobEnd, JobPaths, JobRecord, Outcome};
+use crate::protocol::{JobEnd, JobPaths, JobRecord, JobsDir, Outcome};
 use crate::sys::proc::{self, ProcessId};
 
 /// The reason recorded when an observer finds the wrapper gone.
@@ -140,6 +141,11 @@ pub fn finish_lost(
     };
     record.finish(&end, Finalizer::Waiter, SystemTime::now());
     record.write(&paths.record())?;
+    // A lost run is a failure to its breaker, counted before the status
+    // appears (as the wrapper would have done).
+    if let Err(e) = breaker::record_job(&JobsDir::already_checked(paths.dir()), &record) {
+        eprintln!("jobwatch: {}: {e}", record.name);
+    }
     write_status_once(&paths.status(), &record, Outcome::Lost)?;
     Ok(record)
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::breaker::BreakerKey;
 use crate::protocol::JobName;
 
 /// A duration like `500ms`, `10s`, `5m`, `1h 30m`; zero allowed.
@@ -22,6 +23,11 @@ pub fn positive_duration(s: &str) -> Result<Duration, String> {
 /// A job name.
 pub fn job_name(s: &str) -> Result<JobName, String> {
     JobName::parse(s).map_err(|e| e.to_string())
+}
+
+/// A circuit-breaker key (same syntax as a job name).
+pub fn breaker_key(s: &str) -> Result<BreakerKey, String> {
+    BreakerKey::parse(s)
 }
 
 /// A duration as whole milliseconds, for the record.

@@ -4,6 +4,7 @@
 
 pub(crate) mod args;
 mod beat;
+mod breaker;
 mod kill;
 mod logs;
 #[cfg(feature = "mcp")]
@@ -54,6 +55,7 @@ enum Commands {
     Beat(beat::BeatArgs),
     #[cfg(feature = "mcp")]
     Mcp(mcp::McpArgs),
+    Breaker(breaker::BreakerArgs),
 }
 
 /// An error that carries its exit code.
@@ -104,6 +106,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Beat(a) => beat::beat(&dir()?, a),
         #[cfg(feature = "mcp")]
         Commands::Mcp(a) => mcp::mcp(&dir()?, a),
+        Commands::Breaker(a) => breaker::breaker(&dir()?, a),
     }
 }
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::args::{duration, job_name, ms, positive_duration};
+use super::args::{breaker_key, duration, job_name, ms, positive_duration};
 use super::{CliError, CliResult, wants_json};
+use crate::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
 use crate::exit_code;
 use crate::protocol::{JobName, JobsDir, LivenessMode, Settings};
 use crate::supervise::{RunSpec, StartError, start};
@@ -21,8 +22,11 @@ Examples:
   jobwatch run build -- make -j8                      # foreground, exit code = make's
   jobwatch run train --detach --timeout 2h --stale 5m -- python train.py
   jobwatch run dev --detach --liveness output -- npm run dev
+  jobwatch run fetch --retries 3 --backoff 2s -- ./download.sh
+  jobwatch run deploy --breaker deploy --max-failures 3 --cooldown 10m -- ./deploy.sh
 
-Foreground exit code: the command's own, 128+N if signal N ended it, 124 on timeout, 3 when hung.";
+Foreground exit code: the command's own, 128+N if signal N ended it, 124 on timeout, 3 when hung,
+6 when the breaker refused to start.";
 
 /// Run a command as a job: its own process group, output to NAME.log,
 /// an honest heartbeat, time limit and hang detection enforced by the wrapper.
@@ -57,6 +61,35 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL when the job is killed.
     #[arg(long, value_parser = duration, default_value = "5s", value_name = "D")]
     grace: Duration,
+
+    /// Run a failed, hung or timed-out attempt again, up to N more times
+    /// (each attempt's log is kept; --timeout applies to each attempt).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    retries: u32,
+
+    /// Delay before the first retry; it doubles for each further retry,
+    /// with jitter (each delay is between half and all of that).
+    #[arg(long, value_parser = duration, default_value = "1s", value_name = "D")]
+    backoff: Duration,
+
+    /// Longest delay between attempts.
+    #[arg(long, value_parser = duration, default_value = "5m", value_name = "D")]
+    backoff_max: Duration,
+
+    /// Circuit breaker KEY: refuse to start (exit 6) while it is open, and
+    /// count the job's final outcome under KEY.
+    #[arg(long, value_parser = breaker_key, value_name = "KEY")]
+    breaker: Option<BreakerKey>,
+
+    /// Consecutive failures that open the breaker (default 3; stored with
+    /// the breaker).
+    #[arg(long, requires = "breaker", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    max_failures: Option<u32>,
+
+    /// After this long, an open breaker admits one trial run (default:
+    /// stays open until `jobwatch breaker reset`).
+    #[arg(long, requires = "breaker", value_parser = duration, value_name = "D")]
+    cooldown: Option<Duration>,
 
     /// Do not copy the command's output to the terminal (foreground only).
     #[arg(long)]
@@ -112,14 +145,28 @@ fn spec(a: &RunArgs, echo_output: bool) -> RunSpec {
             timeout_ms: a.timeout.map(ms),
             grace_ms: ms(a.grace),
             liveness: a.liveness,
+            retries: a.retries,
+            backoff_ms: ms(a.backoff),
+            backoff_max_ms: ms(a.backoff_max),
         },
         echo_output,
+        breaker: a.breaker.clone().map(|key| BreakerSpec {
+            key,
+            policy: PolicyUpdate {
+                max_failures: a.max_failures,
+                cooldown: a.cooldown,
+            },
+        }),
     }
 }
 
 fn start_error(e: StartError) -> CliError {
+    let code = match &e {
+        StartError::BreakerOpen(_) => exit_code::BREAKER_OPEN,
+        other => other.shell_code().unwrap_or(exit_code::USAGE),
+    };
     CliError {
-        code: e.shell_code().unwrap_or(exit_code::USAGE),
+        code,
         message: e.to_string(),
     }
 }
@@ -181,6 +228,18 @@ fn spawn_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
         .arg(format!("--liveness={}", a.liveness.as_str()));
     if let Some(t) = a.timeout {
         cmd.arg(format!("--timeout={}ms", ms(t)));
+    }
+    cmd.arg(format!("--retries={}", a.retries))
+        .arg(format!("--backoff={}ms", ms(a.backoff)))
+        .arg(format!("--backoff-max={}ms", ms(a.backoff_max)));
+    if let Some(key) = &a.breaker {
+        cmd.arg(format!("--breaker={key}"));
+    }
+    if let Some(n) = a.max_failures {
+        cmd.arg(format!("--max-failures={n}"));
+    }
+    if let Some(c) = a.cooldown {
+        cmd.arg(format!("--cooldown={}ms", ms(c)));
     }
     cmd.arg("--").args(&a.command);
     cmd.stdin(Stdio::null())

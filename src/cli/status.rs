@@ -57,6 +57,9 @@ struct Row {
     age_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     heartbeat_age_ms: Option<u64>,
+    /// `k/N` for a job that may be retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,6 +142,9 @@ fn row(name: &JobName, state: &JobState, heartbeat: Option<SystemTime>, now: Sys
         started_at: record.map(|r| r.started_at.clone()),
         age_ms: record.map(|r| since(r.started())),
         heartbeat_age_ms: heartbeat.filter(|_| running).map(since),
+        attempt: record
+            .filter(|r| r.max_attempts > 1)
+            .map(|r| format!("{}/{}", r.attempt, r.max_attempts)),
         exit_code: record.and_then(|r| r.exit_code),
         duration_ms: record.and_then(|r| r.duration_ms),
         reason: record.and_then(|r| r.reason.clone()),
@@ -165,12 +171,15 @@ fn print_table(rows: &[Row]) {
             .heartbeat_age_ms
             .map(human_ms)
             .unwrap_or_else(|| "-".into());
-        let info = match (&r.error, r.exit_code, &r.reason) {
+        let mut info = match (&r.error, r.exit_code, &r.reason) {
             (Some(e), _, _) => e.clone(),
             (None, _, Some(reason)) => reason.clone(),
             (None, Some(c), None) => format!("exit {c}"),
             _ => r.pid.map(|p| format!("pid {p}")).unwrap_or_default(),
         };
+        if let Some(k) = &r.attempt {
+            info = format!("attempt {k}; {info}");
+        }
         println!(
             "{:width$}  {:8}  {:>8}  {:>8}  {info}",
             r.name, r.state, age, beat

@@ -107,6 +107,14 @@ impl JobsDir {
         Ok(Self { root })
     }
 
+    /// A directory that was opened and checked before, such as the folder of
+    /// a [`JobPaths`] made by [`JobsDir::job`].
+    pub(crate) fn already_checked(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+        }
+    }
+
     /// The directory's path.
     pub fn path(&self) -> &Path {
         &self.root
@@ -120,6 +128,11 @@ impl JobsDir {
     /// The folder that keeps earlier runs of `name`.
     pub fn history_of(&self, name: &JobName) -> PathBuf {
         self.root.join("history").join(name.as_str())
+    }
+
+    /// The folder of circuit-breaker state files (`breakers/KEY.json`).
+    pub fn breakers(&self) -> PathBuf {
+        self.root.join("breakers")
     }
 }
 

@@ -7,7 +7,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::paths::{FileKind, JobPaths};
+use super::paths::{ATTEMPTS_DIR, FileKind, JobPaths};
 
 /// Files moved into history, in this order: the completion flag goes last,
 /// so a reader never sees `.status` beside the wrong record.
@@ -33,8 +33,9 @@ pub struct ArchiveError {
 }
 
 /// Moves every existing file of the job into `history_root/<id>/`, where
-/// `id` is made unique; returns that folder, or `None` if nothing existed.
-/// The lock file stays: it belongs to the name, not to one run.
+/// `id` is made unique, and `attempts/NAME/` (earlier attempts' logs) to
+/// `history_root/<id>/attempts/`; returns that folder, or `None` if nothing
+/// existed. The lock file stays: it belongs to the name, not to one run.
 pub fn archive(
     job: &JobPaths,
     history_root: &Path,
@@ -44,7 +45,9 @@ pub fn archive(
         .into_iter()
         .filter(|k| job.file(*k).symlink_metadata().is_ok())
         .collect();
-    if present.is_empty() {
+    let attempts = job.attempts();
+    let has_attempts = attempts.symlink_metadata().is_ok();
+    if present.is_empty() && !has_attempts {
         return Ok(None);
     }
     let dest = unique_folder(history_root, label).map_err(|source| ArchiveError {
@@ -52,15 +55,32 @@ pub fn archive(
         source,
     })?;
     for kind in present {
-        let from = job.file(kind);
-        let to = dest.join(from.file_name().expect("job files have names"));
-        match fs::rename(&from, &to) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(ArchiveError { from, source }),
+        // Earlier attempts' logs go before the record and status, which
+        // mark the run as complete in its new place.
+        if kind == FileKind::Record && has_attempts {
+            move_if_present(&attempts, &dest.join(ATTEMPTS_DIR))?;
         }
+        let from = job.file(kind);
+        move_if_present(
+            &from,
+            &dest.join(from.file_name().expect("job files have names")),
+        )?;
+    }
+    if has_attempts {
+        move_if_present(&attempts, &dest.join(ATTEMPTS_DIR))?;
     }
     Ok(Some(dest))
+}
+
+fn move_if_present(from: &Path, to: &Path) -> Result<(), ArchiveError> {
+    match fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ArchiveError {
+            from: from.to_owned(),
+            source,
+        }),
+    }
 }
 
 fn unique_folder(root: &Path, label: &str) -> io::Result<PathBuf> {

@@ -35,6 +35,16 @@ pub struct JobLock {
 impl JobLock {
     /// Takes the lock without blocking.
     pub fn try_acquire(path: &Path) -> Result<Self, LockError> {
+        Self::lock(path, FlockOperation::NonBlockingLockExclusive)
+    }
+
+    /// Takes the lock, waiting for the holder to release it. Only for locks
+    /// held for a few milliseconds (a read-modify-write of a small file).
+    pub fn acquire(path: &Path) -> Result<Self, LockError> {
+        Self::lock(path, FlockOperation::LockExclusive)
+    }
+
+    fn lock(path: &Path, operation: FlockOperation) -> Result<Self, LockError> {
         let io_err = |source| LockError::Io {
             path: path.to_owned(),
             source,
@@ -49,7 +59,7 @@ impl JobLock {
             .mode(0o600)
             .open(path)
             .map_err(io_err)?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        match flock(&file, operation) {
             Ok(()) => Ok(Self { _file: file }),
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(LockError::Held),
             Err(e) => Err(io_err(e.into())),

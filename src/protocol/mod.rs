@@ -14,4 +14,4 @@ pub mod status_file;
 pub use dir::JobsDir;
 pub use name::JobName;
 pub use paths::{FileKind, JobPaths};
-pub use record::{JobEnd, JobRecord, LivenessMode, Outcome, Settings};
+pub use record::{Attempt, JobEnd, JobRecord, LivenessMode, Outcome, Settings};

@@ -127,6 +127,23 @@ impl JobPaths {
     pub fn kill_request(&self) -> PathBuf {
         self.file(FileKind::KillRequest)
     }
+    /// `attempts/NAME/`: the logs of the current run's earlier attempts.
+    pub fn attempts(&self) -> PathBuf {
+        self.dir.join(ATTEMPTS_DIR).join(self.name.as_str())
+    }
+    /// `attempts/NAME/K.log`: the log of attempt `k` (1-based) once a later
+    /// attempt has taken over `NAME.log`.
+    pub fn attempt_log(&self, k: u32) -> PathBuf {
+        self.attempts().join(attempt_log_name(k))
+    }
+}
+
+/// The folder, inside the jobs directory, that holds earlier attempts' logs.
+pub const ATTEMPTS_DIR: &str = "attempts";
+
+/// The file name of attempt `k`'s log inside an attempts folder.
+pub fn attempt_log_name(k: u32) -> String {
+    format!("{k}.log")
 }
 
 #[cfg(test)]

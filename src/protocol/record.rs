@@ -133,6 +133,15 @@ pub struct Settings {
     pub grace_ms: u64,
     /// What counts as progress.
     pub liveness: LivenessMode,
+    /// How many times a failed, hung or timed-out attempt is run again.
+    #[serde(default)]
+    pub retries: u32,
+    /// Delay before the first retry, in ms; it doubles for each further one.
+    #[serde(default)]
+    pub backoff_ms: u64,
+    /// Longest delay between attempts, in ms.
+    #[serde(default)]
+    pub backoff_max_ms: u64,
 }
 
 impl Settings {
@@ -148,10 +157,39 @@ impl Settings {
     pub fn grace(&self) -> Duration {
         Duration::from_millis(self.grace_ms)
     }
-    /// The time limit, if any.
+    /// The time limit of one attempt, if any.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout_ms.map(Duration::from_millis)
     }
+    /// How many attempts the job may take in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.retries.saturating_add(1)
+    }
+}
+
+/// One finished attempt of a job that may be retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Its number, from 1.
+    pub attempt: u32,
+    /// When it started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When it ended (RFC 3339, UTC).
+    pub ended_at: String,
+    /// Its run time in ms.
+    pub duration_ms: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The command's exit code, when it exited by itself.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the command, when one did.
+    pub signal: Option<i32>,
+    /// Why it ended this way, when jobwatch decided it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The delay before the next attempt, in ms, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
 }
 
 /// Who wrote a record's final outcome.
@@ -212,6 +250,24 @@ pub struct JobRecord {
     pub reason: Option<String>,
     /// Who wrote the final outcome.
     pub finalized_by: Option<Finalizer>,
+    /// The circuit breaker this job reports its final outcome to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<String>,
+    /// The attempt running now (or the last one), from 1.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// How many attempts the job may take in all (`retries` + 1).
+    #[serde(default = "first_attempt")]
+    pub max_attempts: u32,
+    /// The finished attempts, oldest first, when retries are allowed; the
+    /// last one is added when the job ends. Earlier attempts' logs are in
+    /// `attempts/NAME/K.log`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 impl JobRecord {

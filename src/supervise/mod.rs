@@ -15,13 +15,14 @@ mod tee;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::Signal;
 
+use crate::breaker::{self, Admission, BreakerError, BreakerSpec, BreakerView, RunRef};
 use crate::classify::{JobState, WrapperState, classify, observe, wrapper_state};
 use crate::kill::{JOB_ID_ENV, JobTarget, terminate};
 use crate::liveness::{Observation, ProgressTracker};
@@ -32,8 +33,9 @@ use crate::protocol::record::{
     Finalizer, KillRequest, RECORD_VERSION, read_json, rfc3339, unix_ms,
 };
 use crate::protocol::status_file::write_status_once;
-use crate::protocol::{JobEnd, JobName, JobPaths, JobRecord, JobsDir, Outcome, Settings};
+use crate::protocol::{Attempt, JobEnd, JobName, JobPaths, JobRecord, JobsDir, Outcome, Settings};
 use crate::recover::finish_lost;
+use crate::retry;
 use crate::sys::child::{ExitStatus, SignalPipe, become_subreaper, peek_exit, reap, reap_orphans};
 use crate::sys::proc::{self, ProcessId, Snapshot};
 
@@ -50,6 +52,8 @@ pub struct RunSpec {
     pub settings: Settings,
     /// Copy the command's output to stdout as well (foreground runs).
     pub echo_output: bool,
+    /// The circuit breaker that admits this job and counts its outcome.
+    pub breaker: Option<BreakerSpec>,
 }
 
 /// Starting a job failed; nothing was left running.
@@ -79,6 +83,12 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// The job's circuit breaker is open; nothing was started or changed.
+    #[error("{}", breaker_refusal(.0))]
+    BreakerOpen(Box<BreakerView>),
+    /// The job's circuit breaker could not be read or updated.
+    #[error(transparent)]
+    Breaker(#[from] BreakerError),
     /// A file could not be written.
     #[error(transparent)]
     Write(#[from] WriteError),
@@ -106,6 +116,33 @@ impl StartError {
     }
 }
 
+/// One line that says why a breaker refused, and what would let it admit.
+fn breaker_refusal(view: &BreakerView) -> String {
+    let last = view
+        .last
+        .as_ref()
+        .and_then(|l| {
+            let job = l.job.as_deref()?;
+            let outcome = l.outcome?;
+            Some(format!("; last: {job} {outcome}"))
+        })
+        .unwrap_or_default();
+    let when = match (view.trial_in_ms, &view.trial_job) {
+        (_, Some(job)) if view.state == "half-open" => {
+            format!("its trial run {job} is still running")
+        }
+        (Some(ms), _) => format!(
+            "a trial run is allowed in {}",
+            humantime::format_duration(Duration::from_secs(ms.div_ceil(1000)))
+        ),
+        (None, _) => "no cooldown is set".to_owned(),
+    };
+    format!(
+        "breaker {} is open after {} consecutive failure(s){last}; {when}; `jobwatch breaker reset {}` closes it",
+        view.key, view.consecutive_failures, view.key
+    )
+}
+
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
     let context = context.into();
     move |source| StartError::Io { context, source }
@@ -113,12 +150,16 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
 
 /// A started job under supervision.
 pub struct Supervisor {
+    dir: JobsDir,
     paths: JobPaths,
+    spec: RunSpec,
     record: JobRecord,
     child: Child,
     me: ProcessId,
     signals: SignalPipe,
+    /// When the current attempt started (its time limit counts from here).
     started: Instant,
+    attempt_started: SystemTime,
     tee: Option<Tee>,
     _lock: JobLock,
 }
@@ -128,6 +169,8 @@ pub struct Supervisor {
 pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
     let paths = dir.job(&spec.name);
     let lock = claim(&paths)?;
+    let job_id = proc::random_id();
+    admit_through_breaker(dir, &spec, &job_id)?;
     retire_previous(dir, &paths, spec.settings.grace())?;
 
     let now = SystemTime::now();
@@ -135,7 +178,7 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
     let mut record = JobRecord {
         version: RECORD_VERSION,
         name: spec.name.to_string(),
-        job_id: proc::random_id(),
+        job_id,
         command: spec
             .command
             .iter()
@@ -161,6 +204,10 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
         duration_ms: None,
         reason: None,
         finalized_by: None,
+        breaker: spec.breaker.as_ref().map(|b| b.key.to_string()),
+        attempt: 1,
+        max_attempts: spec.settings.max_attempts(),
+        attempts: Vec::new(),
     };
     // The record comes first: from here on a reader sees a running job,
     // never job files without a record (which would read as invalid).
@@ -173,13 +220,49 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
     let child = match spawn_command(&spec, &paths, &record, &log) {
         Ok(child) => child,
         Err(source) => {
-            record_spawn_failure(&paths, &mut record, &source)?;
+            record_spawn_failure(dir, &paths, &mut record, &source)?;
             return Err(StartError::Spawn {
                 command: record.command.first().cloned().unwrap_or_default(),
                 source,
             });
         }
     };
+    record_child(&paths, &mut record, &child)?;
+    let tee = start_tee(&spec, &paths);
+    Ok(Supervisor {
+        dir: dir.clone(),
+        paths,
+        spec,
+        record,
+        child,
+        me,
+        signals,
+        started: Instant::now(),
+        attempt_started: now,
+        tee,
+        _lock: lock,
+    })
+}
+
+/// Asks the job's breaker (if any) whether it may start; an open breaker
+/// refuses before any of the job's files change.
+fn admit_through_breaker(dir: &JobsDir, spec: &RunSpec, job_id: &str) -> Result<(), StartError> {
+    let Some(b) = &spec.breaker else {
+        return Ok(());
+    };
+    let run = RunRef {
+        job: spec.name.to_string(),
+        job_id: job_id.to_owned(),
+    };
+    match breaker::admit(dir, &b.key, &run, b.policy)? {
+        Admission::Admitted | Admission::Trial => Ok(()),
+        Admission::Refused(view) => Err(StartError::BreakerOpen(view)),
+    }
+}
+
+/// Records a freshly spawned command in the record and `NAME.pid`, and
+/// makes both durable: from here on a reader can find and judge it.
+fn record_child(paths: &JobPaths, record: &mut JobRecord, child: &Child) -> Result<(), WriteError> {
     let child_id = proc::identify(child.id() as i32).unwrap_or(ProcessId {
         pid: child.id() as i32,
         start_time: 0,
@@ -192,23 +275,13 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
     sync_parent(&paths.pid()).map_err(|source| WriteError {
         path: paths.dir().to_owned(),
         source,
-    })?;
-
-    let tee = if spec.echo_output {
-        Tee::start(&paths.log()).ok()
-    } else {
-        None
-    };
-    Ok(Supervisor {
-        paths,
-        record,
-        child,
-        me,
-        signals,
-        started: Instant::now(),
-        tee,
-        _lock: lock,
     })
+}
+
+fn start_tee(spec: &RunSpec, paths: &JobPaths) -> Option<Tee> {
+    spec.echo_output
+        .then(|| Tee::start(&paths.log()).ok())
+        .flatten()
 }
 
 fn claim(paths: &JobPaths) -> Result<JobLock, StartError> {
@@ -272,12 +345,17 @@ fn retire_previous(dir: &JobsDir, paths: &JobPaths, grace: Duration) -> Result<(
 }
 
 fn create_log(paths: &JobPaths) -> Result<File, StartError> {
+    open_log(paths).map_err(io_err(format!("cannot create {}", paths.log().display())))
+}
+
+/// `NAME.log`, created if missing, opened for appending: every writer's
+/// bytes land at the end, whoever else writes.
+fn open_log(paths: &JobPaths) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(paths.log())
-        .map_err(io_err(format!("cannot create {}", paths.log().display())))
 }
 
 fn spawn_command(
@@ -305,16 +383,29 @@ fn spawn_command(
 }
 
 fn record_spawn_failure(
+    dir: &JobsDir,
     paths: &JobPaths,
     record: &mut JobRecord,
     err: &io::Error,
 ) -> Result<(), StartError> {
+    record.finish(
+        &spawn_failure(record, err),
+        Finalizer::Wrapper,
+        SystemTime::now(),
+    );
+    write_final(dir, paths, record)?;
+    Ok(())
+}
+
+/// How a job ends whose command cannot be executed: failed, with the exit
+/// code a shell would give (127 not found, 126 not executable).
+fn spawn_failure(record: &JobRecord, err: &io::Error) -> JobEnd {
     let code = if err.kind() == io::ErrorKind::NotFound {
         127
     } else {
         126
     };
-    let end = JobEnd {
+    JobEnd {
         outcome: Outcome::Failed,
         exit_code: Some(code),
         signal: None,
@@ -322,10 +413,20 @@ fn record_spawn_failure(
             "cannot run {:?}: {err}",
             record.command.first().map_or("", String::as_str)
         )),
-    };
-    record.finish(&end, Finalizer::Wrapper, SystemTime::now());
+    }
+}
+
+/// Writes a finished record, reports it to its breaker, then writes the
+/// status (the completion flag comes last, so whoever sees it also sees the
+/// breaker's new state). A breaker that cannot be updated is reported on
+/// stderr; it never costs the job its result.
+fn write_final(dir: &JobsDir, paths: &JobPaths, record: &JobRecord) -> Result<(), WriteError> {
     record.write(&paths.record())?;
-    write_status_once(&paths.status(), record, Outcome::Failed)?;
+    if let Err(e) = breaker::record_job(dir, record) {
+        eprintln!("jobwatch: {}: {e}", record.name);
+    }
+    let outcome = record.outcome.unwrap_or(Outcome::Failed);
+    write_status_once(&paths.status(), record, outcome)?;
     Ok(())
 }
 
@@ -348,19 +449,36 @@ impl Supervisor {
         &self.paths
     }
 
-    /// Supervises the command until it ends, then writes the final record
-    /// and status. Returns the final record.
+    /// Supervises the command until it ends (running it again while it
+    /// fails and retries are left), then writes the final record and
+    /// status. Returns the final record.
     pub fn run_to_end(mut self) -> Result<JobRecord, WriteError> {
-        let (exit, cause) = self.supervise();
-        let pid = self.child.id() as i32;
-        self.kill_leftovers();
-        reap(pid);
-        if let Some(tee) = self.tee.take() {
-            tee.finish();
-        }
-        let end = self.verdict(exit, cause);
+        let end = loop {
+            let end = self.run_attempt();
+            if !self.worth_retrying(&end) {
+                break end;
+            }
+            let delay = retry::jittered_delay(
+                &self.record.settings,
+                self.record.attempt,
+                retry::random_u64(),
+            );
+            self.put_attempt_aside(&end, Some(delay))?;
+            if let Some(interrupted) = self.back_off(delay) {
+                break interrupted;
+            }
+            if let Err(e) = self.start_next_attempt() {
+                break e;
+            }
+        };
         let mut record = self.record.clone();
-        record.finish(&end, Finalizer::Wrapper, SystemTime::now());
+        let now = SystemTime::now();
+        if record.max_attempts > 1 {
+            record
+                .attempts
+                .push(attempt_of(&record, self.attempt_started, &end, now, None));
+        }
+        record.finish(&end, Finalizer::Wrapper, now);
         if self.paths.status().exists() {
             // Someone judged this run over while it lived (only possible
             // where flock does not work, e.g. some network filesystems):
@@ -371,9 +489,153 @@ impl Supervisor {
             );
             return Ok(record);
         }
-        record.write(&self.paths.record())?;
-        write_status_once(&self.paths.status(), &record, end.outcome)?;
+        write_final(&self.dir, &self.paths, &record)?;
         Ok(record)
+    }
+
+    /// Runs the current attempt's command to its end and judges it.
+    fn run_attempt(&mut self) -> JobEnd {
+        let (exit, cause) = self.supervise();
+        let pid = self.child.id() as i32;
+        self.kill_leftovers();
+        reap(pid);
+        if let Some(tee) = self.tee.take() {
+            tee.finish();
+        }
+        self.verdict(exit, cause)
+    }
+
+    /// A failed, hung or timed-out attempt is run again while retries are
+    /// left, unless someone asked for the job to stop.
+    fn worth_retrying(&self, end: &JobEnd) -> bool {
+        self.record.attempt < self.record.max_attempts
+            && retry::is_retryable(end.outcome)
+            && self.kill_request().is_none()
+            && !self.paths.status().exists()
+    }
+
+    /// Records a finished attempt and moves its log to
+    /// `attempts/NAME/K.log`, so the next attempt starts a fresh `NAME.log`
+    /// and no attempt's output is lost.
+    fn put_attempt_aside(
+        &mut self,
+        end: &JobEnd,
+        delay: Option<Duration>,
+    ) -> Result<(), WriteError> {
+        let now = SystemTime::now();
+        let attempt = attempt_of(&self.record, self.attempt_started, end, now, delay);
+        let k = self.record.attempt;
+        let folder = self.paths.attempts();
+        // A fresh `NAME.log` exists throughout, so readers of the log never
+        // find it missing between attempts; the next attempt appends to it.
+        let moved = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&folder)
+            .and_then(|()| std::fs::rename(self.paths.log(), self.paths.attempt_log(k)))
+            .and_then(|()| open_log(&self.paths).map(drop));
+        moved.map_err(|source| WriteError {
+            path: self.paths.attempt_log(k),
+            source,
+        })?;
+        self.record.attempts.push(attempt);
+        if self.spec.echo_output {
+            eprintln!(
+                "jobwatch: {} attempt {k}/{} {}{}; retrying in {}",
+                self.record.name,
+                self.record.max_attempts,
+                end.outcome,
+                end.exit_code
+                    .map(|c| format!(" (exit {c})"))
+                    .unwrap_or_default(),
+                humantime::format_duration(Duration::from_millis(
+                    delay.unwrap_or_default().as_millis() as u64
+                ))
+            );
+        }
+        self.record.write(&self.paths.record())
+    }
+
+    /// Waits out the backoff while beating (the wrapper is idle on purpose,
+    /// which is not a hang). A signal to the wrapper or a kill request ends
+    /// the job instead; returns how.
+    fn back_off(&mut self, delay: Duration) -> Option<JobEnd> {
+        let until = Instant::now() + delay;
+        // Often enough that no waiter's own --stale mistakes the pause for
+        // a hang.
+        let heartbeat = self.record.settings.heartbeat().min(BACKOFF_BEAT);
+        let mut next_beat = Instant::now();
+        loop {
+            if let Some(sig) = self.signals.take_terminating() {
+                return Some(JobEnd {
+                    outcome: Outcome::Killed,
+                    exit_code: None,
+                    signal: None,
+                    reason: Some(format!(
+                        "the wrapper received signal {sig} while waiting to retry"
+                    )),
+                });
+            }
+            if let Some(req) = self.kill_request() {
+                return Some(JobEnd {
+                    outcome: req.outcome,
+                    exit_code: None,
+                    signal: None,
+                    reason: Some(req.reason),
+                });
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            if now >= next_beat {
+                self.beat(SystemTime::now());
+                next_beat = now + heartbeat;
+            }
+            // Kill requests are files, not signals: look for one often.
+            self.signals.wait(
+                until
+                    .min(next_beat)
+                    .saturating_duration_since(now)
+                    .min(BACKOFF_TICK),
+            );
+        }
+    }
+
+    /// Starts the next attempt with a fresh log, heartbeat and time limit.
+    /// A command that can no longer be executed ends the job.
+    fn start_next_attempt(&mut self) -> Result<(), JobEnd> {
+        self.record.attempt += 1;
+        let fresh = create_log(&self.paths)
+            .map_err(|e| failed_to_start(e.to_string()))
+            .and_then(|log| {
+                write_atomic(&self.paths.heartbeat(), b"")
+                    .map_err(|e| failed_to_start(e.to_string()))?;
+                Ok(log)
+            })?;
+        self.attempt_started = SystemTime::now();
+        self.started = Instant::now();
+        let child = spawn_command(&self.spec, &self.paths, &self.record, &fresh)
+            .map_err(|e| spawn_failure(&self.record, &e))?;
+        self.child = child;
+        if let Err(e) = record_child(&self.paths, &mut self.record, &self.child) {
+            // A command nobody can find in the files must not run on.
+            let pid = self.child.id() as i32;
+            self.kill_leftovers();
+            reap(pid);
+            return Err(failed_to_start(e.to_string()));
+        }
+        self.tee = start_tee(&self.spec, &self.paths);
+        Ok(())
+    }
+
+    /// The kill request written for this run, if any.
+    fn kill_request(&self) -> Option<KillRequest> {
+        match read_json::<KillRequest>(&self.paths.kill_request()) {
+            // A request meant for an earlier run of the name is ignored.
+            Ok(Some(req)) if req.job_id == self.record.job_id => Some(req),
+            _ => None,
+        }
     }
 
     /// The job's processes; the wrapper also owns every descendant of its
@@ -506,13 +768,10 @@ impl Supervisor {
                     "the wrapper received signal {sig}; forwarded to the job"
                 )),
             ),
-            None => match read_json::<KillRequest>(&self.paths.kill_request()) {
-                // A request meant for an earlier run of the name is ignored.
-                Ok(Some(req)) if req.job_id == self.record.job_id => {
-                    (req.outcome, Some(req.reason))
-                }
-                _ if exit_code == Some(0) => (Outcome::Success, None),
-                _ => (Outcome::Failed, None),
+            None => match self.kill_request() {
+                Some(req) => (req.outcome, Some(req.reason)),
+                None if exit_code == Some(0) => (Outcome::Success, None),
+                None => (Outcome::Failed, None),
             },
         };
         JobEnd {
@@ -579,6 +838,43 @@ impl Supervisor {
         if let Ok(f) = file {
             let _ = f.set_modified(t);
         }
+    }
+}
+
+/// How often a backing-off wrapper looks for a kill request.
+const BACKOFF_TICK: Duration = Duration::from_millis(50);
+/// The longest a backing-off wrapper goes without a beat.
+const BACKOFF_BEAT: Duration = Duration::from_secs(1);
+
+/// A finished attempt, for the record's `attempts` list.
+fn attempt_of(
+    record: &JobRecord,
+    started: SystemTime,
+    end: &JobEnd,
+    now: SystemTime,
+    backoff: Option<Duration>,
+) -> Attempt {
+    Attempt {
+        attempt: record.attempt,
+        started_at: rfc3339(started),
+        ended_at: rfc3339(now),
+        duration_ms: now.duration_since(started).unwrap_or_default().as_millis() as u64,
+        outcome: end.outcome,
+        exit_code: end.exit_code,
+        signal: end.signal,
+        reason: end.reason.clone(),
+        backoff_ms: backoff.map(|d| d.as_millis() as u64),
+    }
+}
+
+/// A job that could not start its next attempt for a reason other than
+/// its command.
+fn failed_to_start(why: String) -> JobEnd {
+    JobEnd {
+        outcome: Outcome::Failed,
+        exit_code: None,
+        signal: None,
+        reason: Some(format!("cannot start the next attempt: {why}")),
     }
 }
 

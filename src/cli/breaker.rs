@@ -1,0 +1,189 @@
+//! `jobwatch breaker`: read, reset and feed the persisted circuit breakers
+//! that stop a loop when failures repeat.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::args::{breaker_key, duration};
+use super::{CliResult, wants_json};
+use crate::breaker::{self, BreakerKey, BreakerView, Event, PolicyUpdate};
+use crate::exit_code;
+use crate::protocol::JobsDir;
+use crate::report::human_ms;
+
+const BREAKER_HELP: &str = "\
+A breaker opens after N consecutive failures (failed, hung, timeout, lost; a killed
+run counts neither way) and refuses `run --breaker KEY` (exit 6) until it is reset
+or, with a cooldown, until one trial run succeeds.
+
+Examples:
+  jobwatch breaker status
+  jobwatch breaker status deploy || echo 'deploys are failing: stop the loop'
+  jobwatch breaker record tests failure --max-failures 5
+  jobwatch breaker reset deploy";
+
+/// Read, reset or feed circuit breakers.
+#[derive(Debug, Args)]
+#[command(after_help = BREAKER_HELP)]
+pub struct BreakerArgs {
+    #[command(subcommand)]
+    command: BreakerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BreakerCommand {
+    /// Show one breaker (exit 6 if it refuses runs) or all of them.
+    #[command(
+        after_help = "Examples:\n  jobwatch breaker status\n  jobwatch breaker status deploy --json"
+    )]
+    Status {
+        /// The breaker (default: all).
+        #[arg(value_parser = breaker_key)]
+        key: Option<BreakerKey>,
+        /// Print JSON even on a terminal.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a breaker and forget its failures.
+    #[command(after_help = "Example:\n  jobwatch breaker reset deploy")]
+    Reset {
+        /// The breaker.
+        #[arg(value_parser = breaker_key)]
+        key: BreakerKey,
+        /// Print JSON even on a terminal.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a success or failure of work a script ran itself (exit 6 if
+    /// the breaker now refuses runs).
+    #[command(
+        after_help = "Example:\n  make test && r=success || r=failure; jobwatch breaker record tests $r"
+    )]
+    Record {
+        /// The breaker.
+        #[arg(value_parser = breaker_key)]
+        key: BreakerKey,
+        /// What happened.
+        #[arg(value_parser = ["success", "failure"])]
+        result: String,
+        /// Consecutive failures that open the breaker (stored; default 3).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+        max_failures: Option<u32>,
+        /// After this long an open breaker admits one trial (stored).
+        #[arg(long, value_parser = duration, value_name = "D")]
+        cooldown: Option<Duration>,
+        /// Print JSON even on a terminal.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the `breaker` command.
+pub fn breaker(dir: &JobsDir, a: BreakerArgs) -> CliResult {
+    match a.command {
+        BreakerCommand::Status {
+            key: Some(key),
+            json,
+        } => {
+            let view = breaker::status(dir, &key)?;
+            print(std::slice::from_ref(&view), json);
+            Ok(refusal_code(&view))
+        }
+        BreakerCommand::Status { key: None, json } => {
+            let mut views = Vec::new();
+            let mut code = exit_code::SUCCESS;
+            for entry in breaker::list(dir)? {
+                match entry {
+                    Ok(view) => views.push(view),
+                    Err(e) => {
+                        eprintln!("jobwatch: {e}");
+                        code = exit_code::USAGE;
+                    }
+                }
+            }
+            print(&views, json);
+            Ok(code)
+        }
+        BreakerCommand::Reset { key, json } => {
+            let view = breaker::reset(dir, &key)?;
+            print(&[view], json);
+            Ok(exit_code::SUCCESS)
+        }
+        BreakerCommand::Record {
+            key,
+            result,
+            max_failures,
+            cooldown,
+            json,
+        } => {
+            let event = if result == "success" {
+                Event::Success
+            } else {
+                Event::Failure
+            };
+            let policy = PolicyUpdate {
+                max_failures,
+                cooldown,
+            };
+            let view = breaker::record_event(dir, &key, event, None, None, policy)?;
+            print(std::slice::from_ref(&view), json);
+            Ok(refusal_code(&view))
+        }
+    }
+}
+
+fn refusal_code(view: &BreakerView) -> u8 {
+    if view.admits {
+        exit_code::SUCCESS
+    } else {
+        exit_code::BREAKER_OPEN
+    }
+}
+
+fn print(views: &[BreakerView], json: bool) {
+    if wants_json(json) {
+        for v in views {
+            println!("{}", serde_json::to_string(v).expect("serializes"));
+        }
+        return;
+    }
+    if views.is_empty() {
+        println!("no breakers");
+        return;
+    }
+    let width = views.iter().map(|v| v.key.len()).max().unwrap_or(3).max(3);
+    println!("{:width$}  {:9}  {:>8}  INFO", "KEY", "STATE", "FAILURES");
+    for v in views {
+        println!(
+            "{:width$}  {:9}  {:>8}  {}",
+            v.key,
+            v.state,
+            format!("{}/{}", v.consecutive_failures, v.max_failures),
+            info(v)
+        );
+    }
+}
+
+/// What a person wants to know next: when it will admit a run, and what
+/// happened last.
+fn info(v: &BreakerView) -> String {
+    let mut parts = Vec::new();
+    match (&v.trial_job, v.trial_in_ms, v.cooldown_ms) {
+        (Some(job), _, _) if !v.admits => parts.push(format!("trial run {job} running")),
+        (_, Some(ms), _) => parts.push(format!("trial in {}", human_ms(ms))),
+        (_, None, None) if !v.admits => parts.push("open until reset".to_owned()),
+        _ => {}
+    }
+    if let Some(c) = v.cooldown_ms {
+        parts.push(format!("cooldown {}", human_ms(c)));
+    }
+    if let Some(last) = &v.last {
+        let what = match (&last.job, last.outcome) {
+            (Some(job), Some(o)) => format!("last: {job} {o}"),
+            _ => format!("last: {:?}", last.event).to_lowercase(),
+        };
+        parts.push(format!("{what} at {}", last.at));
+    }
+    parts.join("; ")
+}
