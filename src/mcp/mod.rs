@@ -3,11 +3,13 @@
 //!
 //! - [`server`]: the tools and the server (rmcp); the core stays
 //!   synchronous and runs on blocking threads.
-//! - [`tools`]: each tool's parameters (their JSON schemas) and body.
+//! - [`tools`]: each tool's parameters (their JSON schemas) and body;
+//!   [`args`]: reading them with errors that name the bad field.
 //! - [`shape`]: compact, bounded results.
 //!
 //! stdout carries the protocol: nothing else may write to it.
 
+pub mod args;
 pub mod server;
 pub mod shape;
 pub mod tools;

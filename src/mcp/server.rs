@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, ProgressToken,
     ServerCapabilities, ServerConfig,
@@ -14,10 +13,11 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
+use super::args::{Args, schema};
 use super::shape;
 use super::tools::{
-    self, Context, DEFAULT_WAIT_TAIL, KillParams, LogsParams, Mode, StartParams, StatusParams,
-    ToolResult, WaitParams,
+    self, BreakerResetParams, BreakerStatusParams, Context, DEFAULT_WAIT_TAIL, KillParams,
+    LogsParams, Mode, PreflightParams, StartParams, StatusParams, ToolResult, WaitParams,
 };
 use crate::protocol::JobName;
 use crate::wait::{WaitMode, WaitSpec, wait as wait_for};
@@ -79,9 +79,10 @@ impl JobwatchServer {
     #[tool(
         description = "Start a command as a background job and return at once with its name, pid and log path. \
 The job runs in its own process group with an honest heartbeat; it is killed as `hung` after `stale` \
-without progress and as `timeout` after `timeout`. Then call `wait`."
+without progress and as `timeout` after `timeout`. Then call `wait`.",
+        input_schema = schema::<StartParams>()
     )]
-    async fn start(&self, Parameters(p): Parameters<StartParams>) -> CallToolResult {
+    async fn start(&self, Args(p): Args<StartParams>) -> CallToolResult {
         let ctx = self.ctx.clone();
         blocking(move || tools::start(&ctx, p)).await
     }
@@ -89,11 +90,12 @@ without progress and as `timeout` after `timeout`. Then call `wait`."
     #[tool(
         description = "Wait until jobs reach an outcome: success, failed, hung, timeout, killed or lost \
 (one JSON line per job; the log's last lines on anything but success). If the time cap passes first, \
-returns outcome `running` with elapsed_ms, beat_age_ms and last_line and leaves the job running: call again."
+returns outcome `running` with elapsed_ms, beat_age_ms and last_line and leaves the job running: call again.",
+        input_schema = schema::<WaitParams>()
     )]
     async fn wait(
         &self,
-        Parameters(p): Parameters<WaitParams>,
+        Args(p): Args<WaitParams>,
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let spec = match self.wait_spec(&p) {
@@ -130,18 +132,20 @@ returns outcome `running` with elapsed_ms, beat_age_ms and last_line and leaves 
 
     #[tool(
         description = "State of jobs from their files alone: running, success, failed, hung, timeout, killed, lost or invalid, \
-with age, heartbeat age and exit code. No names: every job."
+with age, heartbeat age and exit code. No names: every job.",
+        input_schema = schema::<StatusParams>()
     )]
-    async fn status(&self, Parameters(p): Parameters<StatusParams>) -> CallToolResult {
+    async fn status(&self, Args(p): Args<StatusParams>) -> CallToolResult {
         let ctx = self.ctx.clone();
         blocking(move || tools::status(&ctx, p)).await
     }
 
     #[tool(
         description = "A job's output (stdout and stderr as written): the last `tail` lines, or `length` bytes from `offset`. \
-At most 16 KiB per call; the first line says the log's size and the byte range returned."
+At most 16 KiB per call; the first line says the log's size and the byte range returned.",
+        input_schema = schema::<LogsParams>()
     )]
-    async fn logs(&self, Parameters(p): Parameters<LogsParams>) -> CallToolResult {
+    async fn logs(&self, Args(p): Args<LogsParams>) -> CallToolResult {
         let ctx = self.ctx.clone();
         match tokio::task::spawn_blocking(move || tools::logs(&ctx, p)).await {
             Ok(Ok((meta, text))) => {
@@ -154,11 +158,41 @@ At most 16 KiB per call; the first line says the log's size and the byte range r
 
     #[tool(
         description = "Kill a job: SIGTERM to its process group, `grace`, then SIGKILL to the group and every descendant \
-that left it. Records outcome `killed` and returns the job's result."
+that left it. Records outcome `killed` and returns the job's result.",
+        input_schema = schema::<KillParams>()
     )]
-    async fn kill(&self, Parameters(p): Parameters<KillParams>) -> CallToolResult {
+    async fn kill(&self, Args(p): Args<KillParams>) -> CallToolResult {
         let ctx = self.ctx.clone();
         blocking(move || tools::kill(&ctx, p)).await
+    }
+
+    #[tool(
+        description = "Circuit breakers that stop a loop when failures repeat: state (closed, open, half-open), \
+whether `start` with that breaker would run now (`admits`), consecutive failures and cooldown. No key: every breaker.",
+        input_schema = schema::<BreakerStatusParams>()
+    )]
+    async fn breaker_status(&self, Args(p): Args<BreakerStatusParams>) -> CallToolResult {
+        let ctx = self.ctx.clone();
+        blocking(move || tools::breaker_status(&ctx, p)).await
+    }
+
+    #[tool(
+        description = "Close a circuit breaker and forget its failures, once the cause of the failures is fixed.",
+        input_schema = schema::<BreakerResetParams>()
+    )]
+    async fn breaker_reset(&self, Args(p): Args<BreakerResetParams>) -> CallToolResult {
+        let ctx = self.ctx.clone();
+        blocking(move || tools::breaker_reset(&ctx, p)).await
+    }
+
+    #[tool(
+        description = "Run the preflight checks of a config file before starting a loop. Returns the report; \
+a failing check is reported in it (not a tool error), and `start` with preflight would refuse to run.",
+        input_schema = schema::<PreflightParams>()
+    )]
+    async fn preflight(&self, Args(p): Args<PreflightParams>) -> CallToolResult {
+        let ctx = self.ctx.clone();
+        blocking(move || tools::preflight(&ctx, p)).await
     }
 }
 

@@ -37,6 +37,9 @@ pub struct Ended {
     /// Run time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// `attempt/max_attempts` when the job may be retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
     /// Why it ended so (anything but success).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -61,6 +64,9 @@ pub struct Running {
     /// Since the job started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
+    /// `attempt/max_attempts` when the job may be retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
     /// Since the last proof of progress (the heartbeat's mtime).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beat_age_ms: Option<u64>,
@@ -88,6 +94,9 @@ pub struct StatusRow {
     /// The command's exit code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// `attempt/max_attempts` when the job may be retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
     /// Why it ended so, or why its files are invalid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -109,6 +118,7 @@ pub fn ended(paths: &JobPaths, outcome: Outcome, record: Option<&JobRecord>, tai
         exit_code: record.and_then(|r| r.exit_code),
         signal: record.and_then(|r| r.signal),
         duration_ms: record.and_then(|r| r.duration_ms),
+        attempt: record.and_then(attempt),
         reason: record
             .and_then(|r| r.reason.as_deref())
             .map(|r| cut(r, MAX_REASON)),
@@ -132,19 +142,21 @@ pub fn running(paths: &JobPaths) -> Running {
     let obs = observe(paths);
     let now = SystemTime::now();
     let since = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_millis() as u64;
-    let started = obs
-        .record
-        .as_ref()
-        .ok()
-        .and_then(|r| r.as_ref())
-        .map(|r| r.started());
+    let record = obs.record.as_ref().ok().and_then(|r| r.as_ref());
     Running {
         name: paths.name().to_string(),
         outcome: "running",
-        elapsed_ms: started.map(since),
+        elapsed_ms: record.map(|r| since(r.started())),
+        attempt: record.and_then(attempt),
         beat_age_ms: obs.heartbeat_mtime.map(since),
         last_line: last_line(paths),
     }
+}
+
+/// `2/3` for the second of three attempts; nothing for a job without
+/// retries.
+fn attempt(r: &JobRecord) -> Option<String> {
+    (r.max_attempts > 1).then(|| format!("{}/{}", r.attempt, r.max_attempts))
 }
 
 /// The log's last non-empty line, cut short for a one-line summary.
@@ -173,6 +185,7 @@ pub fn status_row(paths: &JobPaths, now: SystemTime) -> StatusRow {
         age_ms: record.map(|r| since(r.started())),
         beat_age_ms: heartbeat.filter(|_| running).map(since),
         exit_code: record.and_then(|r| r.exit_code),
+        attempt: record.and_then(attempt),
         reason: reason.map(|r| cut(&r, MAX_REASON)),
     }
 }

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::shape;
+use crate::breaker::{self, BreakerKey};
 use crate::cli::args;
 use crate::exit_code;
 use crate::protocol::{JobName, JobsDir, Outcome};
@@ -142,6 +143,30 @@ pub struct KillParams {
     pub grace: Option<String>,
 }
 
+/// Parameters of `breaker_status`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerStatusParams {
+    /// The breaker key (default: every breaker).
+    pub key: Option<String>,
+}
+
+/// Parameters of `breaker_reset`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerResetParams {
+    /// The breaker key.
+    pub key: String,
+}
+
+/// Parameters of `preflight`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightParams {
+    /// The checks' config file (default: the CLI's default).
+    pub config: Option<String>,
+}
+
 /// Most bytes of log text one `logs` call returns.
 pub const MAX_LOG_BYTES: u64 = 16 * 1024;
 /// Default tail of `logs`.
@@ -238,9 +263,16 @@ fn run_flags(p: &StartParams) -> Result<Vec<String>, ToolError> {
     };
     dur("timeout", &p.timeout)?;
     dur("stale", &p.stale)?;
-    dur("backoff", &p.backoff)?;
-    dur("backoff-max", &p.backoff_max)?;
-    dur("cooldown", &p.cooldown)?;
+    let mut delay = |flag: &str, v: &Option<String>| -> Result<(), ToolError> {
+        if let Some(s) = v {
+            let d = args::duration(s).map_err(|e| format!("{flag}: {e}"))?;
+            flags.push(format!("--{flag}={}ms", args::ms(d)));
+        }
+        Ok(())
+    };
+    delay("backoff", &p.backoff)?;
+    delay("backoff-max", &p.backoff_max)?;
+    delay("cooldown", &p.cooldown)?;
     if let Some(l) = p.liveness {
         flags.push(format!("--liveness={}", l.as_str()));
     }
@@ -273,8 +305,8 @@ fn run_failure(out: &std::process::Output) -> ToolError {
         .trim_start_matches("jobwatch: ");
     let msg = shape::cut(msg, 300);
     match out.status.code().and_then(|c| u8::try_from(c).ok()) {
-        Some(exit_code::BREAKER_OPEN) => format!("breaker open: {msg}"),
-        Some(exit_code::PREFLIGHT_FAILED) => format!("preflight failed: {msg}"),
+        Some(exit_code::BREAKER_OPEN) => format!("{msg} (exit 6: breaker open)"),
+        Some(exit_code::PREFLIGHT_FAILED) => format!("{msg} (exit 7: preflight failed)"),
         _ => msg,
     }
 }
@@ -398,4 +430,88 @@ pub fn kill(ctx: &Context, p: KillParams) -> ToolResult {
         result.reason = Some(format!("already finished ({outcome}); nothing to kill"));
     }
     Ok(shape::line(&result))
+}
+
+fn breaker_key(s: &str) -> Result<BreakerKey, ToolError> {
+    BreakerKey::parse(s)
+}
+
+/// `breaker_status`: one breaker, or every breaker, one line each.
+pub fn breaker_status(ctx: &Context, p: BreakerStatusParams) -> ToolResult {
+    if let Some(key) = &p.key {
+        let view = breaker::status(&ctx.dir, &breaker_key(key)?).map_err(|e| e.to_string())?;
+        return Ok(shape::line(&view));
+    }
+    let views = breaker::list(&ctx.dir).map_err(|e| e.to_string())?;
+    if views.is_empty() {
+        return Ok(r#"{"breakers":0}"#.into());
+    }
+    let mut rows: Vec<String> = views
+        .iter()
+        .take(MAX_STATUS_ROWS)
+        .map(|v| match v {
+            Ok(view) => shape::line(view),
+            Err(e) => shape::line(&serde_json::json!({"error": shape::cut(&e.to_string(), 200)})),
+        })
+        .collect();
+    if views.len() > MAX_STATUS_ROWS {
+        rows.push(format!(
+            r#"{{"more":{},"hint":"name the breaker you want"}}"#,
+            views.len() - MAX_STATUS_ROWS
+        ));
+    }
+    Ok(shape::lines(rows))
+}
+
+/// `breaker_reset`: close a breaker and forget its failures.
+pub fn breaker_reset(ctx: &Context, p: BreakerResetParams) -> ToolResult {
+    let view = breaker::reset(&ctx.dir, &breaker_key(&p.key)?).map_err(|e| e.to_string())?;
+    Ok(shape::line(&view))
+}
+
+/// Most bytes of a preflight report in one result.
+const MAX_REPORT_BYTES: usize = 2_000;
+
+/// `preflight`: runs this executable's `preflight --json` and relays its
+/// report; failed checks are a result (exit 7), not a tool error. Only a
+/// refusal to run the checks at all (a bad config, exit 2) is one.
+pub fn preflight(ctx: &Context, p: PreflightParams) -> ToolResult {
+    let mut cmd = Command::new(&ctx.exe);
+    cmd.arg("--dir")
+        .arg(ctx.dir.path())
+        .args(["preflight", "--json"]);
+    if let Some(config) = &p.config {
+        cmd.arg("--config").arg(config);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", ctx.exe.display()))?;
+    let code = out.status.code().and_then(|c| u8::try_from(c).ok());
+    let report = String::from_utf8_lossy(&out.stdout);
+    match code {
+        Some(exit_code::SUCCESS | exit_code::PREFLIGHT_FAILED) if !report.trim().is_empty() => {
+            Ok(bounded_lines(report.trim(), MAX_REPORT_BYTES))
+        }
+        _ => Err(run_failure(&out)),
+    }
+}
+
+/// Whole lines of `text` up to `max` bytes; a first line longer than that
+/// is cut.
+fn bounded_lines(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for l in text.lines() {
+        if out.len() + l.len() + 1 > max {
+            if out.is_empty() {
+                out = shape::cut(l, max);
+            }
+            break;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(l);
+    }
+    out
 }

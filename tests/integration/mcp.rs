@@ -166,7 +166,19 @@ fn lists_every_tool_with_an_object_schema() {
         let tools = mcp.client.list_all_tools().await.expect("tools/list");
         let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
         names.sort();
-        assert_eq!(names, ["kill", "logs", "start", "status", "wait"]);
+        assert_eq!(
+            names,
+            [
+                "breaker_reset",
+                "breaker_status",
+                "kill",
+                "logs",
+                "preflight",
+                "start",
+                "status",
+                "wait"
+            ]
+        );
         for t in &tools {
             assert_eq!(
                 t.input_schema.get("type"),
@@ -490,6 +502,56 @@ fn a_pending_wait_sends_progress_with_the_last_log_line() {
             panic!("unexpected response {response:?}");
         };
         assert_eq!(Answer::of(result).ok_small()["outcome"], "success");
+        mcp
+    });
+}
+
+#[test]
+fn retries_and_breakers_reach_the_job_and_the_breaker_tools() {
+    let env = &Env::new();
+    with_server(env, &[], |mcp| async move {
+        let fail = json!({"name": "deploy", "command": ["sh", "-c", "echo try; exit 1"],
+                          "retries": 1, "backoff": "10ms", "breaker": "deploy",
+                          "max_failures": 1});
+        mcp.call("start", fail.clone()).await.ok_small();
+        let done = mcp
+            .call("wait", json!({"names": ["deploy"]}))
+            .await
+            .ok_lines();
+        assert_eq!(done[0]["outcome"], "failed", "{done:?}");
+        assert_eq!(done[0]["attempt"], "2/2", "both attempts ran: {done:?}");
+
+        let open = mcp
+            .call("breaker_status", json!({"key": "deploy"}))
+            .await
+            .ok_small();
+        assert_eq!(
+            (open["state"].clone(), open["admits"].clone()),
+            (json!("open"), json!(false))
+        );
+        let refused = mcp.call("start", fail.clone()).await;
+        refused.err_containing("breaker deploy is open");
+        refused.err_containing("(exit 6: breaker open)");
+        // The CLI agrees.
+        assert_code(&env.jw(&["breaker", "status", "deploy", "--json"]), 6);
+
+        let reset = mcp
+            .call("breaker_reset", json!({"key": "deploy"}))
+            .await
+            .ok_small();
+        assert_eq!(reset["state"], "closed");
+        let all = mcp.call("breaker_status", json!({})).await.ok_lines();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0]["admits"], true);
+        mcp.call("breaker_reset", json!({"key": "../etc"}))
+            .await
+            .err_containing("invalid breaker key");
+        mcp.call(
+            "start",
+            json!({"name": "x", "command": ["true"], "retries": -1}),
+        )
+        .await
+        .err_containing("retries");
         mcp
     });
 }
