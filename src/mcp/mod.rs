@@ -5,6 +5,8 @@
 //!   synchronous and runs on blocking threads.
 //! - [`tools`]: each tool's parameters (their JSON schemas) and body;
 //!   [`args`]: reading them with errors that name the bad field.
+//! - [`waiting`]: `wait` in slices under the server's cap, as a plain call
+//!   or as a task, with progress reports.
 //! - [`shape`]: compact, bounded results.
 //!
 //! stdout carries the protocol: nothing else may write to it.
@@ -13,6 +15,7 @@ pub mod args;
 pub mod server;
 pub mod shape;
 pub mod tools;
+pub mod waiting;
 
 use rmcp::ServiceExt;
 

@@ -3,24 +3,27 @@
 //! so a long `wait` never holds up other calls and a panic in one call
 //! becomes that call's tool error, not a crashed server.
 
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, ProgressToken,
-    ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    CreateTaskResult, GetTaskParams, GetTaskResult, Implementation, JsonObject,
+    ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
-use rmcp::{Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
-use super::args::{Args, schema};
-use super::shape;
+use super::args::{self, Args, schema};
 use super::tools::{
-    self, BreakerResetParams, BreakerStatusParams, Context, DEFAULT_WAIT_TAIL, KillParams,
-    LogsParams, Mode, PreflightParams, StartParams, StatusParams, ToolResult, WaitParams,
+    self, BreakerResetParams, BreakerStatusParams, Context, KillParams, LogsParams,
+    PreflightParams, StartParams, StatusParams, ToolResult, WaitParams,
 };
-use crate::protocol::JobName;
-use crate::wait::{WaitMode, WaitSpec, wait as wait_for};
+use super::waiting::{Plan, progress_message, report_progress, wait_slice, wait_until_settled};
 
 const INSTRUCTIONS: &str = "\
 jobwatch runs long commands as background jobs and reports whether they \
@@ -41,12 +44,17 @@ pub struct Options {
 }
 
 /// The jobwatch MCP server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JobwatchServer {
     ctx: Context,
     options: Options,
+    tasks: TaskManager,
     tool_router: ToolRouter<Self>,
 }
+
+/// How long a `wait` task may run and, once over, stay readable: long
+/// enough for any job worth waiting on.
+const TASK_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs a tool body on a blocking thread and turns its answer into a tool
 /// result; a panic in the body becomes a tool error.
@@ -72,6 +80,7 @@ impl JobwatchServer {
         Self {
             ctx,
             options,
+            tasks: TaskManager::new(),
             tool_router: Self::tool_router(),
         }
     }
@@ -98,35 +107,24 @@ returns outcome `running` with elapsed_ms, beat_age_ms and last_line and leaves 
         Args(p): Args<WaitParams>,
         context: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let spec = match self.wait_spec(&p) {
-            Ok(spec) => spec,
+        let plan = match Plan::new(&p) {
+            Ok(plan) => plan,
             Err(message) => return tool_error(message),
         };
-        let tail = p.tail.map_or(DEFAULT_WAIT_TAIL, |n| n as usize);
-        let dir = self.ctx.dir.clone();
-        let names = spec.names.clone();
-        let waiting = tokio::task::spawn_blocking(move || -> ToolResult {
-            let verdicts = wait_for(&dir, &spec).map_err(|e| e.to_string())?;
-            Ok(shape::lines(
-                verdicts.iter().map(|v| shape::verdict_line(v, tail)),
-            ))
-        });
+        let cap = self.options.max_wait;
+        let limit = plan.timeout.map_or(cap, |t| t.min(cap));
         let progress = match context.meta.get_progress_token() {
-            Some(token) => self.report_progress(context.peer.clone(), token, names),
+            Some(token) => self.notify_progress(&plan, context.peer.clone(), token),
             None => Box::pin(std::future::pending()),
         };
-        let answer = tokio::select! {
-            joined = waiting => joined,
+        tokio::select! {
+            answer = wait_slice(&self.ctx.dir, &plan, limit) => match answer {
+                Ok(slice) => CallToolResult::success(vec![ContentBlock::text(slice.text)]),
+                Err(message) => tool_error(message),
+            },
             _ = progress => unreachable!("progress reports until the wait ends"),
-            _ = context.ct.cancelled() => {
-                // The blocking wait ends by itself at its cap; nobody reads it.
-                return tool_error("wait cancelled by the client");
-            }
-        };
-        match answer {
-            Ok(Ok(text)) => CallToolResult::success(vec![ContentBlock::text(text)]),
-            Ok(Err(message)) => tool_error(message),
-            Err(e) => tool_error(format!("internal error: {e}")),
+            // The blocking slice ends by itself at its limit; nobody reads it.
+            _ = context.ct.cancelled() => tool_error("wait cancelled by the client"),
         }
     }
 
@@ -197,90 +195,113 @@ a failing check is reported in it (not a tool error), and `start` with preflight
 }
 
 impl JobwatchServer {
-    /// The library wait for `p`: capped at `max_wait`, never killing on the
-    /// cap, and never forking a helper (this process lives on).
-    fn wait_spec(&self, p: &WaitParams) -> Result<WaitSpec, String> {
-        let names = tools::names(&p.names)?;
-        let cap = self.options.max_wait;
-        let timeout = match &p.timeout {
-            Some(t) => crate::cli::args::duration(t)
-                .map_err(|e| format!("timeout: {e}"))?
-                .min(cap),
-            None => cap,
-        };
-        Ok(WaitSpec {
-            names,
-            mode: match p.mode.unwrap_or_default() {
-                Mode::All => WaitMode::All,
-                Mode::Any => WaitMode::Any,
-            },
-            timeout: Some(timeout),
-            stale: None,
-            poll: None,
-            kill_on_timeout: false,
-            grace: None,
-            exits_after: false,
-        })
-    }
-
-    /// Sends a progress notification every `progress_every` until dropped:
-    /// elapsed seconds as the progress, the first running job's last log
-    /// line as the message.
-    fn report_progress(
+    /// Progress notifications for a pending `wait`, every `progress_every`:
+    /// elapsed seconds against the cap, and which jobs still run with their
+    /// last log line.
+    fn notify_progress(
         &self,
+        plan: &Plan,
         peer: Peer<RoleServer>,
         token: ProgressToken,
-        names: Vec<JobName>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        let every = self.options.progress_every;
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let cap = self.options.max_wait.as_secs_f64();
-        let dir = self.ctx.dir.clone();
-        Box::pin(async move {
-            let started = Instant::now();
-            loop {
-                tokio::time::sleep(every).await;
-                let dir = dir.clone();
-                let names = names.clone();
-                let message = tokio::task::spawn_blocking(move || progress_message(&dir, &names))
-                    .await
-                    .unwrap_or_default();
-                let param =
-                    ProgressNotificationParam::new(token.clone(), started.elapsed().as_secs_f64())
-                        .with_total(cap)
-                        .with_message(message);
-                // A client that went away is noticed by the service itself.
-                let _ = peer.notify_progress(param).await;
-            }
-        })
+        report_progress(
+            &self.ctx.dir,
+            &plan.names,
+            self.options.progress_every,
+            move |message, elapsed| {
+                let param = ProgressNotificationParam::new(token.clone(), elapsed.as_secs_f64())
+                    .with_total(cap)
+                    .with_message(message);
+                let peer = peer.clone();
+                Box::pin(async move {
+                    // A client that went away is noticed by the service itself.
+                    let _ = peer.notify_progress(param).await;
+                })
+            },
+        )
     }
-}
 
-/// One line on the jobs still running: name, elapsed time, last log line.
-fn progress_message(dir: &crate::protocol::JobsDir, names: &[JobName]) -> String {
-    let parts: Vec<String> = names
-        .iter()
-        .map(|n| dir.job(n))
-        .filter(|paths| !paths.status().exists())
-        .map(|paths| shape::running(&paths))
-        .map(|r| {
-            let elapsed = r
-                .elapsed_ms
-                .map(crate::report::human_ms)
-                .unwrap_or_default();
-            match r.last_line {
-                Some(l) => format!("{}: {elapsed}, last: {l}", r.name),
-                None => format!("{}: {elapsed}", r.name),
-            }
-        })
-        .collect();
-    shape::cut(&parts.join("; "), 300)
+    /// `wait` as a task (SEP-2663): answers at once with a task id; the task
+    /// waits until the outcome (or the caller's timeout), whatever the cap,
+    /// and keeps its status message current. `tasks/cancel` ends the wait,
+    /// never the job.
+    fn wait_as_task(&self, arguments: JsonObject) -> CallToolResponse {
+        let plan = match args::parse::<WaitParams>(arguments).and_then(|p| Plan::new(&p)) {
+            Ok(plan) => plan,
+            Err(message) => return tool_error(message).into(),
+        };
+        let dir = self.ctx.dir.clone();
+        let cap = self.options.max_wait;
+        let every = self.options.progress_every;
+        let options = TaskOptions::new()
+            .with_ttl_ms(TASK_TTL.as_millis() as u64)
+            .with_poll_interval_ms(every.as_millis() as u64)
+            .with_status_message(progress_message(&dir, &plan.names));
+        let task = self.tasks.spawn(options, move |task| {
+            Box::pin(async move {
+                let status = task.clone();
+                let progress = report_progress(&dir, &plan.names, every, move |message, _| {
+                    status.set_status_message(message);
+                    Box::pin(std::future::ready(()))
+                });
+                let waiting = wait_until_settled(&dir, &plan, cap, task.cancelled());
+                tokio::select! {
+                    answer = waiting => match answer {
+                        Some(Ok(text)) => Ok(CallToolResult::success(vec![ContentBlock::text(text)])),
+                        Some(Err(message)) => Ok(tool_error(message)),
+                        None => Err(TaskExit::Cancelled),
+                    },
+                    _ = progress => unreachable!("progress reports until the wait ends"),
+                }
+            })
+        });
+        CallToolResponse::Task(CreateTaskResult::new(task))
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for JobwatchServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tasks()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("jobwatch", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
+    }
+
+    /// `wait` from a client that declared the tasks extension becomes a
+    /// task; everything else goes to its tool.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let tasks = context
+            .client_capabilities()
+            .is_some_and(|caps| caps.supports_tasks());
+        if tasks && request.name == "wait" {
+            return Ok(self.wait_as_task(request.arguments.unwrap_or_default()));
+        }
+        let call = ToolCallContext::new(self, request, context);
+        self.tool_router.call(call).await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        Ok(GetTaskResult::new(self.tasks.get_task(&request.task_id)?))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.tasks.cancel_task(&request.task_id)
     }
 }

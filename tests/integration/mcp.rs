@@ -4,8 +4,9 @@
 use std::future::Future;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientRequest, ProgressNotificationParam, Request,
-    ServerResult,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
+    ClientConfig, ClientRequest, DetailedTask, GetTaskParams, Implementation,
+    ProgressNotificationParam, Request, ServerResult, TaskPayload, TaskStatus,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::transport::TokioChildProcess;
@@ -18,12 +19,23 @@ use crate::support::*;
 /// Success results stay this small.
 const SMALL: usize = 300;
 
-/// A client that forwards every progress notification to a channel.
+/// A client that forwards every progress notification to a channel, and
+/// declares the tasks extension when `tasks` is set.
 struct Client {
     progress: mpsc::UnboundedSender<ProgressNotificationParam>,
+    tasks: bool,
 }
 
 impl ClientHandler for Client {
+    fn get_info(&self) -> ClientConfig {
+        let capabilities = if self.tasks {
+            ClientCapabilities::builder().enable_tasks().build()
+        } else {
+            ClientCapabilities::default()
+        };
+        ClientConfig::new(capabilities, Implementation::new("jobwatch-tests", "1"))
+    }
+
     async fn on_progress(
         &self,
         params: ProgressNotificationParam,
@@ -121,6 +133,16 @@ where
     F: FnOnce(Mcp) -> Fut,
     Fut: Future<Output = Mcp>,
 {
+    with_client(env, extra, false, body)
+}
+
+/// [`with_server`] with a client that declares the tasks extension when
+/// `tasks` is set.
+fn with_client<F, Fut>(env: &Env, extra: &[&str], tasks: bool, body: F)
+where
+    F: FnOnce(Mcp) -> Fut,
+    Fut: Future<Output = Mcp>,
+{
     let mut cmd = env.cmd();
     cmd.arg("mcp").args(extra);
     runtime().block_on(async {
@@ -128,10 +150,17 @@ where
             TokioChildProcess::new(tokio::process::Command::from(cmd)).expect("spawn jobwatch mcp");
         let server_pid = transport.id().expect("server pid") as i32;
         let (tx, rx) = mpsc::unbounded_channel();
-        let client = tokio::time::timeout(CMD_DEADLINE, Client { progress: tx }.serve(transport))
-            .await
-            .expect("initialize within the deadline")
-            .expect("initialize");
+        let client = tokio::time::timeout(
+            CMD_DEADLINE,
+            Client {
+                progress: tx,
+                tasks,
+            }
+            .serve(transport),
+        )
+        .await
+        .expect("initialize within the deadline")
+        .expect("initialize");
         let mcp = body(Mcp {
             client,
             progress: rx,
@@ -148,6 +177,45 @@ where
 }
 
 impl Mcp {
+    /// Calls `wait` from a tasks-capable client; returns the task id.
+    async fn wait_task(&self, args: Value) -> String {
+        let params = CallToolRequestParams::new("wait")
+            .with_arguments(args.as_object().expect("arguments are an object").clone());
+        match self.client.call_tool_once(params).await.expect("wait") {
+            CallToolResponse::Task(created) => created.task.task_id,
+            other => panic!("expected a task, got {other:?}"),
+        }
+    }
+
+    async fn task(&self, id: &str) -> DetailedTask {
+        let got = self
+            .client
+            .peer()
+            .get_task(GetTaskParams::new(id.to_owned()));
+        got.await.expect("tasks/get").task
+    }
+
+    /// Polls the task until `done` holds for it (bounded by [`DEADLINE`]).
+    async fn task_until(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&DetailedTask) -> bool,
+    ) -> DetailedTask {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let task = self.task(id).await;
+            if done(&task) {
+                return task;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task never {what}: {task:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     async fn call(&self, tool: &str, args: Value) -> Answer {
         let params = CallToolRequestParams::new(tool.to_owned())
             .with_arguments(args.as_object().expect("arguments are an object").clone());
@@ -552,6 +620,99 @@ fn retries_and_breakers_reach_the_job_and_the_breaker_tools() {
         )
         .await
         .err_containing("retries");
+        mcp
+    });
+}
+
+#[test]
+fn a_wait_task_waits_past_the_cap_until_the_outcome() {
+    let env = &Env::new();
+    let extra = ["--max-wait", "100ms", "--progress-every", "50ms"];
+    with_client(env, &extra, true, |mcp| async move {
+        let gate = env.scratch("go");
+        let script = format!(
+            "echo compiling step 7; while [ ! -e '{}' ]; do sleep 0.02; done; echo linked",
+            gate.display()
+        );
+        mcp.call(
+            "start",
+            json!({"name": "long", "command": ["sh", "-c", script]}),
+        )
+        .await
+        .ok_small();
+        eventually("the job printed", || env.log("long").contains("step 7"));
+        let id = mcp.wait_task(json!({"names": ["long"]})).await;
+
+        let working = mcp
+            .task_until(&id, "showed the job's last line", |t| {
+                t.task
+                    .status_message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("compiling step 7"))
+            })
+            .await;
+        assert_eq!(working.status(), TaskStatus::Working);
+        // Let the job run for several caps (its own recorded age says so):
+        // the task keeps waiting instead of answering `running`.
+        eventually("the job ran past 5 caps", || {
+            let row = json_line(&env.jw(&["status", "long", "--json"]));
+            row["age_ms"].as_u64().is_some_and(|ms| ms > 500)
+        });
+        assert_eq!(mcp.task(&id).await.status(), TaskStatus::Working);
+
+        std::fs::write(&gate, b"go").unwrap();
+        let done = mcp
+            .task_until(&id, "completed", |t| t.status() != TaskStatus::Working)
+            .await;
+        let TaskPayload::Completed { result } = done.payload else {
+            panic!("expected a completed task: {done:?}");
+        };
+        let result: CallToolResult = serde_json::from_value(Value::Object(result)).unwrap();
+        assert_eq!(Answer::of(result).ok_small()["outcome"], "success");
+
+        // Cancelling a wait task ends the wait, never the job.
+        let started = mcp
+            .call(
+                "start",
+                json!({"name": "idle", "command": ["sleep", "300"], "liveness": "timer"}),
+            )
+            .await
+            .ok_small();
+        let id = mcp.wait_task(json!({"names": ["idle"]})).await;
+        mcp.client
+            .peer()
+            .cancel_task(CancelTaskParams::new(id.clone()))
+            .await
+            .expect("tasks/cancel");
+        let cancelled = mcp
+            .task_until(&id, "cancelled", |t| t.status() != TaskStatus::Working)
+            .await;
+        assert_eq!(cancelled.status(), TaskStatus::Cancelled);
+        assert!(
+            is_alive(started["pid"].as_i64().unwrap() as i32),
+            "the job still runs"
+        );
+        mcp.call("kill", json!({"name": "idle", "grace": "0s"}))
+            .await
+            .ok_small();
+
+        // An invalid request is a tool error at once, not a task; an unknown
+        // job is found by the task, which completes with a tool error.
+        let bad = CallToolRequestParams::new("wait")
+            .with_arguments(json!({"names": ["../x"]}).as_object().unwrap().clone());
+        match mcp.client.call_tool_once(bad).await.expect("wait") {
+            CallToolResponse::Complete(r) => Answer::of(r).err_containing("invalid job name"),
+            other => panic!("expected a tool error, got {other:?}"),
+        }
+        let id = mcp.wait_task(json!({"names": ["nope"]})).await;
+        let done = mcp
+            .task_until(&id, "completed", |t| t.status() != TaskStatus::Working)
+            .await;
+        let TaskPayload::Completed { result } = done.payload else {
+            panic!("expected a completed task: {done:?}");
+        };
+        let result: CallToolResult = serde_json::from_value(Value::Object(result)).unwrap();
+        Answer::of(result).err_containing("no job named nope");
         mcp
     });
 }
