@@ -12,8 +12,10 @@ use crate::protocol::JobsDir;
 
 const MCP_HELP: &str = "\
 Speaks MCP (JSON-RPC) on stdin/stdout; diagnostics go to stderr. Tools:
-start, wait, status, logs, kill. Jobs are the same as the CLI's (same jobs
-directory).
+start, wait, status, logs, kill, breaker_status, breaker_reset, preflight.
+Jobs are the same as the CLI's (same jobs directory). A client that
+declares the tasks extension gets `wait` as a task that lasts until the
+outcome.
 
 Register with Claude Code (.mcp.json):
   {\"mcpServers\": {\"jobwatch\": {\"command\": \"jobwatch\", \"args\": [\"mcp\"]}}}

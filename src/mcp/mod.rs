@@ -9,7 +9,8 @@
 //!   or as a task, with progress reports.
 //! - [`shape`]: compact, bounded results.
 //!
-//! stdout carries the protocol: nothing else may write to it.
+//! stdout carries the protocol: the server keeps a private copy of it and
+//! points fd 1 at stderr, so nothing else can write into the stream.
 
 pub mod args;
 pub mod server;
@@ -33,9 +34,12 @@ pub fn serve(ctx: Context, options: Options) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(|e| ServeError(format!("cannot start the async runtime: {e}")))?;
+    let out = crate::sys::child::take_stdout_for_protocol()
+        .map_err(|e| ServeError(format!("cannot take stdout for the protocol: {e}")))?;
     runtime.block_on(async move {
+        let transport = (tokio::io::stdin(), tokio::fs::File::from_std(out));
         let service = JobwatchServer::new(ctx, options)
-            .serve(rmcp::transport::stdio())
+            .serve(transport)
             .await
             .map_err(|e| ServeError(e.to_string()))?;
         service
