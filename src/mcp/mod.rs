@@ -36,7 +36,7 @@ pub fn serve(ctx: Context, options: Options) -> Result<(), ServeError> {
         .map_err(|e| ServeError(format!("cannot start the async runtime: {e}")))?;
     let out = crate::sys::child::take_stdout_for_protocol()
         .map_err(|e| ServeError(format!("cannot take stdout for the protocol: {e}")))?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let transport = (tokio::io::stdin(), tokio::fs::File::from_std(out));
         let service = JobwatchServer::new(ctx, options)
             .serve(transport)
@@ -47,5 +47,13 @@ pub fn serve(ctx: Context, options: Options) -> Result<(), ServeError> {
             .await
             .map_err(|e| ServeError(e.to_string()))?;
         Ok(())
-    })
+    });
+    // A wait still blocking on its thread would hold the exit up to its cap:
+    // give short work in flight a moment, then leave the rest behind. Every
+    // file it writes is written atomically, so nothing is left half-done.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    served
 }
+
+/// How long the server lets work in flight finish after its client left.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);

@@ -524,6 +524,65 @@ fn a_pending_wait_does_not_hold_up_another() {
     });
 }
 
+/// The server, spawned here with plain pipes (rather than the SDK's
+/// child-process transport, which SIGTERMs a server slow to leave) so the
+/// test can see how it exited: by itself, with status 0, although a `wait`
+/// was still blocked on one of its threads.
+#[test]
+fn the_server_exits_by_itself_when_its_client_leaves_during_a_wait() {
+    let env = &Env::new();
+    let mut cmd = env.cmd();
+    cmd.args(["mcp", "--max-wait", "10m", "--progress-every", "50ms"]);
+    runtime().block_on(async {
+        let mut server = tokio::process::Command::from(cmd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn jobwatch mcp");
+        let transport = (server.stdout.take().unwrap(), server.stdin.take().unwrap());
+        let (tx, mut progress) = mpsc::unbounded_channel();
+        let client = Client {
+            progress: tx,
+            tasks: false,
+        }
+        .serve(transport)
+        .await
+        .expect("initialize");
+        let start = CallToolRequestParams::new("start").with_arguments(
+            json!({"name": "idle", "command": env.gated("idle", 0)})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        Answer::of(client.call_tool(start).await.expect("start")).ok_small();
+        let request = ClientRequest::CallToolRequest(Request::new(
+            CallToolRequestParams::new("wait")
+                .with_arguments(json!({"names": ["idle"]}).as_object().unwrap().clone()),
+        ));
+        let pending = client
+            .send_cancellable_request(request, PeerRequestOptions::no_options())
+            .await
+            .expect("send wait");
+        // A progress notification proves the wait is blocking on its thread.
+        tokio::time::timeout(CMD_DEADLINE, progress.recv())
+            .await
+            .expect("progress while waiting")
+            .expect("progress channel open");
+        drop(pending);
+        client.cancel().await.expect("close the connection");
+        let status = tokio::time::timeout(CMD_DEADLINE, server.wait())
+            .await
+            .expect("the server exits long before its 10-minute cap")
+            .expect("wait for the server");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "the server left by itself: {status}"
+        );
+    });
+}
+
 #[test]
 fn a_pending_wait_sends_progress_with_the_last_log_line() {
     let env = &Env::new();
