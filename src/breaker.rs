@@ -29,6 +29,7 @@ use crate::protocol::atomic::{WriteError, write_atomic};
 use crate::protocol::lock::{JobLock, LockError};
 use crate::protocol::record::{RecordError, read_json, rfc3339, unix_ms};
 use crate::protocol::{JobName, JobRecord, JobsDir, Outcome};
+use crate::sys::proc::{self, ProcessId};
 
 /// The breaker file format this build writes.
 pub const BREAKER_VERSION: u32 = 1;
@@ -102,6 +103,46 @@ pub struct Trial {
     pub run: RunRef,
     /// When it was admitted (RFC 3339, UTC).
     pub admitted_at: String,
+    /// The process that admitted it and is starting it: until the run's
+    /// record exists, its being alive is what says the trial still runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starter: Option<Starter>,
+}
+
+/// A process on one host and boot, as recorded in a breaker file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Starter {
+    /// Its host.
+    pub host: String,
+    /// Its boot.
+    pub boot_id: String,
+    /// Its PID.
+    pub pid: i32,
+    /// Its start time (clock ticks since boot), which makes the PID safe.
+    pub start_time: u64,
+}
+
+impl Starter {
+    /// This process.
+    fn me() -> Self {
+        let me = proc::myself();
+        Self {
+            host: proc::hostname().to_owned(),
+            boot_id: proc::boot_id().to_owned(),
+            pid: me.pid,
+            start_time: me.start_time,
+        }
+    }
+
+    /// Whether it still runs (a process elsewhere cannot be checked: no).
+    fn is_alive(&self) -> bool {
+        self.host == proc::hostname()
+            && self.boot_id == proc::boot_id()
+            && proc::is_alive(ProcessId {
+                pid: self.pid,
+                start_time: self.start_time,
+            })
+    }
 }
 
 /// What happened to a run, as a breaker counts it.
@@ -248,13 +289,17 @@ impl Breaker {
             Event::Failure => {
                 self.failures += 1;
                 self.consecutive_failures += 1;
-                let trial_failed = self.state == State::HalfOpen && is_trial(self);
-                // A late failure while open restarts the cooldown: the
-                // trouble is still going on.
-                if trial_failed
-                    || self.state == State::Open
-                    || self.consecutive_failures >= self.max_failures
-                {
+                // While half-open only the trial decides: a run admitted
+                // before the breaker opened may still fail late, and that
+                // must not let a second trial in beside the first.
+                let reopen = match self.state {
+                    State::HalfOpen => is_trial(self),
+                    // A late failure while open restarts the cooldown: the
+                    // trouble is still going on.
+                    State::Open => true,
+                    State::Closed => self.consecutive_failures >= self.max_failures,
+                };
+                if reopen {
                     self.open(now);
                 }
             }
@@ -461,10 +506,16 @@ fn trial_running(dir: &JobsDir, breaker: &Breaker) -> bool {
         return false;
     };
     match classify(observe(&dir.job(&name)), SystemTime::now(), None) {
-        JobState::Running { record, .. } | JobState::Hung { record, .. } => {
-            record.job_id == trial.run.job_id
+        JobState::Running { record, .. } | JobState::Hung { record, .. }
+            if record.job_id == trial.run.job_id =>
+        {
+            true
         }
-        _ => false,
+        state if state.record().is_some_and(|r| r.job_id == trial.run.job_id) => false,
+        // No record of the trial yet: it is still starting (finishing the
+        // name's previous run may take a whole grace period) for as long
+        // as the process that admitted it lives.
+        _ => trial.starter.as_ref().is_some_and(Starter::is_alive),
     }
 }
 
@@ -529,6 +580,20 @@ pub fn record_event(
     Ok(breaker.view(trial_running(dir, &breaker), SystemTime::now()))
 }
 
+/// Whether the breaker would refuse a run with `policy` now, read without
+/// taking its lock or changing anything: lets `run` turn a refused job
+/// away before it creates any file of the job. [`admit`] still decides.
+pub fn refusal(
+    dir: &JobsDir,
+    key: &BreakerKey,
+    policy: PolicyUpdate,
+) -> Result<Option<BreakerView>, BreakerError> {
+    let mut breaker = read(&file_of(dir, key), key)?;
+    breaker.apply_policy(policy);
+    let view = breaker.view(trial_running(dir, &breaker), SystemTime::now());
+    Ok((!view.admits).then_some(view))
+}
+
 /// Decides whether `run` may start, and remembers it as the trial run when
 /// a half-open breaker admits it.
 pub fn admit(
@@ -549,6 +614,7 @@ pub fn admit(
                 b.trial = Some(Trial {
                     run: run.clone(),
                     admitted_at: rfc3339(now),
+                    starter: Some(Starter::me()),
                 });
                 Admission::Trial
             }
@@ -598,6 +664,16 @@ mod tests {
         }
     }
 
+    /// Makes the breaker half-open with run `n` as its trial.
+    fn admit_trial(b: &mut Breaker, n: u32) {
+        b.state = State::HalfOpen;
+        b.trial = Some(Trial {
+            run: run(n),
+            admitted_at: String::new(),
+            starter: None,
+        });
+    }
+
     fn breaker(max: u32, cooldown_ms: Option<u64>) -> Breaker {
         let mut b = Breaker::new(&BreakerKey::parse("k").unwrap());
         b.max_failures = max;
@@ -640,12 +716,7 @@ mod tests {
         assert_eq!(early.trial_in_ms, Some(1));
         let due = b.view(false, opened + Duration::from_millis(1000));
         assert_eq!((due.state, due.admits), ("half-open", true));
-
-        b.state = State::HalfOpen;
-        b.trial = Some(Trial {
-            run: run(2),
-            admitted_at: String::new(),
-        });
+        admit_trial(&mut b, 2);
         assert!(
             !b.view(true, SystemTime::now()).admits,
             "one trial at a time"
@@ -656,14 +727,22 @@ mod tests {
     }
 
     #[test]
+    fn only_the_trial_decides_a_half_open_breaker() {
+        let mut b = breaker(1, Some(0));
+        b.count(Event::Failure, Some(&run(1)), None);
+        admit_trial(&mut b, 2);
+        b.count(Event::Failure, Some(&run(3)), Some(Outcome::Failed));
+        assert_eq!(b.state, State::HalfOpen, "a late failure of another run");
+        assert!(!b.view(true, SystemTime::now()).admits);
+        b.count(Event::Success, Some(&run(2)), Some(Outcome::Success));
+        assert_eq!((b.state, b.consecutive_failures), (State::Closed, 0));
+    }
+
+    #[test]
     fn a_killed_trial_leaves_room_for_another() {
         let mut b = breaker(1, Some(0));
         b.count(Event::Failure, Some(&run(1)), None);
-        b.state = State::HalfOpen;
-        b.trial = Some(Trial {
-            run: run(2),
-            admitted_at: String::new(),
-        });
+        admit_trial(&mut b, 2);
         b.count(Event::Neutral, Some(&run(2)), Some(Outcome::Killed));
         assert_eq!(b.state, State::Open);
         assert!(b.view(false, SystemTime::now()).admits);

@@ -14,6 +14,9 @@
 //!   a job whose wrapper is gone; [`wait`]: the event-driven waiter.
 //! - [`breaker`]: persisted circuit breakers that stop a loop when failures
 //!   repeat; [`retry`]: the backoff schedule between attempts of one job.
+//! - [`gc`]: housekeeping: removing finished runs, surplus history and
+//!   stray files, never touching a running job.
+//! - [`preflight`]: named checks of the environment run before work starts.
 //! - [`mcp`]: the same operations as MCP tools for AI agents (feature
 //!   `mcp`, on by default).
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
@@ -24,10 +27,12 @@ pub mod breaker;
 pub mod classify;
 pub mod cli;
 pub mod exit_code;
+pub mod gc;
 pub mod kill;
 pub mod liveness;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+pub mod preflight;
 pub mod protocol;
 pub mod recover;
 pub mod report;

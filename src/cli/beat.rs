@@ -13,7 +13,9 @@ use crate::protocol::{JobName, JobsDir};
 
 /// Record progress for a running job (same as touching $JOBWATCH_HEARTBEAT).
 #[derive(Debug, Args)]
-#[command(after_help = "Example (inside a job):\n  jobwatch beat \"$JOBWATCH_NAME\"")]
+#[command(
+    after_help = "Examples:\n  jobwatch beat \"$JOBWATCH_NAME\"        # inside a job\n  jobwatch beat build                    # from outside, while it runs"
+)]
 pub struct BeatArgs {
     /// The job.
     #[arg(value_parser = job_name, allow_hyphen_values = true)]

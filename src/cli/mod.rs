@@ -5,10 +5,14 @@
 pub(crate) mod args;
 mod beat;
 mod breaker;
+mod completions;
+mod gc;
 mod kill;
 mod logs;
 #[cfg(feature = "mcp")]
 mod mcp;
+mod preflight;
+mod progress;
 mod run;
 pub(crate) mod status;
 mod wait;
@@ -26,7 +30,7 @@ const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 6 breaker open, 7 preflight failed, 124 timeout.
 Jobs directory: --dir, else $JOBWATCH_DIR, else $XDG_STATE_HOME/jobwatch, else ~/.local/state/jobwatch.
 
-Example:
+Examples:
   jobwatch run build --detach --timeout 30m -- make -j8
   jobwatch wait build --tail 30";
 
@@ -56,6 +60,9 @@ enum Commands {
     #[cfg(feature = "mcp")]
     Mcp(mcp::McpArgs),
     Breaker(breaker::BreakerArgs),
+    Gc(gc::GcArgs),
+    Completions(completions::CompletionsArgs),
+    Preflight(preflight::PreflightArgs),
 }
 
 /// An error that carries its exit code.
@@ -95,6 +102,9 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> CliResult {
+    if !matches!(cli.command, Commands::Run(_)) {
+        crate::sys::signal::exit_on_broken_pipe();
+    }
     let dir = || open_dir(cli.dir.clone());
     match cli.command {
         Commands::Run(a) => run::run(&dir()?, a),
@@ -107,6 +117,9 @@ fn dispatch(cli: Cli) -> CliResult {
         #[cfg(feature = "mcp")]
         Commands::Mcp(a) => mcp::mcp(&dir()?, a),
         Commands::Breaker(a) => breaker::breaker(&dir()?, a),
+        Commands::Gc(a) => gc::gc(&dir()?, a),
+        Commands::Completions(a) => completions::completions(a),
+        Commands::Preflight(a) => preflight::preflight(a),
     }
 }
 

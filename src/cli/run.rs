@@ -24,9 +24,10 @@ Examples:
   jobwatch run dev --detach --liveness output -- npm run dev
   jobwatch run fetch --retries 3 --backoff 2s -- ./download.sh
   jobwatch run deploy --breaker deploy --max-failures 3 --cooldown 10m -- ./deploy.sh
+  jobwatch run tests --preflight -- cargo test           # checks ./jobwatch.toml first
 
 Foreground exit code: the command's own, 128+N if signal N ended it, 124 on timeout, 3 when hung,
-6 when the breaker refused to start.";
+6 when the breaker refused to start, 7 when a preflight check failed.";
 
 /// Run a command as a job: its own process group, output to NAME.log,
 /// an honest heartbeat, time limit and hang detection enforced by the wrapper.
@@ -99,6 +100,12 @@ pub struct RunArgs {
     #[arg(long)]
     json: bool,
 
+    /// Run the preflight checks of FILE (default ./jobwatch.toml) first;
+    /// refuse to start (exit 7) unless all pass.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true,
+          default_missing_value = crate::preflight::DEFAULT_FILE)]
+    preflight: Option<std::path::PathBuf>,
+
     /// Internal: this process is the detached wrapper.
     #[arg(long, hide = true)]
     detached_supervisor: bool,
@@ -126,6 +133,9 @@ pub fn run(dir: &JobsDir, a: RunArgs) -> CliResult {
             humantime::format_duration(a.stale)
         )));
     }
+    if let Some(config) = a.preflight.as_deref().filter(|_| !a.detached_supervisor) {
+        refuse_unless_preflight_passes(config, &a.name)?;
+    }
     if a.detached_supervisor {
         run_as_detached_wrapper(dir, &a)
     } else if a.detach {
@@ -133,6 +143,28 @@ pub fn run(dir: &JobsDir, a: RunArgs) -> CliResult {
     } else {
         run_in_foreground(dir, &a)
     }
+}
+
+/// Runs the checks in this process, before anything is spawned or any job
+/// file written; prints each failing check on stderr and refuses with exit 7.
+fn refuse_unless_preflight_passes(
+    config: &std::path::Path,
+    name: &JobName,
+) -> Result<(), CliError> {
+    let report = super::preflight::load_and_run(config)?;
+    if report.passed {
+        return Ok(());
+    }
+    for line in crate::preflight::failure_lines(&report) {
+        eprintln!("jobwatch: {line}");
+    }
+    Err(CliError {
+        code: super::preflight::verdict(&report),
+        message: format!(
+            "{name} not started: preflight failed ({})",
+            config.display()
+        ),
+    })
 }
 
 fn spec(a: &RunArgs, echo_output: bool) -> RunSpec {

@@ -22,6 +22,14 @@ Examples:
   jobwatch status build
   jobwatch status --json | jq -r 'select(.state==\"running\") | .name'";
 
+const LS_HELP: &str = "\
+Columns as for `status`; RUNS (JSON: runs) counts the archived runs kept in
+history/NAME/ (see `jobwatch gc`).
+
+Examples:
+  jobwatch ls
+  jobwatch ls --json | jq -r 'select(.runs > 10) | .name'";
+
 /// Show jobs' states, read from their files alone.
 #[derive(Debug, Args)]
 #[command(after_help = STATUS_HELP)]
@@ -37,7 +45,7 @@ pub struct StatusArgs {
 
 /// List every job in the directory (same as `status` with no names).
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  jobwatch ls")]
+#[command(after_help = LS_HELP)]
 pub struct LsArgs {
     /// Print JSON even on a terminal.
     #[arg(long)]
@@ -68,6 +76,8 @@ struct Row {
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Archived runs in history/NAME/.
+    runs: usize,
 }
 
 /// Runs the `status` command.
@@ -118,7 +128,9 @@ fn show(dir: &JobsDir, names: Vec<JobName>, json: bool, named: bool) -> CliResul
             _ => {}
         }
         if state != JobState::Missing {
-            rows.push(row(&name, &state, heartbeat, now));
+            let mut r = row(&name, &state, heartbeat, now);
+            r.runs = archived_runs(dir, &name);
+            rows.push(r);
         }
     }
     if json {
@@ -152,7 +164,19 @@ fn row(name: &JobName, state: &JobState, heartbeat: Option<SystemTime>, now: Sys
             JobState::Invalid { reason } => Some(reason.clone()),
             _ => None,
         },
+        runs: 0,
     }
+}
+
+/// How many archived runs `history/NAME/` holds: one directory listing,
+/// the entry types from `readdir`, nothing opened or parsed.
+fn archived_runs(dir: &JobsDir, name: &JobName) -> usize {
+    std::fs::read_dir(dir.history_of(name)).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .count()
+    })
 }
 
 fn print_table(rows: &[Row]) {
@@ -162,8 +186,8 @@ fn print_table(rows: &[Row]) {
     }
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
     println!(
-        "{:width$}  {:8}  {:>8}  {:>8}  INFO",
-        "NAME", "STATE", "AGE", "BEAT"
+        "{:width$}  {:8}  {:>8}  {:>8}  {:>4}  INFO",
+        "NAME", "STATE", "AGE", "BEAT", "RUNS"
     );
     for r in rows {
         let age = r.age_ms.map(human_ms).unwrap_or_else(|| "-".into());
@@ -181,8 +205,8 @@ fn print_table(rows: &[Row]) {
             info = format!("attempt {k}; {info}");
         }
         println!(
-            "{:width$}  {:8}  {:>8}  {:>8}  {info}",
-            r.name, r.state, age, beat
+            "{:width$}  {:8}  {:>8}  {:>8}  {:>4}  {info}",
+            r.name, r.state, age, beat, r.runs
         );
     }
 }

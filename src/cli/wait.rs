@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::args::{duration, job_name, positive_duration};
+use super::progress::Spinner;
 use super::{CliResult, wants_json};
 use crate::exit_code;
 use crate::protocol::{JobName, JobsDir, Outcome};
@@ -59,9 +60,13 @@ pub struct WaitArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     tail: usize,
 
-    /// Print JSON even on a terminal.
+    /// Print JSON even on a terminal (and show no spinner).
     #[arg(long)]
     json: bool,
+
+    /// No spinner on a terminal (it shows on stderr otherwise).
+    #[arg(long)]
+    quiet: bool,
 
     /// On --timeout, leave the jobs running.
     #[arg(long)]
@@ -84,7 +89,10 @@ pub fn wait(dir: &JobsDir, a: WaitArgs) -> CliResult {
         grace: a.grace,
         exits_after: true,
     };
-    let verdicts = wait_for(dir, &spec)?;
+    let spinner = Spinner::start(dir, &a.names, !a.quiet && !a.json);
+    let verdicts = wait_for(dir, &spec);
+    drop(spinner);
+    let verdicts = verdicts?;
     let json = wants_json(a.json);
     for v in &verdicts {
         let report = report_of(v, a.tail);

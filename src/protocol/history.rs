@@ -9,9 +9,11 @@ use std::time::SystemTime;
 
 use super::paths::{ATTEMPTS_DIR, FileKind, JobPaths};
 
-/// Files moved into history, in this order: the completion flag goes last,
-/// so a reader never sees `.status` beside the wrong record.
-const ARCHIVED: [FileKind; 7] = [
+/// A run's files (every kind but the lock, which belongs to the name), in
+/// the order they are moved into history or removed: the completion flag
+/// goes last, so a reader never sees `.status` beside the wrong record, and
+/// never a record without its status (which would read as `lost`).
+pub const RUN_FILES: [FileKind; 7] = [
     FileKind::Pid,
     FileKind::Heartbeat,
     FileKind::Log,
@@ -41,7 +43,7 @@ pub fn archive(
     history_root: &Path,
     label: &str,
 ) -> Result<Option<PathBuf>, ArchiveError> {
-    let present: Vec<FileKind> = ARCHIVED
+    let present: Vec<FileKind> = RUN_FILES
         .into_iter()
         .filter(|k| job.file(*k).symlink_metadata().is_ok())
         .collect();

@@ -67,6 +67,13 @@ pub enum StartError {
         /// Its wrapper, if the record tells.
         pid: Option<i32>,
     },
+    /// Another jobwatch process (not a wrapper) kept the name's lock for
+    /// longer than a run waits: finishing a lost run, or `gc`.
+    #[error("job {name} is being finished or cleaned up by another jobwatch process; try again")]
+    Busy {
+        /// The job.
+        name: String,
+    },
     /// The command could not be executed; the job is recorded as failed.
     #[error("cannot run {command:?}: {source}")]
     Spawn {
@@ -168,6 +175,9 @@ pub struct Supervisor {
 /// starts the command.
 pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
     let paths = dir.job(&spec.name);
+    // Claiming creates NAME.lock: a run the breaker refuses must not leave
+    // even that behind for a name never run.
+    refuse_if_breaker_open(dir, &spec)?;
     let lock = claim(&paths)?;
     let job_id = proc::random_id();
     admit_through_breaker(dir, &spec, &job_id)?;
@@ -244,6 +254,18 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
     })
 }
 
+/// Turns the job away, before any of its files is touched, when its
+/// breaker (if any) would refuse it.
+fn refuse_if_breaker_open(dir: &JobsDir, spec: &RunSpec) -> Result<(), StartError> {
+    let Some(b) = &spec.breaker else {
+        return Ok(());
+    };
+    match breaker::refusal(dir, &b.key, b.policy)? {
+        Some(view) => Err(StartError::BreakerOpen(Box::new(view))),
+        None => Ok(()),
+    }
+}
+
 /// Asks the job's breaker (if any) whether it may start; an open breaker
 /// refuses before any of the job's files change.
 fn admit_through_breaker(dir: &JobsDir, spec: &RunSpec, job_id: &str) -> Result<(), StartError> {
@@ -284,22 +306,41 @@ fn start_tee(spec: &RunSpec, paths: &JobPaths) -> Option<Tee> {
         .flatten()
 }
 
+/// Takes the name's lock. A live wrapper holds it for its job's whole life:
+/// that is "already running". Anyone else (`gc`, or a waiter finishing a
+/// lost run) holds it briefly, so a run waits a moment for them.
 fn claim(paths: &JobPaths) -> Result<JobLock, StartError> {
-    match JobLock::try_acquire(&paths.lock()) {
-        Ok(lock) => Ok(lock),
-        Err(LockError::Held) => Err(StartError::AlreadyRunning {
-            name: paths.name().to_string(),
-            pid: read_json::<JobRecord>(&paths.record())
-                .ok()
-                .flatten()
-                .map(|r| r.wrapper_pid),
-        }),
-        Err(LockError::Io { path, source }) => Err(StartError::Io {
-            context: format!("cannot lock {}", path.display()),
-            source,
-        }),
+    let patience = Instant::now() + BRIEF_HOLDER_WAIT;
+    loop {
+        match JobLock::try_acquire(&paths.lock()) {
+            Ok(lock) => return Ok(lock),
+            Err(LockError::Held) => {
+                let record = read_json::<JobRecord>(&paths.record()).ok().flatten();
+                let wrapper_alive = record.as_ref().is_some_and(|r| {
+                    r.outcome.is_none() && wrapper_state(r) == WrapperState::Alive
+                });
+                let name = paths.name().to_string();
+                if wrapper_alive {
+                    let pid = record.map(|r| r.wrapper_pid);
+                    return Err(StartError::AlreadyRunning { name, pid });
+                }
+                if Instant::now() >= patience {
+                    return Err(StartError::Busy { name });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(LockError::Io { path, source }) => {
+                return Err(StartError::Io {
+                    context: format!("cannot lock {}", path.display()),
+                    source,
+                });
+            }
+        }
     }
 }
+
+/// How long `run` waits for a lock holder that is not a live wrapper.
+const BRIEF_HOLDER_WAIT: Duration = Duration::from_secs(2);
 
 /// Moves the previous run's files into history. A run left without a status
 /// (its wrapper died: we hold the lock) is first finished as `lost`, with its
@@ -453,27 +494,35 @@ impl Supervisor {
     /// fails and retries are left), then writes the final record and
     /// status. Returns the final record.
     pub fn run_to_end(mut self) -> Result<JobRecord, WriteError> {
-        let end = loop {
+        // `ended_attempt`: whether `end` is how an attempt ended, rather
+        // than an interrupted backoff (whose attempt is already listed).
+        let (end, ended_attempt) = loop {
             let end = self.run_attempt();
             if !self.worth_retrying(&end) {
-                break end;
+                break (end, true);
             }
             let delay = retry::jittered_delay(
                 &self.record.settings,
                 self.record.attempt,
                 retry::random_u64(),
             );
-            self.put_attempt_aside(&end, Some(delay))?;
+            if let Err(e) = self.put_attempt_aside(&end, Some(delay)) {
+                // Another attempt would lose this one's log, and leaving
+                // without a status would lose the job's result: the job
+                // ends with this attempt's outcome.
+                eprintln!("jobwatch: {}: {e}; not retrying", self.record.name);
+                break (end, true);
+            }
             if let Some(interrupted) = self.back_off(delay) {
-                break interrupted;
+                break (interrupted, false);
             }
             if let Err(e) = self.start_next_attempt() {
-                break e;
+                break (e, true);
             }
         };
         let mut record = self.record.clone();
         let now = SystemTime::now();
-        if record.max_attempts > 1 {
+        if record.max_attempts > 1 && ended_attempt {
             record
                 .attempts
                 .push(attempt_of(&record, self.attempt_started, &end, now, None));
@@ -516,7 +565,8 @@ impl Supervisor {
 
     /// Records a finished attempt and moves its log to
     /// `attempts/NAME/K.log`, so the next attempt starts a fresh `NAME.log`
-    /// and no attempt's output is lost.
+    /// and no attempt's output is lost (a log someone removed leaves
+    /// nothing to move). On error the attempt is not recorded.
     fn put_attempt_aside(
         &mut self,
         end: &JobEnd,
@@ -532,7 +582,13 @@ impl Supervisor {
             .recursive(true)
             .mode(0o700)
             .create(&folder)
-            .and_then(|()| std::fs::rename(self.paths.log(), self.paths.attempt_log(k)))
+            .and_then(
+                |()| match std::fs::rename(self.paths.log(), self.paths.attempt_log(k)) {
+                    // The job removed its own log: nothing to put aside.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                },
+            )
             .and_then(|()| open_log(&self.paths).map(drop));
         moved.map_err(|source| WriteError {
             path: self.paths.attempt_log(k),
@@ -553,7 +609,9 @@ impl Supervisor {
                 ))
             );
         }
-        self.record.write(&self.paths.record())
+        self.record.write(&self.paths.record()).inspect_err(|_| {
+            self.record.attempts.pop();
+        })
     }
 
     /// Waits out the backoff while beating (the wrapper is idle on purpose,
@@ -626,6 +684,13 @@ impl Supervisor {
             return Err(failed_to_start(e.to_string()));
         }
         self.tee = start_tee(&self.spec, &self.paths);
+        // A kill request written after the backoff's last look may have
+        // missed this attempt (its killer searched for the job's processes
+        // before this one existed): honour it now, and the attempt's
+        // verdict reports it.
+        if self.kill_request().is_some() {
+            self.kill_leftovers();
+        }
         Ok(())
     }
 

@@ -66,3 +66,15 @@ pub fn signal_group(leader: ProcessId, sig: Signal) -> Delivery {
 pub fn from_number(n: i32) -> Option<Signal> {
     Signal::from_named_raw(n)
 }
+
+/// Lets a closed stdout end this process quietly, as it ends `cat` or
+/// `ls`, instead of a "broken pipe" panic in the next `println!`. Only for
+/// commands whose output is the whole point: the wrapper must survive its
+/// reader (its job goes on), so it keeps Rust's default of ignoring SIGPIPE.
+pub fn exit_on_broken_pipe() {
+    // SAFETY: restoring the default disposition of one signal; no handler
+    // runs, and nothing else in this process manages SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

@@ -2,12 +2,17 @@
 //! per area. Every test owns a temp jobs directory and kills what it starts.
 
 mod bad_input;
+mod breaker;
+mod gc;
 mod kill;
 mod liveness;
 #[cfg(feature = "mcp")]
 mod mcp;
+mod preflight;
 mod protocol;
+mod retries;
 mod run;
 mod status;
 mod support;
+mod terminal;
 mod wait;

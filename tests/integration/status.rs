@@ -118,3 +118,27 @@ fn logs_of_a_running_job_show_its_output_so_far() {
     env.release("early");
     assert_code(&env.wait(&["early"]).0, exit::SUCCESS);
 }
+
+#[test]
+fn a_closed_stdout_ends_a_listing_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let env = Env::new();
+    for name in ["a", "b", "c"] {
+        assert_code(&env.run(name, FAST, &["true"]), 0);
+    }
+    // A pipe whose reader is already gone: every write fails with EPIPE.
+    let (reader, writer) = rustix::pipe::pipe().expect("pipe");
+    drop(reader);
+    let mut cmd = env.cmd();
+    cmd.args(["status", "--json"])
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped());
+    let out = cmd.output().expect("status runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    // Ended like `cat` would be: by SIGPIPE, not by a panic.
+    let sigpipe = rustix::process::Signal::PIPE.as_raw();
+    assert_eq!(out.status.signal(), Some(sigpipe), "{out:?}");
+}
