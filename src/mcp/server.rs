@@ -184,13 +184,13 @@ whether `start` with that breaker would run now (`admits`), consecutive failures
     }
 
     #[tool(
-        description = "Run the preflight checks of a config file before starting a loop. Returns the report; \
-a failing check is reported in it (not a tool error), and `start` with preflight would refuse to run.",
+        description = "Run the preflight checks of a config file (commands, TCP and HTTP endpoints, paths; each may \
+have a fix) before starting a loop. Returns passed, the number of checks, and each failed check with its detail; \
+`start` with preflight refuses to run unless all pass.",
         input_schema = schema::<PreflightParams>()
     )]
     async fn preflight(&self, Args(p): Args<PreflightParams>) -> CallToolResult {
-        let ctx = self.ctx.clone();
-        blocking(move || tools::preflight(&ctx, p)).await
+        blocking(move || tools::preflight(p)).await
     }
 }
 

@@ -102,6 +102,55 @@ pub struct StatusRow {
     pub reason: Option<String>,
 }
 
+/// A preflight report: the verdict, the number of checks, and only what
+/// needs attention (failures with their detail, checks a fix repaired).
+#[derive(Debug, Serialize)]
+pub struct Preflight {
+    /// Whether every check passed.
+    pub passed: bool,
+    /// How many checks ran.
+    pub checks: usize,
+    /// The checks that failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedCheck>,
+    /// The checks that failed at first and passed after their fix.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fixed: Vec<String>,
+}
+
+/// One failed preflight check.
+#[derive(Debug, Serialize)]
+pub struct FailedCheck {
+    /// Its name.
+    pub name: String,
+    /// command, tcp, http or path.
+    pub kind: String,
+    /// What the last probe found.
+    pub detail: String,
+}
+
+/// The compact form of a preflight report.
+pub fn preflight(report: &crate::preflight::PreflightReport) -> Preflight {
+    Preflight {
+        passed: report.passed,
+        checks: report.checks.len(),
+        failed: report
+            .failures()
+            .map(|c| FailedCheck {
+                name: c.name.clone(),
+                kind: c.kind.as_str().to_owned(),
+                detail: cut(&c.detail, MAX_LINE),
+            })
+            .collect(),
+        fixed: report
+            .checks
+            .iter()
+            .filter(|c| c.fixed)
+            .map(|c| c.name.clone())
+            .collect(),
+    }
+}
+
 /// One compact JSON line.
 pub fn line<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("results always serialize")

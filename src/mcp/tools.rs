@@ -14,6 +14,7 @@ use super::shape;
 use crate::breaker::{self, BreakerKey};
 use crate::cli::args;
 use crate::exit_code;
+use crate::preflight;
 use crate::protocol::{JobName, JobsDir, Outcome};
 use crate::recover::kill_job;
 
@@ -82,7 +83,7 @@ pub struct StartParams {
     pub cooldown: Option<String>,
     /// Run the preflight checks first and refuse to start when one fails.
     pub preflight: Option<bool>,
-    /// Preflight config file (implies preflight; default: the CLI's default).
+    /// Preflight config file (implies preflight; default: jobwatch.toml in cwd).
     pub preflight_config: Option<String>,
 }
 
@@ -163,7 +164,7 @@ pub struct BreakerResetParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreflightParams {
-    /// The checks' config file (default: the CLI's default).
+    /// The checks' config file (default: jobwatch.toml in the server's working directory).
     pub config: Option<String>,
 }
 
@@ -469,49 +470,13 @@ pub fn breaker_reset(ctx: &Context, p: BreakerResetParams) -> ToolResult {
     Ok(shape::line(&view))
 }
 
-/// Most bytes of a preflight report in one result.
-const MAX_REPORT_BYTES: usize = 2_000;
-
-/// `preflight`: runs this executable's `preflight --json` and relays its
-/// report; failed checks are a result (exit 7), not a tool error. Only a
-/// refusal to run the checks at all (a bad config, exit 2) is one.
-pub fn preflight(ctx: &Context, p: PreflightParams) -> ToolResult {
-    let mut cmd = Command::new(&ctx.exe);
-    cmd.arg("--dir")
-        .arg(ctx.dir.path())
-        .args(["preflight", "--json"]);
-    if let Some(config) = &p.config {
-        cmd.arg("--config").arg(config);
-    }
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", ctx.exe.display()))?;
-    let code = out.status.code().and_then(|c| u8::try_from(c).ok());
-    let report = String::from_utf8_lossy(&out.stdout);
-    match code {
-        Some(exit_code::SUCCESS | exit_code::PREFLIGHT_FAILED) if !report.trim().is_empty() => {
-            Ok(bounded_lines(report.trim(), MAX_REPORT_BYTES))
-        }
-        _ => Err(run_failure(&out)),
-    }
-}
-
-/// Whole lines of `text` up to `max` bytes; a first line longer than that
-/// is cut.
-fn bounded_lines(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for l in text.lines() {
-        if out.len() + l.len() + 1 > max {
-            if out.is_empty() {
-                out = shape::cut(l, max);
-            }
-            break;
-        }
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(l);
-    }
-    out
+/// `preflight`: loads the config and runs its checks. Failing checks are
+/// a result (`passed: false`, each failure with its detail), not a tool
+/// error; a config that cannot be read or parsed is one.
+pub fn preflight(p: PreflightParams) -> ToolResult {
+    let path = PathBuf::from(p.config.as_deref().unwrap_or(preflight::DEFAULT_FILE));
+    let config = preflight::Config::load(&path).map_err(|e| e.to_string())?;
+    Ok(shape::line(&shape::preflight(&preflight::run_checks(
+        &config,
+    ))))
 }

@@ -524,6 +524,86 @@ fn a_pending_wait_does_not_hold_up_another() {
     });
 }
 
+#[test]
+fn preflight_reports_failures_and_gates_start() {
+    let env = &Env::new();
+    with_server(env, &[], |mcp| async move {
+        let write = |file: &str, text: &str| {
+            let path = env.scratch(file);
+            std::fs::write(&path, text).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        let good = write(
+            "good.toml",
+            "[[check]]\nname = \"made\"\nkind = \"command\"\ncommand = \"test -e made\"\n\
+             fix = \"touch made\"\n",
+        );
+        let bad = write(
+            "bad.toml",
+            "[[check]]\nname = \"sh\"\nkind = \"command\"\ncommand = \"echo ready\"\n\
+             [[check]]\nname = \"db\"\nkind = \"command\"\ncommand = \"echo db down >&2; exit 3\"\n",
+        );
+        let broken = write("broken.toml", "[[check]]\nname = \"x\"\nkind = \"nope\"\n");
+
+        let fixed = mcp
+            .call("preflight", json!({"config": good}))
+            .await
+            .ok_small();
+        assert_eq!(
+            fixed,
+            json!({"passed": true, "checks": 1, "fixed": ["made"]})
+        );
+        let failed = mcp
+            .call("preflight", json!({"config": bad}))
+            .await
+            .ok_small();
+        assert_eq!(failed["passed"], false);
+        assert_eq!(failed["checks"], 2);
+        let failures = failed["failed"].as_array().unwrap();
+        assert_eq!(failures.len(), 1, "{failed}");
+        assert_eq!(failures[0]["name"], "db");
+        mcp.call("preflight", json!({"config": broken}))
+            .await
+            .err_containing("broken.toml:");
+        mcp.call("preflight", json!({"config": env.scratch("none.toml")}))
+            .await
+            .err_containing("cannot read preflight config");
+
+        // start with preflight: refused without a trace, or started.
+        let refused = mcp
+            .call(
+                "start",
+                json!({"name": "gated", "command": ["true"], "preflight_config": bad}),
+            )
+            .await;
+        refused.err_containing("(exit 7: preflight failed)");
+        refused.err_containing("db");
+        // `preflight: true` reads jobwatch.toml in the job's cwd.
+        std::fs::copy(&bad, env.scratch("jobwatch.toml")).unwrap();
+        mcp.call(
+            "start",
+            json!({"name": "gated", "command": ["true"], "preflight": true, "cwd": env.root()}),
+        )
+        .await
+        .err_containing("(exit 7: preflight failed)");
+        mcp.call("status", json!({"names": ["gated"]}))
+            .await
+            .err_containing("no job named gated");
+        mcp.call(
+            "start",
+            json!({"name": "gated", "command": ["true"], "preflight_config": good}),
+        )
+        .await
+        .ok_small();
+        let done = mcp
+            .call("wait", json!({"names": ["gated"]}))
+            .await
+            .ok_small();
+        assert_eq!(done["outcome"], "success");
+        mcp
+    });
+}
+
 /// The server, spawned here with plain pipes (rather than the SDK's
 /// child-process transport, which SIGTERMs a server slow to leave) so the
 /// test can see how it exited: by itself, with status 0, although a `wait`
