@@ -3,8 +3,6 @@
 //! so a long `wait` never holds up other calls and a panic in one call
 //! becomes that call's tool error, not a crashed server.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -23,7 +21,9 @@ use super::tools::{
     self, BreakerResetParams, BreakerStatusParams, Context, KillParams, LogsParams,
     PreflightParams, StartParams, StatusParams, ToolResult, WaitParams,
 };
-use super::waiting::{Plan, progress_message, report_progress, wait_slice, wait_until_settled};
+use super::waiting::{
+    Forever, Plan, progress_message, report_progress, wait_slice, wait_until_settled,
+};
 
 const INSTRUCTIONS: &str = "\
 jobwatch runs long commands as background jobs and reports whether they \
@@ -122,7 +122,7 @@ returns outcome `running` with elapsed_ms, beat_age_ms and last_line and leaves 
                 Ok(slice) => CallToolResult::success(vec![ContentBlock::text(slice.text)]),
                 Err(message) => tool_error(message),
             },
-            _ = progress => unreachable!("progress reports until the wait ends"),
+            never = progress => match never {},
             // The blocking slice ends by itself at its limit; nobody reads it.
             _ = context.ct.cancelled() => tool_error("wait cancelled by the client"),
         }
@@ -203,7 +203,7 @@ impl JobwatchServer {
         plan: &Plan,
         peer: Peer<RoleServer>,
         token: ProgressToken,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    ) -> Forever {
         let cap = self.options.max_wait.as_secs_f64();
         report_progress(
             &self.ctx.dir,
@@ -252,7 +252,7 @@ impl JobwatchServer {
                         Some(Err(message)) => Ok(tool_error(message)),
                         None => Err(TaskExit::Cancelled),
                     },
-                    _ = progress => unreachable!("progress reports until the wait ends"),
+                    never = progress => match never {},
                 }
             })
         });

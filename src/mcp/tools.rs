@@ -199,10 +199,6 @@ pub fn names(list: &[String]) -> Result<Vec<JobName>, ToolError> {
     list.iter().map(|s| name(s)).collect()
 }
 
-fn duration_arg(field: &str, s: &str) -> Result<Duration, ToolError> {
-    args::positive_duration(s).map_err(|e| format!("{field}: {e}"))
-}
-
 /// `start`: launches `jobwatch run NAME --detach --json ...` and relays its
 /// line, so the job gets the same detached wrapper as from the CLI.
 pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
@@ -255,25 +251,20 @@ struct Started {
 /// here so a bad one is named by its parameter.
 fn run_flags(p: &StartParams) -> Result<Vec<String>, ToolError> {
     let mut flags = Vec::new();
-    let mut dur = |flag: &str, v: &Option<String>| -> Result<(), ToolError> {
-        if let Some(s) = v {
-            let d = duration_arg(flag, s)?;
+    type Parse = fn(&str) -> Result<Duration, String>;
+    let durations: [(&str, &Option<String>, Parse); 5] = [
+        ("timeout", &p.timeout, args::positive_duration),
+        ("stale", &p.stale, args::positive_duration),
+        ("backoff", &p.backoff, args::duration),
+        ("backoff-max", &p.backoff_max, args::duration),
+        ("cooldown", &p.cooldown, args::duration),
+    ];
+    for (flag, value, parse) in durations {
+        if let Some(s) = value {
+            let d = parse(s).map_err(|e| format!("{}: {e}", flag.replace('-', "_")))?;
             flags.push(format!("--{flag}={}ms", args::ms(d)));
         }
-        Ok(())
-    };
-    dur("timeout", &p.timeout)?;
-    dur("stale", &p.stale)?;
-    let mut delay = |flag: &str, v: &Option<String>| -> Result<(), ToolError> {
-        if let Some(s) = v {
-            let d = args::duration(s).map_err(|e| format!("{flag}: {e}"))?;
-            flags.push(format!("--{flag}={}ms", args::ms(d)));
-        }
-        Ok(())
-    };
-    delay("backoff", &p.backoff)?;
-    delay("backoff-max", &p.backoff_max)?;
-    delay("cooldown", &p.cooldown)?;
+    }
     if let Some(l) = p.liveness {
         flags.push(format!("--liveness={}", l.as_str()));
     }

@@ -7,6 +7,7 @@
 //! timeout, or `tasks/cancel`, keeping the task's status message current.
 //! Neither ever kills a job: the job's own `timeout` and `stale` do that.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -123,14 +124,13 @@ pub async fn wait_until_settled(
     }
 }
 
+/// A future that never ends (its output type has no value): raced against
+/// a wait, which it outlives.
+pub type Forever = Pin<Box<dyn Future<Output = Infallible> + Send>>;
+
 /// Calls `report(message, elapsed)` every `every`, forever: the message
 /// names each job still running with its run time and last log line.
-pub fn report_progress<F>(
-    dir: &JobsDir,
-    names: &[JobName],
-    every: Duration,
-    report: F,
-) -> Pin<Box<dyn Future<Output = ()> + Send>>
+pub fn report_progress<F>(dir: &JobsDir, names: &[JobName], every: Duration, report: F) -> Forever
 where
     F: Fn(String, Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static,
 {
