@@ -878,16 +878,41 @@ fn typical_result_sizes() {
         .ok_small();
         let failed = mcp.call("wait", json!({"names": ["bad"]})).await;
         let missing = mcp.call("wait", json!({"names": ["nope"]})).await;
-        for (what, a) in [
+        let sleeper = json!({"name": "sleeper", "command": ["sh", "-c", "echo step 1 of 9; exec sleep 300"],
+                             "liveness": "timer", "breaker": "nightly"});
+        mcp.call("start", sleeper).await.ok_small();
+        eventually("the sleeper printed", || {
+            env.log("sleeper").contains("step 1")
+        });
+        let running = mcp
+            .call("wait", json!({"names": ["sleeper"], "timeout": "100ms"}))
+            .await;
+        let breaker = mcp.call("breaker_status", json!({"key": "nightly"})).await;
+        let killed = mcp
+            .call("kill", json!({"name": "sleeper", "grace": "0s"}))
+            .await;
+        let config = env.scratch("ok.toml");
+        std::fs::write(
+            &config,
+            "[[check]]\nname = \"sh\"\nkind = \"command\"\ncommand = \"true\"\n",
+        )
+        .unwrap();
+        let preflight = mcp.call("preflight", json!({"config": config})).await;
+        let all = [
             ("start", &start),
             ("wait success", &wait),
             ("status", &status),
+            ("wait running (cap passed)", &running),
+            ("kill", &killed),
+            ("breaker_status", &breaker),
+            ("preflight passed", &preflight),
             ("wait failed (tail 20)", &failed),
             ("tool error", &missing),
-        ] {
+        ];
+        for (what, a) in all {
             eprintln!("{what}: {} bytes: {}", a.text.len(), a.text);
         }
-        for a in [&start, &wait, &status] {
+        for (_, a) in &all[..7] {
             a.ok_small();
         }
         assert!(failed.text.len() < 1_000);
