@@ -460,6 +460,17 @@ fn bad_requests_are_one_line_tool_errors_and_the_server_keeps_serving() {
         )
         .await
         .err_containing("is not a directory");
+        // Malformed files: a tool error for wait, an `invalid` row for status.
+        std::fs::create_dir_all(&env.dir).unwrap();
+        std::fs::write(env.file("broken", ".job.json"), b"{not json").unwrap();
+        mcp.call("wait", json!({"names": ["broken"]}))
+            .await
+            .err_containing("job broken:");
+        let row = mcp
+            .call("status", json!({"names": ["broken"]}))
+            .await
+            .ok_small();
+        assert_eq!(row["state"], "invalid", "{row}");
         // An unknown tool is protocol misuse: a protocol error, not a crash.
         let unknown = mcp
             .client
