@@ -131,7 +131,8 @@ returns outcome `running` with elapsed_ms, beat_age_ms and last_line and leaves 
     #[tool(
         description = "State of jobs from their files alone: running, success, failed, hung, timeout, killed, lost or invalid, \
 with age, heartbeat age and exit code. No names: every job.",
-        input_schema = schema::<StatusParams>()
+        input_schema = schema::<StatusParams>(),
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn status(&self, Args(p): Args<StatusParams>) -> CallToolResult {
         let ctx = self.ctx.clone();
@@ -141,7 +142,8 @@ with age, heartbeat age and exit code. No names: every job.",
     #[tool(
         description = "A job's output (stdout and stderr as written): the last `tail` lines, or `length` bytes from `offset`. \
 At most 16 KiB per call; the first line says the log's size and the byte range returned.",
-        input_schema = schema::<LogsParams>()
+        input_schema = schema::<LogsParams>(),
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn logs(&self, Args(p): Args<LogsParams>) -> CallToolResult {
         let ctx = self.ctx.clone();
@@ -157,7 +159,8 @@ At most 16 KiB per call; the first line says the log's size and the byte range r
     #[tool(
         description = "Kill a job: SIGTERM to its process group, `grace`, then SIGKILL to the group and every descendant \
 that left it. Records outcome `killed` and returns the job's result.",
-        input_schema = schema::<KillParams>()
+        input_schema = schema::<KillParams>(),
+        annotations(destructive_hint = true, open_world_hint = false)
     )]
     async fn kill(&self, Args(p): Args<KillParams>) -> CallToolResult {
         let ctx = self.ctx.clone();
@@ -167,7 +170,8 @@ that left it. Records outcome `killed` and returns the job's result.",
     #[tool(
         description = "Circuit breakers that stop a loop when failures repeat: state (closed, open, half-open), \
 whether `start` with that breaker would run now (`admits`), consecutive failures and cooldown. No key: every breaker.",
-        input_schema = schema::<BreakerStatusParams>()
+        input_schema = schema::<BreakerStatusParams>(),
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn breaker_status(&self, Args(p): Args<BreakerStatusParams>) -> CallToolResult {
         let ctx = self.ctx.clone();

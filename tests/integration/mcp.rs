@@ -260,6 +260,13 @@ fn lists_every_tool_with_an_object_schema() {
                 t.name
             );
         }
+        let read_only = |name: &str| {
+            let tool = tools.iter().find(|t| t.name == name).unwrap();
+            tool.annotations.as_ref().and_then(|a| a.read_only_hint)
+        };
+        assert_eq!(read_only("status"), Some(true));
+        assert_eq!(read_only("logs"), Some(true));
+        assert_eq!(read_only("start"), None);
         let start = tools.iter().find(|t| t.name == "start").unwrap();
         let required = start
             .input_schema
