@@ -7,6 +7,11 @@
 //! does: the wrapper noticing the exit, killing leftovers, writing the final
 //! record and status (with fsyncs), the waiter's wake-up and its exit.
 //!
+//! `wait --until-log` is timed the same way, from the moment the job writes
+//! a marker line to its log (this binary re-executed with `--emit-marker`
+//! takes the time just before the write) to the moment a waiting
+//! `jobwatch wait --until-log` process has returned `matched`.
+//!
 //! Run: `cargo bench --bench latency` (JOBWATCH_BENCH_RUNS=N to change the
 //! number of runs, default 20). Prints one table; nothing is asserted.
 
@@ -20,6 +25,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--emit-exit-time") {
         emit_exit_time(Path::new(&args[2]));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--emit-marker") {
+        emit_marker(Path::new(&args[2]), Path::new(&args[3]));
         return;
     }
     let runs: usize = std::env::var("JOBWATCH_BENCH_RUNS")
@@ -49,6 +58,13 @@ fn main() {
             wrapper,
         ));
     }
+    let marker = (0..runs)
+        .map(|i| measure_marker_once(&dir, &me, &format!("mark-{i}")))
+        .collect();
+    rows.push((
+        "wait --until-log (inotify): marker written -> returned".to_owned(),
+        marker,
+    ));
     print_table(runs, &rows);
 }
 
@@ -93,6 +109,75 @@ fn measure_once(dir: &Path, me: &Path, name: &str, poll: Option<&str>) -> Sample
         exit_to_return: returned.duration_since(exited).unwrap_or_default(),
         exit_to_record: ended.duration_since(exited).unwrap_or_default(),
     }
+}
+
+/// One `wait --until-log` run: the job prints its marker 0.3 s after
+/// starting (so the waiter is settled), then stays until released.
+fn measure_marker_once(dir: &Path, me: &Path, name: &str) -> Duration {
+    let stamp = dir.with_file_name(format!("{name}.marker"));
+    let go = dir.with_file_name(format!("{name}.go"));
+    let script = format!(
+        "sleep 0.3; exec '{}' --emit-marker '{}' '{}'",
+        me.display(),
+        stamp.display(),
+        go.display()
+    );
+    let started = Command::new(JOBWATCH)
+        .arg("--dir")
+        .arg(dir)
+        .args(["run", name, "--detach", "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run --detach");
+    assert!(started.success(), "run --detach failed");
+    let status = Command::new(JOBWATCH)
+        .arg("--dir")
+        .arg(dir)
+        .args(["wait", name, "--json", "--until-log", "^READY$"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("wait --until-log");
+    let returned = SystemTime::now();
+    assert!(status.success(), "wait --until-log reported a failure");
+    std::fs::write(&go, b"go").expect("release the job");
+    let written = read_stamp_when_there(&stamp);
+    let ended = Command::new(JOBWATCH)
+        .arg("--dir")
+        .arg(dir)
+        .args(["wait", name])
+        .stdout(Stdio::null())
+        .status()
+        .expect("wait");
+    assert!(ended.success(), "the marker job failed");
+    returned.duration_since(written).unwrap_or_default()
+}
+
+/// In the job: take the time, write the marker line (one write), record
+/// the time (atomically: the bench may already be looking), then stay
+/// until released so the match is made while the job runs.
+fn emit_marker(stamp: &Path, go: &Path) {
+    use std::io::Write;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    std::io::stdout()
+        .lock()
+        .write_all(b"READY\n")
+        .expect("write the marker");
+    let tmp = stamp.with_extension("tmp");
+    std::fs::write(&tmp, now.as_nanos().to_string()).expect("write marker time");
+    std::fs::rename(&tmp, stamp).expect("publish marker time");
+    while !go.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn read_stamp_when_there(path: &PathBuf) -> SystemTime {
+    for _ in 0..2000 {
+        if path.exists() {
+            return read_exit_time(path);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("no marker time in {}", path.display());
 }
 
 fn emit_exit_time(path: &Path) {

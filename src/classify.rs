@@ -31,13 +31,14 @@ pub enum WrapperState {
 pub struct Observed {
     /// `NAME.job.json`.
     pub record: Result<Option<JobRecord>, RecordError>,
-    /// The wrapper, checked after the record was read and before the status.
+    /// The wrapper, checked after the record was read and before the status
+    /// (`Unknown` when the status already existed: it no longer matters).
     pub wrapper: WrapperState,
     /// `NAME.status`.
     pub status: Result<Option<StatusWord>, StatusError>,
-    /// mtime of `NAME.heartbeat`.
+    /// mtime of `NAME.heartbeat` (not read once a status exists).
     pub heartbeat_mtime: Option<SystemTime>,
-    /// mtime of `NAME.log`.
+    /// mtime of `NAME.log` (not read once a status exists).
     pub log_mtime: Option<SystemTime>,
     /// Whether any of the job's files exists.
     pub any_file: bool,
@@ -112,13 +113,23 @@ impl JobState {
 /// Reads a job's files. The order matters: the wrapper is checked before the
 /// status is read, so "wrapper dead and no status" can never be a status
 /// written between the two reads.
+///
+/// A job whose status already exists is over: its wrapper and progress no
+/// longer matter, so they are not read (this is most of the cost of
+/// `status` over many finished jobs). Otherwise the status is read again
+/// after the wrapper check, and that second read is the one that counts.
 pub fn observe(paths: &JobPaths) -> Observed {
     let record = read_record(&paths.record());
-    let wrapper = match &record {
-        Ok(Some(r)) => wrapper_state(r),
-        _ => WrapperState::Unknown,
+    let (wrapper, status) = match read_status(&paths.status()) {
+        Ok(None) => {
+            let wrapper = match &record {
+                Ok(Some(r)) => wrapper_state(r),
+                _ => WrapperState::Unknown,
+            };
+            (wrapper, read_status(&paths.status()))
+        }
+        present_or_unreadable => (WrapperState::Unknown, present_or_unreadable),
     };
-    let status = read_status(&paths.status());
     // The job may have finished between the two reads: the status then sits
     // beside the start record. The final record precedes the status, so a
     // second read sees it.
@@ -126,10 +137,15 @@ pub fn observe(paths: &JobPaths) -> Observed {
         (Ok(Some(_)), Ok(Some(r))) if r.outcome.is_none() => read_record(&paths.record()),
         (_, record) => record,
     };
-    let heartbeat_mtime = mtime(&paths.heartbeat());
-    let log_mtime = mtime(&paths.log());
+    let over = !matches!(status, Ok(None));
+    let heartbeat_mtime = if over {
+        None
+    } else {
+        mtime(&paths.heartbeat())
+    };
+    let log_mtime = if over { None } else { mtime(&paths.log()) };
     let any_file = matches!(record, Ok(Some(_)) | Err(_))
-        || matches!(status, Ok(Some(_)) | Err(_))
+        || over
         || heartbeat_mtime.is_some()
         || log_mtime.is_some()
         || paths.file(FileKind::Pid).exists();

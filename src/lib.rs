@@ -19,6 +19,8 @@
 //! - [`preflight`]: named checks of the environment run before work starts.
 //! - [`mcp`]: the same operations as MCP tools for AI agents (feature
 //!   `mcp`, on by default).
+//! - [`logfollow`]: reading one run's log as it grows (`tail -F`), for
+//!   `wait --until-log` and `logs --follow`.
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
 //!   exit codes.
 #![warn(missing_docs)]
@@ -30,6 +32,7 @@ pub mod exit_code;
 pub mod gc;
 pub mod kill;
 pub mod liveness;
+pub mod logfollow;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 pub mod preflight;

@@ -102,6 +102,71 @@ impl JobReport {
     }
 }
 
+/// The outcome word of a [`MatchReport`]: the waiter's own verdict, not a
+/// job outcome (the job may well still run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchOutcome {
+    /// A line of the job's log matched `wait --until-log`.
+    Matched,
+}
+
+/// The result of `wait --until-log` when a line of the run's log matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchReport {
+    /// The job's name.
+    pub name: String,
+    /// Always `matched`.
+    pub outcome: MatchOutcome,
+    /// Whether the run was still going when the line was found; `false`
+    /// when it had already ended (its exit code and the like are then the
+    /// record's).
+    pub running: bool,
+    /// The command's exit code, when the run had ended.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the command, when the run had ended.
+    pub signal: Option<i32>,
+    /// Run time in ms, when the run had ended.
+    pub duration_ms: Option<u64>,
+    /// The log file.
+    pub log: String,
+    /// The first matching line, cut at [`MAX_TAIL_LINE`] bytes.
+    pub line: String,
+}
+
+impl MatchReport {
+    /// The report of a match in the log at `paths`; `record` is the run's
+    /// final record when it had ended.
+    pub fn new(paths: &JobPaths, line: &str, running: bool, record: Option<&JobRecord>) -> Self {
+        let ended = record.filter(|_| !running);
+        Self {
+            name: paths.name().to_string(),
+            outcome: MatchOutcome::Matched,
+            running,
+            exit_code: ended.and_then(|r| r.exit_code),
+            signal: ended.and_then(|r| r.signal),
+            duration_ms: ended.and_then(|r| r.duration_ms),
+            log: paths.log().display().to_string(),
+            line: shorten(line),
+        }
+    }
+
+    /// One compact JSON line.
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("a report always serializes")
+    }
+
+    /// A short line for a person, then the matching line indented.
+    pub fn to_human(&self) -> String {
+        let state = if self.running {
+            "still running"
+        } else {
+            "the run has ended"
+        };
+        format!("{}: matched ({state})\n  | {}", self.name, self.line)
+    }
+}
+
 /// A duration in ms as `1.2s`, `3m 4s` and the like.
 pub fn human_ms(ms: u64) -> String {
     if ms < 1_000 {
@@ -126,44 +191,49 @@ pub fn tail_lines(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
 
 /// The bytes of the last `n` lines of a file (whole file if shorter).
 pub fn tail_bytes(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
-    const CHUNK: u64 = 64 * 1024;
-    if n == 0 {
-        return Ok(Vec::new());
-    }
     let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut start = len;
-    let mut buf: Vec<u8> = Vec::new();
-    // n lines need n+1 newlines when the file ends with one.
-    while start > 0 && buf.iter().filter(|b| **b == b'\n').count() <= n {
-        let read_from = start.saturating_sub(CHUNK);
-        let mut chunk = vec![0u8; (start - read_from) as usize];
-        file.seek(SeekFrom::Start(read_from))?;
-        file.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&buf);
-        buf = chunk;
-        start = read_from;
-    }
-    let text_end = if buf.ends_with(b"\n") {
-        buf.len() - 1
-    } else {
-        buf.len()
-    };
-    let mut newlines = 0;
-    let mut cut = 0;
-    for (i, b) in buf[..text_end].iter().enumerate().rev() {
-        if *b == b'\n' {
-            newlines += 1;
-            if newlines == n {
-                cut = i + 1;
-                break;
-            }
-        }
-    }
-    Ok(buf.split_off(cut))
+    let start = tail_start(&mut file, n)?;
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
-fn shorten(line: &str) -> String {
+/// The offset at which the last `n` lines of an open file start (0 if it
+/// has fewer), found by reading backwards from its end in chunks, so a huge
+/// log costs no more than its tail. A newline that ends the file does not
+/// start another line.
+pub fn tail_start(file: &mut File, n: usize) -> std::io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let len = file.metadata()?.len();
+    if n == 0 {
+        return Ok(len);
+    }
+    let mut chunk = vec![0u8; CHUNK as usize];
+    let mut newlines = 0;
+    let mut end = len;
+    while end > 0 {
+        let from = end.saturating_sub(CHUNK);
+        let buf = &mut chunk[..(end - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(buf)?;
+        for (i, b) in buf.iter().enumerate().rev() {
+            let at = from + i as u64;
+            if *b == b'\n' && at + 1 != len {
+                newlines += 1;
+                if newlines == n {
+                    return Ok(at + 1);
+                }
+            }
+        }
+        end = from;
+    }
+    Ok(0)
+}
+
+/// A log line cut to at most [`MAX_TAIL_LINE`] bytes (at a character
+/// boundary, marked with `…`).
+pub fn shorten(line: &str) -> String {
     if line.len() <= MAX_TAIL_LINE {
         return line.to_owned();
     }

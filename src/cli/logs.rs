@@ -1,4 +1,5 @@
-//! `jobwatch logs`: print a job's log, or its last lines.
+//! `jobwatch logs`: print a job's log, or its last lines; with `--follow`,
+//! go on printing until the run ends.
 
 use std::io::Write;
 
@@ -9,10 +10,22 @@ use super::{CliError, CliResult};
 use crate::exit_code;
 use crate::protocol::{JobName, JobsDir};
 use crate::report::tail_bytes;
+use crate::wait::{FollowError, FollowSpec, follow};
+
+const LOGS_HELP: &str = "\
+With --follow, new output is printed as it is written (across truncation
+and rotation of the log) until the run ends; the exit code is then the
+run's outcome: 0 success, 1 failed, 3 hung, 4 lost, 5 killed, 124 timeout.
+A new run of the same name is not followed.
+
+Examples:
+  jobwatch logs build
+  jobwatch logs build --tail 50
+  jobwatch logs build --follow --tail 20";
 
 /// Print a job's output (stdout and stderr, interleaved as written).
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  jobwatch logs build\n  jobwatch logs build --tail 50")]
+#[command(after_help = LOGS_HELP)]
 pub struct LogsArgs {
     /// The job.
     #[arg(value_parser = job_name, allow_hyphen_values = true)]
@@ -21,6 +34,10 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(long, value_name = "N")]
     tail: Option<usize>,
+
+    /// Keep printing new output until the run ends; exit with its outcome.
+    #[arg(long, short = 'f')]
+    follow: bool,
 }
 
 /// Runs the `logs` command.
@@ -32,6 +49,9 @@ pub fn logs(dir: &JobsDir, a: LogsArgs) -> CliResult {
             a.name,
             path.display()
         )));
+    }
+    if a.follow {
+        return follow_log(dir, &a);
     }
     let read_err =
         |e: std::io::Error| CliError::from(format!("cannot read {}: {e}", path.display()));
@@ -48,5 +68,21 @@ pub fn logs(dir: &JobsDir, a: LogsArgs) -> CliResult {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit_code::SUCCESS),
         Err(e) => Err(CliError::from(e)),
         Ok(()) => Ok(exit_code::SUCCESS),
+    }
+}
+
+/// `--follow`: the log until the run ends, then the run's exit code.
+fn follow_log(dir: &JobsDir, a: &LogsArgs) -> CliResult {
+    let spec = FollowSpec {
+        tail: a.tail,
+        exits_after: true,
+    };
+    match follow(dir, &a.name, &spec, &mut std::io::stdout().lock()) {
+        Ok(v) => Ok(exit_code::for_outcome(v.outcome)),
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(FollowError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(exit_code::SUCCESS)
+        }
+        Err(e) => Err(CliError::from(e)),
     }
 }

@@ -1,6 +1,7 @@
 //! `jobwatch status` and `jobwatch ls`: classify jobs from their files alone.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::time::SystemTime;
 
 use clap::Args;
@@ -133,14 +134,24 @@ fn show(dir: &JobsDir, names: Vec<JobName>, json: bool, named: bool) -> CliResul
             rows.push(r);
         }
     }
-    if json {
-        for r in &rows {
-            println!("{}", serde_json::to_string(r).expect("serializes"));
-        }
+    // One buffered write instead of one per line: thousands of jobs print
+    // in a few syscalls.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if json {
+        rows.iter().try_for_each(|r| {
+            serde_json::to_writer(&mut out, r)?;
+            writeln!(out)
+        })
     } else {
-        print_table(&rows);
+        print_table(&mut out, &rows)
+    };
+    match written.and_then(|()| out.flush()) {
+        // A reader that stopped early (`| head`) is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write to stdout: {e}").into())
+        }
+        _ => Ok(code),
     }
-    Ok(code)
 }
 
 fn row(name: &JobName, state: &JobState, heartbeat: Option<SystemTime>, now: SystemTime) -> Row {
@@ -179,16 +190,16 @@ fn archived_runs(dir: &JobsDir, name: &JobName) -> usize {
     })
 }
 
-fn print_table(rows: &[Row]) {
+fn print_table(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
     if rows.is_empty() {
-        println!("no jobs");
-        return;
+        return writeln!(out, "no jobs");
     }
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-    println!(
+    writeln!(
+        out,
         "{:width$}  {:8}  {:>8}  {:>8}  {:>4}  INFO",
         "NAME", "STATE", "AGE", "BEAT", "RUNS"
-    );
+    )?;
     for r in rows {
         let age = r.age_ms.map(human_ms).unwrap_or_else(|| "-".into());
         let beat = r
@@ -204,9 +215,11 @@ fn print_table(rows: &[Row]) {
         if let Some(k) = &r.attempt {
             info = format!("attempt {k}; {info}");
         }
-        println!(
+        writeln!(
+            out,
             "{:width$}  {:8}  {:>8}  {:>8}  {:>4}  {info}",
             r.name, r.state, age, beat, r.runs
-        );
+        )?;
     }
+    Ok(())
 }

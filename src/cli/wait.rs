@@ -3,14 +3,15 @@
 use std::time::Duration;
 
 use clap::Args;
+use regex::Regex;
 
 use super::args::{duration, job_name, positive_duration};
 use super::progress::Spinner;
 use super::{CliResult, wants_json};
 use crate::exit_code;
 use crate::protocol::{JobName, JobsDir, Outcome};
-use crate::report::JobReport;
-use crate::wait::{Verdict, WaitMode, WaitSpec, wait as wait_for};
+use crate::report::{JobReport, MatchReport};
+use crate::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
 
 const WAIT_HELP: &str = "\
 Prints one line per job: JSON when --json or stdout is not a terminal
@@ -21,10 +22,15 @@ Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed,
 With several jobs: --all (default) exits with the first non-success in the
 order given; --any with the first job that finished.
 
+--until-log REGEX (one job only) returns as soon as a line of the job's
+current run's log matches, from its first byte: outcome matched, exit 0,
+the line in the report. If the run ends first, its own outcome and code.
+
 Examples:
   jobwatch wait build
   jobwatch wait build test --all --timeout 30m --tail 50
-  jobwatch wait shard1 shard2 --any --json";
+  jobwatch wait shard1 shard2 --any --json
+  jobwatch wait server --until-log 'listening on [0-9]+' --timeout 2m";
 
 /// Wait until jobs succeed, fail, hang, time out or are lost.
 #[derive(Debug, Args)]
@@ -75,6 +81,11 @@ pub struct WaitArgs {
     /// Time between SIGTERM and SIGKILL when killing (default: the job's own).
     #[arg(long, value_parser = duration, value_name = "D")]
     grace: Option<Duration>,
+
+    /// Return as soon as a line of the job's log matches this regex
+    /// (outcome matched, exit 0). One job only.
+    #[arg(long, value_parser = log_regex, value_name = "REGEX")]
+    until_log: Option<Regex>,
 }
 
 /// Runs the `wait` command.
@@ -90,6 +101,9 @@ pub fn wait(dir: &JobsDir, a: WaitArgs) -> CliResult {
         exits_after: true,
     };
     let spinner = Spinner::start(dir, &a.names, !a.quiet && !a.json);
+    if let Some(pattern) = &a.until_log {
+        return until_log(dir, &spec, pattern, &a, spinner);
+    }
     let verdicts = wait_for(dir, &spec);
     drop(spinner);
     let verdicts = verdicts?;
@@ -127,4 +141,46 @@ fn exit_code_of(verdicts: &[Verdict], mode: WaitMode) -> u8 {
             .map_or(exit_code::SUCCESS, code),
         WaitMode::Any => verdicts.first().map_or(exit_code::SUCCESS, code),
     }
+}
+
+/// A regex for `--until-log`, with its error on one line.
+fn log_regex(s: &str) -> Result<Regex, String> {
+    Regex::new(s).map_err(|e| {
+        let why = e.to_string();
+        let last = why
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        format!("invalid regex: {last}")
+    })
+}
+
+/// `--until-log`: one line, `matched` with exit 0, or the run's own end.
+/// `wait --until-log`: the spinner (if any) is cleared before the result
+/// is printed.
+fn until_log(
+    dir: &JobsDir,
+    spec: &WaitSpec,
+    pattern: &Regex,
+    a: &WaitArgs,
+    spinner: Option<Spinner>,
+) -> CliResult {
+    let json = wants_json(a.json);
+    let waited = wait_until_log(dir, spec, pattern);
+    drop(spinner);
+    let (line, code) = match waited? {
+        LogWait::Matched(m) => {
+            let r = MatchReport::new(&m.paths, &m.line, m.running, m.record.as_ref());
+            let line = if json { r.to_json_line() } else { r.to_human() };
+            (line, exit_code::SUCCESS)
+        }
+        LogWait::Ended(v) => {
+            let r = report_of(&v, a.tail);
+            let line = if json { r.to_json_line() } else { r.to_human() };
+            (line, exit_code::for_outcome(v.outcome))
+        }
+    };
+    println!("{line}");
+    Ok(code)
 }

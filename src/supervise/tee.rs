@@ -29,9 +29,12 @@ impl Tee {
         Ok(Self { stop, handle })
     }
 
-    /// Copies what is left and stops.
+    /// Copies what is left and stops, at once: the follower is woken
+    /// rather than left to finish its sleep, so a foreground run's exit
+    /// never waits up to a whole follow interval.
     pub fn finish(self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.handle.thread().unpark();
         let _ = self.handle.join();
     }
 }
@@ -58,6 +61,6 @@ fn follow(mut file: File, stop: &AtomicBool) {
         if stopping {
             return;
         }
-        std::thread::sleep(FOLLOW_INTERVAL);
+        std::thread::park_timeout(FOLLOW_INTERVAL);
     }
 }

@@ -148,17 +148,21 @@ pub fn take_stdout_for_protocol() -> std::io::Result<std::fs::File> {
     Ok(std::fs::File::from(private))
 }
 
-/// Closes an inotify descriptor without making this process's exit wait for
-/// it. The last close of an inotify instance waits for a kernel grace period
-/// (milliseconds), and a parent sees its child's exit only after all the
-/// child's files are closed. A forked helper holds a second reference and
-/// drops it only after this process has dropped its own, so the slow last
-/// close happens in the helper, which nobody waits for (it is re-parented
-/// and reaped when this process exits).
-pub fn close_after_exit(fd: std::os::fd::OwnedFd) {
+/// Makes the last close of an inotify descriptor happen outside this
+/// process. That close waits for a kernel grace period (milliseconds), and a
+/// parent sees its child's exit only after all the child's files are
+/// closed. A helper forked now holds a second reference until this process
+/// has exited (EOF on a pipe whose write end this process keeps open for
+/// good), so this process's own close never is the last one.
+///
+/// Forked when the descriptor is created, not when it is dropped: the fork
+/// then costs nothing on the path from a job's end to the caller learning
+/// of it. Only for a process that exits soon after it is done with `fd`.
+pub fn hold_until_exit(fd: &std::os::fd::OwnedFd) {
     use std::os::fd::{AsRawFd, IntoRawFd};
-    let Ok((read_end, write_end)) = rustix::pipe::pipe() else {
-        return drop(fd);
+    let Ok((read_end, write_end)) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+    else {
+        return;
     };
     let keep = [read_end.as_raw_fd(), fd.as_raw_fd()];
     // SAFETY: after fork the child only calls async-signal-safe functions
@@ -167,19 +171,19 @@ pub fn close_after_exit(fd: std::os::fd::OwnedFd) {
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         let read_fd = read_end.into_raw_fd();
-        let _inotify = fd.into_raw_fd();
-        drop(write_end);
         close_all_but(keep);
         let mut byte = 0u8;
-        // Returns at EOF: the parent has closed its reference by then.
+        // Returns at EOF: this process has exited, its references are gone.
         // SAFETY: reading one byte into a local buffer.
         while unsafe { libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) } > 0 {}
         // SAFETY: ends the helper without running Rust's exit handlers.
         unsafe { libc::_exit(0) };
     }
-    drop(fd);
     drop(read_end);
-    drop(write_end);
+    if pid > 0 {
+        // Open until this process exits: its close is the helper's signal.
+        let _ = write_end.into_raw_fd();
+    }
 }
 
 /// In a forked child: closes every descriptor except `keep`.

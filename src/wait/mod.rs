@@ -2,7 +2,13 @@
 //! events (or polls), and acts on what their files say: a finished job is
 //! reported, a lost job is finished and its remains killed, a hung job or
 //! one past the waiter's time limit is killed and recorded as such.
+//!
+//! Two waits also read a run's log as it grows: [`wait_until_log`] (until a
+//! line matches) and [`follow`] (copy it until the run ends).
 
+mod bound;
+pub mod follow;
+pub mod until_log;
 pub mod watch;
 
 use std::time::{Duration, Instant, SystemTime};
@@ -11,6 +17,9 @@ use crate::classify::{JobState, classify, observe};
 use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
 use crate::recover::{RecoverError, WRAPPER_VANISHED, finalize_lost, kill_job};
 
+pub use bound::archived_verdict;
+pub use follow::{FollowError, FollowSpec, follow};
+pub use until_log::{LogMatch, LogWait, wait_until_log};
 pub use watch::Wakeups;
 
 /// Whether to return when all jobs are done or when the first one is.
@@ -75,6 +84,18 @@ pub enum WaitError {
     /// A job acting on which failed.
     #[error(transparent)]
     Recover(#[from] RecoverError),
+    /// `--until-log` reads one job's log; this many names were given.
+    #[error("--until-log waits on exactly one job's log, but {0} job names were given")]
+    UntilLogNames(usize),
+    /// Reading the job's log failed.
+    #[error("cannot read {path}: {source}")]
+    Log {
+        /// The log.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Waits per `spec`; returns a verdict per job that reached one, in the

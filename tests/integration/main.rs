@@ -6,6 +6,7 @@ mod breaker;
 mod gc;
 mod kill;
 mod liveness;
+mod logs_follow;
 #[cfg(feature = "mcp")]
 mod mcp;
 mod preflight;
@@ -15,4 +16,5 @@ mod run;
 mod status;
 mod support;
 mod terminal;
+mod until_log;
 mod wait;

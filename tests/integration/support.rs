@@ -797,3 +797,35 @@ pub fn write_stale_record(env: &Env, name: &str, victim: i32) {
     fs::write(env.file(name, ".heartbeat"), b"").unwrap();
     age_file(&env.file(name, ".heartbeat"));
 }
+
+/// How far process `pid` has read the file at `path`: the position of its
+/// open descriptor on it (from `/proc/PID/fdinfo`), or `None` while it has
+/// none open. Lets a test wait until a follower has read what is there.
+pub fn read_offset(pid: i32, path: &Path) -> Option<u64> {
+    let want = path.canonicalize().ok()?;
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    fds.flatten().find_map(|fd| {
+        if fs::read_link(fd.path()).ok()? != want {
+            return None;
+        }
+        let info = fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("pos:"))
+            .and_then(|p| p.trim().parse().ok())
+    })
+}
+
+/// Waits until process `pid` has read all of the file at `path` as it is
+/// now (its descriptor's position is the file's length).
+#[track_caller]
+pub fn await_read_to_end(pid: i32, path: &Path) {
+    let what = format!("pid {pid} has read {} to its end", path.display());
+    eventually(&what, || {
+        let len = fs::metadata(path).map(|m| m.len()).ok();
+        len.is_some() && read_offset(pid, path) == len
+    });
+}

@@ -1,0 +1,105 @@
+//! Side-by-side benchmarks of jobwatch against the plain pattern (a bash
+//! wrapper with a `touch` heartbeat loop and a poll loop, in
+//! `bench/plain-pattern/`) and against pueue: completion-detection latency,
+//! hang-detection latency, overhead, and scale. Prints one Markdown table.
+//!
+//! Run everything with `bash bench/run` (builds release, installs pueue into
+//! `target/bench-tools`, then runs this with the given flags); see `--help`.
+//!
+//! Every timed job records its own last act by re-executing this binary with
+//! a helper mode (`--emit-exit-time`, `--print-then-hang`, `--burn-then-hang`),
+//! so each latency runs from a time the job itself wrote down, the same way
+//! for every tool.
+
+mod hang;
+mod latency;
+mod overhead;
+mod pueue;
+mod scale;
+mod stats;
+mod util;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Benchmarks jobwatch against the plain pattern and pueue.
+#[derive(Debug, Parser)]
+#[command(name = "compare")]
+pub struct Opts {
+    /// Runs of each cheap measurement.
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+    /// Runs of jobwatch's inotify wait (cheap: enough for a real p99).
+    #[arg(long, default_value_t = 200)]
+    inotify_runs: usize,
+    /// Runs of the plain pattern polling every 15 s (each takes ~15 s).
+    #[arg(long, default_value_t = 4)]
+    slow_runs: usize,
+    /// Runs of each hang-detection measurement.
+    #[arg(long, default_value_t = 10)]
+    hang_runs: usize,
+    /// Stale threshold for the hang-detection runs.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    stale: Duration,
+    /// How long the idle job runs for the wrapper overhead figures.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle: Duration,
+    /// How long one `wait --all` watches the running jobs.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    scale_wait: Duration,
+    /// Running (sleeping, detached) jobs for the `wait --all` CPU figure.
+    #[arg(long, default_value_t = 1000)]
+    running: usize,
+    /// Finished-job counts for the `status`/`ls` figures.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    finished: Vec<usize>,
+    /// Directory holding `pueue` and `pueued`; pueue rows are skipped without it.
+    #[arg(long)]
+    pueue_bin: Option<PathBuf>,
+    /// Only these sections (latency, hang, overhead, scale).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Helper modes used by the timed jobs themselves.
+    #[arg(long, hide = true, num_args = 1)]
+    emit_exit_time: Option<PathBuf>,
+    #[arg(long, hide = true, num_args = 1)]
+    print_then_hang: Option<PathBuf>,
+    #[arg(long, hide = true, num_args = 1)]
+    burn_then_hang: Option<PathBuf>,
+    /// Ignored: cargo passes `--bench` to bench binaries.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() {
+    let opts = Opts::parse();
+    if let Some(p) = &opts.emit_exit_time {
+        util::write_now(p);
+        return;
+    }
+    if let Some(p) = &opts.print_then_hang {
+        util::print_then_hang(p);
+    }
+    if let Some(p) = &opts.burn_then_hang {
+        util::burn_then_hang(p);
+    }
+    let wants = |s: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == s);
+    let ctx = util::Ctx::new(&opts);
+    let mut rows = Vec::new();
+    if wants("latency") {
+        rows.extend(latency::run(&ctx, &opts));
+    }
+    if wants("hang") {
+        rows.extend(hang::run(&ctx, &opts));
+    }
+    if wants("overhead") {
+        rows.extend(overhead::run(&ctx, &opts));
+    }
+    if wants("scale") {
+        rows.extend(scale::run(&ctx, &opts));
+    }
+    println!();
+    stats::print_table(&rows);
+}

@@ -1,0 +1,99 @@
+//! The run a log-reading waiter is bound to, and where that run is now.
+//!
+//! `wait --until-log` and `logs --follow` are about one run of a name: the
+//! one current when they began. If the name is started again meanwhile, the
+//! previous run's files move to `history/NAME/<label>/` and the name's files
+//! describe the new run. Its verdict must never be reported for the bound
+//! run; the bound run's own verdict is then read from its archived files.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::Verdict;
+use crate::classify::{JobState, classify, observe};
+use crate::logfollow::LogFollower;
+use crate::protocol::record::read_record;
+use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
+
+/// Where the bound run is.
+pub(super) enum Located {
+    /// Still (or not yet known not to be) the name's current run.
+    Current,
+    /// Archived: the name moved on; this is the run's verdict from history.
+    Archived(Box<Verdict>),
+    /// Neither current nor found in history (someone removed it).
+    Gone,
+}
+
+/// Where the run `log` follows is, binding it to the current run when it
+/// is not bound yet.
+pub(super) fn locate(dir: &JobsDir, job: &JobPaths, log: &mut LogFollower) -> Located {
+    let current = read_record(&job.record()).ok().flatten().map(|r| r.job_id);
+    match (log.run(), current) {
+        (Some(bound), Some(current)) if bound != current => {
+            match archived_verdict(dir, job.name(), bound) {
+                Some(v) => Located::Archived(Box::new(v)),
+                None => Located::Gone,
+            }
+        }
+        (None, Some(current)) => {
+            log.bind(&current);
+            Located::Current
+        }
+        _ => Located::Current,
+    }
+}
+
+/// The bound run's verdict, given a verdict read from the name's current
+/// files: that one if it is about the bound run; else the bound run's from
+/// history. `None` when it cannot be told yet.
+pub(super) fn own_verdict(dir: &JobsDir, log: &mut LogFollower, v: Verdict) -> Option<Verdict> {
+    let current = v.record.as_ref().map(|r| r.job_id.clone());
+    match (log.run(), current) {
+        (Some(bound), current) if current.as_deref() != Some(bound) => {
+            match archived_verdict(dir, v.paths.name(), bound) {
+                Some(archived) => Some(archived),
+                // A status without a record: the bound run's own, seen while
+                // it was being archived (the record moves first).
+                None if current.is_none() => Some(v),
+                None => None,
+            }
+        }
+        (None, Some(current)) => {
+            log.bind(&current);
+            Some(v)
+        }
+        _ => Some(v),
+    }
+}
+
+/// The verdict of run `job_id` of `name` from its archived files, if it is
+/// in history. Its paths point into history, so a report names the log
+/// where it now is.
+pub fn archived_verdict(dir: &JobsDir, name: &JobName, job_id: &str) -> Option<Verdict> {
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir.history_of(name))
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .collect();
+    // Labels sort by start time: the run just archived is usually the last.
+    folders.sort_unstable_by(|a, b| b.cmp(a));
+    folders.into_iter().find_map(|folder| {
+        let paths = JobPaths::new(&folder, name);
+        let record = read_record(&paths.record()).ok().flatten()?;
+        (record.job_id == job_id).then(|| verdict_of_archived(&paths, record))
+    })
+}
+
+fn verdict_of_archived(paths: &JobPaths, record: JobRecord) -> Verdict {
+    if let Some(outcome) = record.outcome {
+        return Verdict::ended(paths, outcome, Some(record));
+    }
+    match classify(observe(paths), SystemTime::now(), None) {
+        JobState::Finished { outcome, record } => {
+            Verdict::ended(paths, outcome, record.map(|r| *r))
+        }
+        // A run is finished before it is archived; one that was not had
+        // lost its wrapper.
+        _ => Verdict::ended(paths, Outcome::Lost, Some(record)),
+    }
+}

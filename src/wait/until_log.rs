@@ -1,0 +1,225 @@
+//! `wait --until-log`: return as soon as a line of a run's log matches a
+//! regex, or with the run's real outcome if it ends first.
+//!
+//! The log is read from byte 0 of the bound run's log (a marker printed
+//! before the wait began counts), then only its new bytes, as log writes
+//! wake the waiter. The job's state is re-read only when a state file
+//! changes (or at the usual safety recheck), so a chatty log costs a read
+//! of its new bytes per wake-up and nothing more.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use regex::Regex;
+
+use super::bound::{Located, locate, own_verdict};
+use super::watch::{SAFETY_RECHECK, Wake, Wakeups};
+use super::{Step, VANISHED_LIMIT, Verdict, WaitError, WaitSpec, step, time_out};
+use crate::classify::{JobState, classify, observe};
+use crate::logfollow::{LineMatcher, LogFollower};
+use crate::protocol::{JobPaths, JobRecord, JobsDir};
+use crate::recover::RecoverError;
+
+/// A line of the bound run's log matched.
+#[derive(Debug, Clone)]
+pub struct LogMatch {
+    /// The run's files (in history when it was archived meanwhile).
+    pub paths: JobPaths,
+    /// The first matching line, cut to [`crate::report::MAX_TAIL_LINE`].
+    pub line: String,
+    /// Whether the run was still going when the line was found.
+    pub running: bool,
+    /// The run's final record, when it had ended.
+    pub record: Option<JobRecord>,
+}
+
+/// How `wait --until-log` ended.
+#[derive(Debug, Clone)]
+pub enum LogWait {
+    /// A line matched.
+    Matched(LogMatch),
+    /// The run ended (or the wait timed out) without a matching line.
+    Ended(Verdict),
+}
+
+/// Waits until a line of the log of the one job in `spec.names` matches
+/// `pattern`, or the job reaches an outcome; `spec` applies as for
+/// [`super::wait`] (timeout, stale, poll, kills, grace). The wait is bound
+/// to the run current when it begins: a line of an earlier run's log never
+/// matches, and if the name is restarted meanwhile the bound run's own
+/// outcome is returned.
+pub fn wait_until_log(
+    dir: &JobsDir,
+    spec: &WaitSpec,
+    pattern: &Regex,
+) -> Result<LogWait, WaitError> {
+    let [name] = spec.names.as_slice() else {
+        return Err(WaitError::UntilLogNames(spec.names.len()));
+    };
+    let job = dir.job(name);
+    let wakeups = Wakeups::with_log_writes(dir.path(), &spec.names, spec.poll, spec.exits_after);
+    let mut log = LogFollower::new(&job);
+    let mut lines = LineMatcher::new(pattern.clone());
+    let deadline = spec.timeout.map(|t| Instant::now() + t);
+    let mut first_pass = true;
+    let mut vanished_since: Option<Instant> = None;
+    let mut wake = Wake::State;
+    let mut next_look = Instant::now();
+    loop {
+        // The log before the state: a line written before the job ended
+        // counts even when the end is seen in the same look.
+        scan(&job, &mut log, &mut lines)?;
+        if let Some(line) = lines.found() {
+            return Ok(LogWait::Matched(matched(dir, &job, &mut log, line)));
+        }
+        if wake == Wake::State || Instant::now() >= next_look {
+            match look(dir, &job, spec, first_pass, &mut log)? {
+                Look::Ended(v) => return finish(&job, &mut log, &mut lines, *v),
+                Look::Pending(recheck_in) => {
+                    vanished_since = None;
+                    next_look = Instant::now() + recheck_in.min(SAFETY_RECHECK);
+                }
+                Look::Vanished => {
+                    let since = *vanished_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= VANISHED_LIMIT {
+                        return Err(RecoverError::Missing(name.to_string()).into());
+                    }
+                    next_look = Instant::now() + Duration::from_millis(50);
+                }
+            }
+            first_pass = false;
+        }
+        let mut sleep = next_look.saturating_duration_since(Instant::now());
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return timed_out(dir, &job, spec, &mut log, &mut lines);
+            }
+            sleep = sleep.min(left);
+        }
+        wake = wakeups.wait(sleep);
+    }
+}
+
+enum Look {
+    Ended(Box<Verdict>),
+    Pending(Duration),
+    Vanished,
+}
+
+/// Looks at the bound run once and acts on it as a plain wait does.
+fn look(
+    dir: &JobsDir,
+    job: &JobPaths,
+    spec: &WaitSpec,
+    first_pass: bool,
+    log: &mut LogFollower,
+) -> Result<Look, RecoverError> {
+    match locate(dir, job, log) {
+        Located::Archived(v) => return Ok(Look::Ended(v)),
+        Located::Gone => return Ok(Look::Vanished),
+        Located::Current => {}
+    }
+    Ok(match step(job, spec, first_pass)? {
+        Step::Done(v) => match own_verdict(dir, log, *v) {
+            Some(v) => Look::Ended(Box::new(v)),
+            None => Look::Vanished,
+        },
+        Step::Pending { recheck_in } => Look::Pending(recheck_in),
+        Step::Vanished => Look::Vanished,
+    })
+}
+
+/// Reads what is new in the log into the matcher.
+fn scan(job: &JobPaths, log: &mut LogFollower, lines: &mut LineMatcher) -> Result<(), WaitError> {
+    while lines.found().is_none() {
+        match log.next_chunk() {
+            Ok(Some(chunk)) => lines.take(chunk),
+            Ok(None) => break,
+            Err(source) => {
+                return Err(WaitError::Log {
+                    path: job.log().display().to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The run ended: its log is complete, and its last line counts even
+/// without a newline.
+fn finish(
+    job: &JobPaths,
+    log: &mut LogFollower,
+    lines: &mut LineMatcher,
+    v: Verdict,
+) -> Result<LogWait, WaitError> {
+    scan(job, log, lines)?;
+    lines.finish();
+    Ok(match lines.found() {
+        Some(line) => LogWait::Matched(LogMatch {
+            paths: v.paths,
+            line: line.to_owned(),
+            running: v.running,
+            record: v.record,
+        }),
+        None => LogWait::Ended(v),
+    })
+}
+
+/// The waiter's own limit passed: a line that arrived at the last moment
+/// still counts; else the job is timed out as by a plain wait.
+fn timed_out(
+    dir: &JobsDir,
+    job: &JobPaths,
+    spec: &WaitSpec,
+    log: &mut LogFollower,
+    lines: &mut LineMatcher,
+) -> Result<LogWait, WaitError> {
+    scan(job, log, lines)?;
+    if let Some(line) = lines.found() {
+        return Ok(LogWait::Matched(matched(dir, job, log, line)));
+    }
+    if let Located::Archived(v) = locate(dir, job, log) {
+        return Ok(LogWait::Ended(*v));
+    }
+    let verdict = time_out(std::slice::from_ref(job), vec![None], spec)?;
+    Ok(LogWait::Ended(
+        verdict
+            .into_iter()
+            .next()
+            .expect("time_out gives one verdict per job"),
+    ))
+}
+
+/// The match report, with whether the run still goes (read, not acted on).
+fn matched(dir: &JobsDir, job: &JobPaths, log: &mut LogFollower, line: &str) -> LogMatch {
+    let ended = |v: Verdict| LogMatch {
+        paths: v.paths,
+        line: line.to_owned(),
+        running: false,
+        record: v.record,
+    };
+    if let Located::Archived(v) = locate(dir, job, log) {
+        return ended(*v);
+    }
+    match classify(observe(job), SystemTime::now(), None) {
+        JobState::Finished { outcome, record } => {
+            let v = Verdict::ended(job, outcome, record.map(|r| *r));
+            match own_verdict(dir, log, v) {
+                Some(v) => ended(v),
+                None => still_running(job, line),
+            }
+        }
+        _ => still_running(job, line),
+    }
+}
+
+fn still_running(job: &JobPaths, line: &str) -> LogMatch {
+    LogMatch {
+        paths: job.clone(),
+        line: line.to_owned(),
+        running: true,
+        record: None,
+    }
+}
