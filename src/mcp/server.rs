@@ -99,7 +99,8 @@ without progress and as `timeout` after `timeout`. Then call `wait`.",
     #[tool(
         description = "Wait until jobs reach an outcome: success, failed, hung, timeout, killed or lost \
 (one JSON line per job; the log's last lines on anything but success). If the time cap passes first, \
-returns outcome `running` with elapsed_ms, beat_age_ms and last_line and leaves the job running: call again.",
+returns outcome `running` with elapsed_ms, beat_age_ms and last_line and leaves the job running: call again. \
+With until_log (a regex, one job): returns `matched` and the line as soon as the log shows it, e.g. a server's ready line.",
         input_schema = schema::<WaitParams>()
     )]
     async fn wait(

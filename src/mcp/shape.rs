@@ -75,6 +75,32 @@ pub struct Running {
     pub last_line: Option<String>,
 }
 
+/// A line of a job's log matched `wait`'s `until_log`.
+#[derive(Debug, Serialize)]
+pub struct Matched {
+    /// The job.
+    pub name: String,
+    /// Always `matched`.
+    pub outcome: &'static str,
+    /// Whether the job was still running when the line was found.
+    pub running: bool,
+    /// The matching line, cut short.
+    pub line: String,
+    /// The log file.
+    pub log: String,
+}
+
+/// The result of a `wait` whose `until_log` matched.
+pub fn matched(m: &crate::wait::LogMatch) -> Matched {
+    Matched {
+        name: m.paths.name().to_string(),
+        outcome: "matched",
+        running: m.running,
+        line: cut(&m.line, MAX_LINE),
+        log: m.paths.log().display().to_string(),
+    }
+}
+
 /// One job's line in `status`.
 #[derive(Debug, Serialize)]
 pub struct StatusRow {

@@ -110,6 +110,8 @@ pub struct WaitParams {
     pub timeout: Option<String>,
     /// Log lines to include on any outcome but success (default 20, at most 50).
     pub tail: Option<u32>,
+    /// A regex: return as soon as a line of the job's log matches (one job only), with outcome `matched` and the line; the job keeps running. E.g. "listening on".
+    pub until_log: Option<String>,
 }
 
 /// Parameters of `status`.

@@ -12,10 +12,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use regex::Regex;
+
 use super::shape;
 use super::tools::{self, DEFAULT_WAIT_TAIL, Mode, ToolError, WaitParams};
 use crate::protocol::{JobName, JobsDir};
-use crate::wait::{Verdict, WaitMode, WaitSpec, wait as wait_for};
+use crate::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
 
 /// A checked `wait` request.
 #[derive(Debug, Clone)]
@@ -28,6 +30,8 @@ pub struct Plan {
     pub timeout: Option<Duration>,
     /// Log lines on anything but success.
     pub tail: usize,
+    /// Return when a line of the (one) job's log matches.
+    pub until_log: Option<Regex>,
 }
 
 impl Plan {
@@ -38,14 +42,30 @@ impl Plan {
             .as_deref()
             .map(|t| crate::cli::args::duration(t).map_err(|e| format!("timeout: {e}")))
             .transpose()?;
+        let names = tools::names(&p.names)?;
+        let until_log = match &p.until_log {
+            Some(_) if names.len() != 1 => {
+                return Err(format!(
+                    "until_log reads one job's log, but {} names were given",
+                    names.len()
+                ));
+            }
+            Some(re) => Some(Regex::new(re).map_err(|e| {
+                let first = e.to_string();
+                let first = first.lines().last().unwrap_or("invalid").trim().to_owned();
+                format!("until_log: invalid regex {re:?}: {first}")
+            })?),
+            None => None,
+        };
         Ok(Self {
-            names: tools::names(&p.names)?,
+            names,
             mode: match p.mode.unwrap_or_default() {
                 Mode::All => WaitMode::All,
                 Mode::Any => WaitMode::Any,
             },
             timeout,
             tail: p.tail.map_or(DEFAULT_WAIT_TAIL, |n| n as usize),
+            until_log,
         })
     }
 
@@ -87,7 +107,20 @@ pub async fn wait_slice(dir: &JobsDir, plan: &Plan, limit: Duration) -> Result<S
     let dir = dir.clone();
     let plan = plan.clone();
     tokio::task::spawn_blocking(move || {
-        let verdicts = wait_for(&dir, &plan.spec(limit)).map_err(|e| e.to_string())?;
+        let spec = plan.spec(limit);
+        if let Some(pattern) = &plan.until_log {
+            return match wait_until_log(&dir, &spec, pattern).map_err(|e| e.to_string())? {
+                LogWait::Matched(m) => Ok(Slice {
+                    text: shape::line(&shape::matched(&m)),
+                    settled: true,
+                }),
+                LogWait::Ended(v) => Ok(Slice {
+                    text: shape::verdict_line(&v, plan.tail),
+                    settled: !v.running,
+                }),
+            };
+        }
+        let verdicts = wait_for(&dir, &spec).map_err(|e| e.to_string())?;
         Ok(Slice {
             text: shape::lines(verdicts.iter().map(|v| shape::verdict_line(v, plan.tail))),
             settled: plan.settled(&verdicts),

@@ -543,6 +543,55 @@ fn a_pending_wait_does_not_hold_up_another() {
 }
 
 #[test]
+fn wait_until_log_returns_on_the_marker_and_leaves_the_server_running() {
+    let env = &Env::new();
+    with_server(env, &[], |mcp| async move {
+        let script = "echo booting; echo listening on 8080; exec sleep 300";
+        let started = mcp
+            .call(
+                "start",
+                json!({"name": "srv", "command": ["sh", "-c", script], "liveness": "timer"}),
+            )
+            .await
+            .ok_small();
+        let ready = mcp
+            .call(
+                "wait",
+                json!({"names": ["srv"], "until_log": "listening on [0-9]+"}),
+            )
+            .await
+            .ok_small();
+        assert_eq!(ready["outcome"], "matched", "{ready}");
+        assert_eq!(ready["line"], "listening on 8080");
+        assert_eq!(ready["running"], true);
+        assert!(
+            is_alive(started["pid"].as_i64().unwrap() as i32),
+            "the server keeps running"
+        );
+
+        mcp.call("wait", json!({"names": ["srv"], "until_log": "("}))
+            .await
+            .err_containing("until_log: invalid regex");
+        mcp.call("wait", json!({"names": ["srv", "other"], "until_log": "x"}))
+            .await
+            .err_containing("until_log reads one job's log");
+        // No match before the cap: `running`, as for a plain wait.
+        let still = mcp
+            .call(
+                "wait",
+                json!({"names": ["srv"], "until_log": "never printed", "timeout": "200ms"}),
+            )
+            .await
+            .ok_small();
+        assert_eq!(still["outcome"], "running", "{still}");
+        mcp.call("kill", json!({"name": "srv", "grace": "0s"}))
+            .await
+            .ok_small();
+        mcp
+    });
+}
+
+#[test]
 fn preflight_reports_failures_and_gates_start() {
     let env = &Env::new();
     with_server(env, &[], |mcp| async move {
