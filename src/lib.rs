@@ -17,6 +17,8 @@
 //! - [`gc`]: housekeeping: removing finished runs, surplus history and
 //!   stray files, never touching a running job.
 //! - [`preflight`]: named checks of the environment run before work starts.
+//! - [`mcp`]: the same operations as MCP tools for AI agents (feature
+//!   `mcp`, on by default).
 //! - [`logfollow`]: reading one run's log as it grows (`tail -F`), for
 //!   `wait --until-log` and `logs --follow`.
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
@@ -31,6 +33,8 @@ pub mod gc;
 pub mod kill;
 pub mod liveness;
 pub mod logfollow;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod preflight;
 pub mod protocol;
 pub mod recover;

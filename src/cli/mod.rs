@@ -2,17 +2,19 @@
 //! each a thin layer over the library. Errors become one line on stderr and
 //! a documented exit code.
 
-mod args;
+pub(crate) mod args;
 mod beat;
 mod breaker;
 mod completions;
 mod gc;
 mod kill;
 mod logs;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod preflight;
 mod progress;
 mod run;
-mod status;
+pub(crate) mod status;
 mod wait;
 
 use std::io::IsTerminal;
@@ -55,6 +57,8 @@ enum Commands {
     Logs(logs::LogsArgs),
     Kill(kill::KillArgs),
     Beat(beat::BeatArgs),
+    #[cfg(feature = "mcp")]
+    Mcp(mcp::McpArgs),
     Breaker(breaker::BreakerArgs),
     Gc(gc::GcArgs),
     Completions(completions::CompletionsArgs),
@@ -110,6 +114,8 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Logs(a) => logs::logs(&dir()?, a),
         Commands::Kill(a) => kill::kill(&dir()?, a),
         Commands::Beat(a) => beat::beat(&dir()?, a),
+        #[cfg(feature = "mcp")]
+        Commands::Mcp(a) => mcp::mcp(&dir()?, a),
         Commands::Breaker(a) => breaker::breaker(&dir()?, a),
         Commands::Gc(a) => gc::gc(&dir()?, a),
         Commands::Completions(a) => completions::completions(a),

@@ -136,6 +136,18 @@ pub fn release_stdio(log: &std::path::Path) {
     }
 }
 
+/// Takes this process's stdout for a protocol that owns it (`jobwatch mcp`):
+/// returns a private duplicate of it and points fd 1 at stderr, so a stray
+/// print anywhere in the process lands in the diagnostics instead of
+/// corrupting the protocol stream.
+pub fn take_stdout_for_protocol() -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    let private = stdout.as_fd().try_clone_to_owned()?;
+    rustix::stdio::dup2_stdout(std::io::stderr())?;
+    Ok(std::fs::File::from(private))
+}
+
 /// Makes the last close of an inotify descriptor happen outside this
 /// process. That close waits for a kernel grace period (milliseconds), and a
 /// parent sees its child's exit only after all the child's files are

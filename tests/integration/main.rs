@@ -7,6 +7,8 @@ mod gc;
 mod kill;
 mod liveness;
 mod logs_follow;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod preflight;
 mod protocol;
 mod retries;

@@ -1,0 +1,204 @@
+//! `wait` over MCP: the library's waiter run on a blocking thread in slices
+//! no longer than the server's cap, with progress reported while it blocks.
+//!
+//! A plain tool call waits one slice and answers `running` if the jobs are
+//! still at work. A task-augmented call (a client that declared the tasks
+//! extension) waits slice after slice until the outcome, the caller's own
+//! timeout, or `tasks/cancel`, keeping the task's status message current.
+//! Neither ever kills a job: the job's own `timeout` and `stale` do that.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+
+use super::shape;
+use super::tools::{self, DEFAULT_WAIT_TAIL, Mode, ToolError, WaitParams};
+use crate::protocol::{JobName, JobsDir};
+use crate::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
+
+/// A checked `wait` request.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The jobs.
+    pub names: Vec<JobName>,
+    /// All or any.
+    pub mode: WaitMode,
+    /// The caller's own limit, if it gave one.
+    pub timeout: Option<Duration>,
+    /// Log lines on anything but success.
+    pub tail: usize,
+    /// Return when a line of the (one) job's log matches.
+    pub until_log: Option<Regex>,
+}
+
+impl Plan {
+    /// Checks the parameters of `wait`.
+    pub fn new(p: &WaitParams) -> Result<Self, ToolError> {
+        let timeout = p
+            .timeout
+            .as_deref()
+            .map(|t| crate::cli::args::duration(t).map_err(|e| format!("timeout: {e}")))
+            .transpose()?;
+        let names = tools::names(&p.names)?;
+        let until_log = match &p.until_log {
+            Some(_) if names.len() != 1 => {
+                return Err(format!(
+                    "until_log reads one job's log, but {} names were given",
+                    names.len()
+                ));
+            }
+            Some(re) => Some(Regex::new(re).map_err(|e| {
+                let first = e.to_string();
+                let first = first.lines().last().unwrap_or("invalid").trim().to_owned();
+                format!("until_log: invalid regex {re:?}: {first}")
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            names,
+            mode: match p.mode.unwrap_or_default() {
+                Mode::All => WaitMode::All,
+                Mode::Any => WaitMode::Any,
+            },
+            timeout,
+            tail: p.tail.map_or(DEFAULT_WAIT_TAIL, |n| n as usize),
+            until_log,
+        })
+    }
+
+    /// The library wait for one slice of `limit`: never killing when it
+    /// passes, never forking a helper (this process lives on).
+    fn spec(&self, limit: Duration) -> WaitSpec {
+        WaitSpec {
+            names: self.names.clone(),
+            mode: self.mode,
+            timeout: Some(limit),
+            stale: None,
+            poll: None,
+            kill_on_timeout: false,
+            grace: None,
+            exits_after: false,
+        }
+    }
+
+    /// Whether these verdicts answer the wait (rather than report progress).
+    fn settled(&self, verdicts: &[Verdict]) -> bool {
+        match self.mode {
+            WaitMode::All => verdicts.iter().all(|v| !v.running),
+            WaitMode::Any => verdicts.iter().any(|v| !v.running),
+        }
+    }
+}
+
+/// What one slice of waiting found.
+#[derive(Debug)]
+pub struct Slice {
+    /// The answer: one line per job.
+    pub text: String,
+    /// Whether the wait is over (an outcome, not `running`).
+    pub settled: bool,
+}
+
+/// Waits at most `limit` on a blocking thread.
+pub async fn wait_slice(dir: &JobsDir, plan: &Plan, limit: Duration) -> Result<Slice, ToolError> {
+    let dir = dir.clone();
+    let plan = plan.clone();
+    tokio::task::spawn_blocking(move || {
+        let spec = plan.spec(limit);
+        if let Some(pattern) = &plan.until_log {
+            return match wait_until_log(&dir, &spec, pattern).map_err(|e| e.to_string())? {
+                LogWait::Matched(m) => Ok(Slice {
+                    text: shape::line(&shape::matched(&m)),
+                    settled: true,
+                }),
+                LogWait::Ended(v) => Ok(Slice {
+                    text: shape::verdict_line(&v, plan.tail),
+                    settled: !v.running,
+                }),
+            };
+        }
+        let verdicts = wait_for(&dir, &spec).map_err(|e| e.to_string())?;
+        Ok(Slice {
+            text: shape::lines(verdicts.iter().map(|v| shape::verdict_line(v, plan.tail))),
+            settled: plan.settled(&verdicts),
+        })
+    })
+    .await
+    .map_err(|e| format!("internal error: {e}"))?
+}
+
+/// Waits until the jobs settle, `plan.timeout` passes or `cancelled`
+/// resolves (then `None`), in slices of at most `cap`.
+pub async fn wait_until_settled(
+    dir: &JobsDir,
+    plan: &Plan,
+    cap: Duration,
+    cancelled: impl Future<Output = ()>,
+) -> Option<Result<String, ToolError>> {
+    let started = Instant::now();
+    let slices = async {
+        loop {
+            let left = plan.timeout.map(|t| t.saturating_sub(started.elapsed()));
+            let limit = left.map_or(cap, |l| l.min(cap));
+            match wait_slice(dir, plan, limit).await {
+                Ok(s) if s.settled || left.is_some_and(|l| l <= limit) => return Ok(s.text),
+                Ok(_) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tokio::select! {
+        answer = slices => Some(answer),
+        // A slice still blocking ends by itself at the cap; nobody reads it.
+        _ = cancelled => None,
+    }
+}
+
+/// A future that never ends (its output type has no value): raced against
+/// a wait, which it outlives.
+pub type Forever = Pin<Box<dyn Future<Output = Infallible> + Send>>;
+
+/// Calls `report(message, elapsed)` every `every`, forever: the message
+/// names each job still running with its run time and last log line.
+pub fn report_progress<F>(dir: &JobsDir, names: &[JobName], every: Duration, report: F) -> Forever
+where
+    F: Fn(String, Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static,
+{
+    let dir = dir.clone();
+    let names = names.to_vec();
+    Box::pin(async move {
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(every).await;
+            let (dir, names) = (dir.clone(), names.clone());
+            let message = tokio::task::spawn_blocking(move || progress_message(&dir, &names))
+                .await
+                .unwrap_or_default();
+            report(message, started.elapsed()).await;
+        }
+    })
+}
+
+/// One line on the jobs still running: name, run time, last log line.
+pub fn progress_message(dir: &JobsDir, names: &[JobName]) -> String {
+    let parts: Vec<String> = names
+        .iter()
+        .map(|n| dir.job(n))
+        .filter(|paths| !paths.status().exists())
+        .map(|paths| shape::running(&paths))
+        .map(|r| {
+            let elapsed = r
+                .elapsed_ms
+                .map(crate::report::human_ms)
+                .unwrap_or_default();
+            match r.last_line {
+                Some(l) => format!("{}: running {elapsed}, last: {l}", r.name),
+                None => format!("{}: running {elapsed}", r.name),
+            }
+        })
+        .collect();
+    shape::cut(&parts.join("; "), 300)
+}
