@@ -102,7 +102,9 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> CliResult {
-    if !matches!(cli.command, Commands::Run(_)) {
+    // The wrapper must outlive its reader, and the MCP server ends its own
+    // way when its client leaves; every other command is a listing.
+    if !is_long_lived(&cli.command) {
         crate::sys::signal::exit_on_broken_pipe();
     }
     let dir = || open_dir(cli.dir.clone());
@@ -120,6 +122,15 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Gc(a) => gc::gc(&dir()?, a),
         Commands::Completions(a) => completions::completions(a),
         Commands::Preflight(a) => preflight::preflight(a),
+    }
+}
+
+fn is_long_lived(command: &Commands) -> bool {
+    match command {
+        Commands::Run(_) => true,
+        #[cfg(feature = "mcp")]
+        Commands::Mcp(_) => true,
+        _ => false,
     }
 }
 
