@@ -463,11 +463,23 @@ fn read(path: &Path, key: &BreakerKey) -> Result<Breaker, BreakerError> {
     }
 }
 
+/// The breaker's state for [`reset`]: a malformed file reads as new.
+fn read_or_new(path: &Path, key: &BreakerKey) -> Result<Breaker, BreakerError> {
+    match read(path, key) {
+        Err(BreakerError::Read {
+            source: RecordError::Malformed { .. },
+            ..
+        }) => Ok(Breaker::new(key)),
+        other => other,
+    }
+}
+
 /// Runs `change` on the breaker's state under its lock and writes the
 /// result back if `change` says so.
 fn update<T>(
     dir: &JobsDir,
     key: &BreakerKey,
+    read_state: fn(&Path, &BreakerKey) -> Result<Breaker, BreakerError>,
     change: impl FnOnce(&mut Breaker) -> (bool, T),
 ) -> Result<T, BreakerError> {
     let folder = dir.breakers();
@@ -484,7 +496,7 @@ fn update<T>(
         source,
     })?;
     let path = file_of(dir, key);
-    let mut breaker = read(&path, key)?;
+    let mut breaker = read_state(&path, key)?;
     let (changed, answer) = change(&mut breaker);
     if changed {
         let mut json = serde_json::to_vec_pretty(&breaker).expect("a breaker always serializes");
@@ -551,9 +563,12 @@ pub fn list(dir: &JobsDir) -> Result<Vec<Result<BreakerView, BreakerError>>, Bre
     Ok(keys.iter().map(|k| status(dir, k)).collect())
 }
 
-/// Closes the breaker and forgets its count.
+/// Closes the breaker and forgets its count, keeping its policy.
+/// A damaged file cannot be trusted for anything else, but repairing it is
+/// what a reset is for: it is replaced by a closed breaker (with the
+/// default policy, as the stored one is unreadable).
 pub fn reset(dir: &JobsDir, key: &BreakerKey) -> Result<BreakerView, BreakerError> {
-    let breaker = update(dir, key, |b| {
+    let breaker = update(dir, key, read_or_new, |b| {
         let policy = (b.max_failures, b.cooldown_ms);
         *b = Breaker::new(key);
         (b.max_failures, b.cooldown_ms) = policy;
@@ -572,7 +587,7 @@ pub fn record_event(
     run: Option<&RunRef>,
     policy: PolicyUpdate,
 ) -> Result<BreakerView, BreakerError> {
-    let breaker = update(dir, key, |b| {
+    let breaker = update(dir, key, read, |b| {
         b.apply_policy(policy);
         b.count(event, run, outcome);
         (true, b.clone())
@@ -602,7 +617,7 @@ pub fn admit(
     run: &RunRef,
     policy: PolicyUpdate,
 ) -> Result<Admission, BreakerError> {
-    update(dir, key, |b| {
+    update(dir, key, read, |b| {
         let before = b.clone();
         b.apply_policy(policy);
         let now = SystemTime::now();

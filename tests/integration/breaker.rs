@@ -461,6 +461,12 @@ fn a_malformed_breaker_file_is_a_clear_error_naming_it() {
         assert_eq!(lines.len(), 1, "{}", describe(&out));
         assert_eq!(lines[0]["key"], "good");
     }
+
+    // Repairing it is what reset is for.
+    let out = env.jw(&["breaker", "reset", "bad"]);
+    assert_code(&out, exit::SUCCESS);
+    assert_eq!(json_line(&out)["state"], "closed");
+    assert_code(&env.jw(&["breaker", "status", "bad"]), exit::SUCCESS);
 }
 
 #[test]
