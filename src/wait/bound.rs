@@ -7,13 +7,66 @@
 //! run; the bound run's own verdict is then read from its archived files.
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use super::Verdict;
+use super::watch::{SAFETY_RECHECK, Wake};
+use super::{VANISHED_LIMIT, Verdict};
 use crate::classify::{JobState, classify, observe};
 use crate::logfollow::LogFollower;
 use crate::protocol::record::read_record;
 use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
+
+/// What one look at the bound run's state found.
+pub(super) enum Look {
+    /// It ended: its own verdict.
+    Ended(Box<Verdict>),
+    /// Still running: look again within this long.
+    Pending(Duration),
+    /// Neither it nor its verdict is to be found right now.
+    Vanished,
+}
+
+/// When a log-reading waiter next looks at its run's state (a log write
+/// alone does not make it look), and since when the run has been missing: a
+/// restart hides a run for a moment, [`VANISHED_LIMIT`] is not a moment.
+pub(super) struct LookSchedule {
+    next: Instant,
+    vanished_since: Option<Instant>,
+}
+
+impl LookSchedule {
+    /// The first look is due at once.
+    pub(super) fn new() -> Self {
+        Self {
+            next: Instant::now(),
+            vanished_since: None,
+        }
+    }
+
+    /// Whether to look now: the run's files changed, or a recheck is due.
+    pub(super) fn due(&self, wake: Wake) -> bool {
+        wake == Wake::State || Instant::now() >= self.next
+    }
+
+    /// After a look that found the run still going.
+    pub(super) fn pending(&mut self, recheck_in: Duration) {
+        self.vanished_since = None;
+        self.next = Instant::now() + recheck_in.min(SAFETY_RECHECK);
+    }
+
+    /// After a look that found nothing; `false` once the run has been
+    /// missing for longer than [`VANISHED_LIMIT`].
+    pub(super) fn vanished(&mut self) -> bool {
+        let since = *self.vanished_since.get_or_insert_with(Instant::now);
+        self.next = Instant::now() + Duration::from_millis(50);
+        since.elapsed() < VANISHED_LIMIT
+    }
+
+    /// How long until the next look.
+    pub(super) fn until_next(&self) -> Duration {
+        self.next.saturating_duration_since(Instant::now())
+    }
+}
 
 /// Where the bound run is.
 pub(super) enum Located {

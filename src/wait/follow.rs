@@ -7,11 +7,11 @@
 //! wrapper (or a waiter) is what decides.
 
 use std::io::{self, Write};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use super::bound::{Located, locate, own_verdict};
+use super::Verdict;
+use super::bound::{Located, Look, LookSchedule, locate, own_verdict};
 use super::watch::{SAFETY_RECHECK, Wake, Wakeups};
-use super::{VANISHED_LIMIT, Verdict};
 use crate::classify::{JobState, classify, observe};
 use crate::logfollow::{LogChunk, LogFollower};
 use crate::protocol::{JobName, JobPaths, JobsDir, Outcome};
@@ -80,40 +80,25 @@ pub fn follow(
         spec.exits_after,
     );
     let mut first_look = true;
-    let mut vanished_since: Option<Instant> = None;
+    let mut schedule = LookSchedule::new();
     let mut wake = Wake::State;
-    let mut next_look = Instant::now();
     loop {
         copy_new(&job, &mut log, out)?;
-        if wake == Wake::State || Instant::now() >= next_look {
+        if schedule.due(wake) {
             match look(dir, &job, &mut log, first_look)? {
                 Look::Ended(v) => {
                     // The run is over: what it wrote is all there now.
                     copy_new(&job, &mut log, out)?;
                     return Ok(*v);
                 }
-                Look::Pending(recheck_in) => {
-                    vanished_since = None;
-                    next_look = Instant::now() + recheck_in.min(SAFETY_RECHECK);
-                }
-                Look::Vanished => {
-                    let since = *vanished_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= VANISHED_LIMIT {
-                        return Err(FollowError::Missing(name.to_string()));
-                    }
-                    next_look = Instant::now() + Duration::from_millis(50);
-                }
+                Look::Pending(recheck_in) => schedule.pending(recheck_in),
+                Look::Vanished if schedule.vanished() => {}
+                Look::Vanished => return Err(FollowError::Missing(name.to_string())),
             }
             first_look = false;
         }
-        wake = wakeups.wait(next_look.saturating_duration_since(Instant::now()));
+        wake = wakeups.wait(schedule.until_next());
     }
-}
-
-enum Look {
-    Ended(Box<Verdict>),
-    Pending(Duration),
-    Vanished,
 }
 
 /// Reads the bound run's state, without acting on it.

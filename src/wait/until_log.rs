@@ -7,13 +7,13 @@
 //! changes (or at the usual safety recheck), so a chatty log costs a read
 //! of its new bytes per wake-up and nothing more.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use regex::Regex;
 
-use super::bound::{Located, locate, own_verdict};
-use super::watch::{SAFETY_RECHECK, Wake, Wakeups};
-use super::{Step, VANISHED_LIMIT, Verdict, WaitError, WaitSpec, step, time_out};
+use super::bound::{Located, Look, LookSchedule, locate, own_verdict};
+use super::watch::{Wake, Wakeups};
+use super::{Step, Verdict, WaitError, WaitSpec, step, time_out};
 use crate::classify::{JobState, classify, observe};
 use crate::logfollow::{LineMatcher, LogFollower};
 use crate::protocol::{JobPaths, JobRecord, JobsDir};
@@ -61,9 +61,8 @@ pub fn wait_until_log(
     let mut lines = LineMatcher::new(pattern.clone());
     let deadline = spec.timeout.map(|t| Instant::now() + t);
     let mut first_pass = true;
-    let mut vanished_since: Option<Instant> = None;
+    let mut schedule = LookSchedule::new();
     let mut wake = Wake::State;
-    let mut next_look = Instant::now();
     loop {
         // The log before the state: a line written before the job ended
         // counts even when the end is seen in the same look.
@@ -71,24 +70,16 @@ pub fn wait_until_log(
         if let Some(line) = lines.found() {
             return Ok(LogWait::Matched(matched(dir, &job, &mut log, line)));
         }
-        if wake == Wake::State || Instant::now() >= next_look {
+        if schedule.due(wake) {
             match look(dir, &job, spec, first_pass, &mut log)? {
                 Look::Ended(v) => return finish(&job, &mut log, &mut lines, *v),
-                Look::Pending(recheck_in) => {
-                    vanished_since = None;
-                    next_look = Instant::now() + recheck_in.min(SAFETY_RECHECK);
-                }
-                Look::Vanished => {
-                    let since = *vanished_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= VANISHED_LIMIT {
-                        return Err(RecoverError::Missing(name.to_string()).into());
-                    }
-                    next_look = Instant::now() + Duration::from_millis(50);
-                }
+                Look::Pending(recheck_in) => schedule.pending(recheck_in),
+                Look::Vanished if schedule.vanished() => {}
+                Look::Vanished => return Err(RecoverError::Missing(name.to_string()).into()),
             }
             first_pass = false;
         }
-        let mut sleep = next_look.saturating_duration_since(Instant::now());
+        let mut sleep = schedule.until_next();
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -98,12 +89,6 @@ pub fn wait_until_log(
         }
         wake = wakeups.wait(sleep);
     }
-}
-
-enum Look {
-    Ended(Box<Verdict>),
-    Pending(Duration),
-    Vanished,
 }
 
 /// Looks at the bound run once and acts on it as a plain wait does.
