@@ -82,14 +82,7 @@ fn measure_once(dir: &Path, me: &Path, name: &str, poll: Option<&str>) -> Sample
         me.display(),
         stamp.display()
     );
-    let started = Command::new(JOBWATCH)
-        .arg("--dir")
-        .arg(dir)
-        .args(["run", name, "--detach", "--", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .status()
-        .expect("run --detach");
-    assert!(started.success(), "run --detach failed");
+    start_detached(dir, name, &script);
     let mut wait = Command::new(JOBWATCH);
     wait.arg("--dir").arg(dir).args(["wait", name, "--json"]);
     if let Some(p) = poll {
@@ -111,6 +104,18 @@ fn measure_once(dir: &Path, me: &Path, name: &str, poll: Option<&str>) -> Sample
     }
 }
 
+/// Starts `sh -c SCRIPT` as a detached job.
+fn start_detached(dir: &Path, name: &str, script: &str) {
+    let started = Command::new(JOBWATCH)
+        .arg("--dir")
+        .arg(dir)
+        .args(["run", name, "--detach", "--", "sh", "-c", script])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run --detach");
+    assert!(started.success(), "run --detach failed");
+}
+
 /// One `wait --until-log` run: the job prints its marker 0.3 s after
 /// starting (so the waiter is settled), then stays until released.
 fn measure_marker_once(dir: &Path, me: &Path, name: &str) -> Duration {
@@ -122,14 +127,7 @@ fn measure_marker_once(dir: &Path, me: &Path, name: &str) -> Duration {
         stamp.display(),
         go.display()
     );
-    let started = Command::new(JOBWATCH)
-        .arg("--dir")
-        .arg(dir)
-        .args(["run", name, "--detach", "--", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .status()
-        .expect("run --detach");
-    assert!(started.success(), "run --detach failed");
+    start_detached(dir, name, &script);
     let status = Command::new(JOBWATCH)
         .arg("--dir")
         .arg(dir)
