@@ -177,6 +177,83 @@ impl Tree {
     }
 }
 
+// ------------------------------------------------------- capabilities ---
+
+/// Whether this is a CI run (`CI=true`, as `.ci/run` is run): CI installs
+/// every tool the tests use and runs as root, so a test that cannot get its
+/// capability there is broken, not skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// How many tests of this binary have reported [`not_run`] so far.
+static NOT_RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Declares that the calling test cannot run here, because `why`; the test
+/// must return right after. Under CI this is a failure (a panic naming the
+/// reason). Elsewhere it writes a loud line straight to the process's
+/// stderr, which the test harness does not capture (its capture covers only
+/// the `print!` macros), so a `cargo test` that says `ok` for this test
+/// still shows that it did not run, with a running count.
+#[track_caller]
+pub fn not_run(why: &str) {
+    use std::io::Write;
+    let test = thread::current()
+        .name()
+        .unwrap_or("<unnamed test>")
+        .to_owned();
+    if in_ci() {
+        panic!("{test} cannot run under CI=true: {why}");
+    }
+    let n = NOT_RUN.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\n*** NOT RUN ({n} so far in this test binary): {test}: {why} \
+         (it would fail under CI=true) ***"
+    );
+}
+
+/// `Some(v)` when `capability` is available; else reports [`not_run`] with
+/// its reason and gives `None`, so a test starts with
+/// `let Some(x) = runnable(...) else { return };`.
+#[track_caller]
+pub fn runnable<T>(capability: Result<T, String>) -> Option<T> {
+    match capability {
+        Ok(v) => Some(v),
+        Err(why) => {
+            not_run(&why);
+            None
+        }
+    }
+}
+
+/// Whether strace(1) is installed and may trace here (ptrace can be
+/// forbidden in a container); checked once.
+pub fn strace() -> Result<(), String> {
+    static OK: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    OK.get_or_init(|| {
+        let out = Command::new("strace")
+            .args(["-qq", "-f", "-e", "trace=none", "true"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("strace(1) is not installed ({e}): apt-get install strace"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "strace(1) cannot trace here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    })
+    .clone()
+}
+
+/// True when this process runs as root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
 // ------------------------------------------------------------ processes ---
 
 /// A spawned process whose stdout/stderr are drained by background threads;
