@@ -227,6 +227,19 @@ impl Mcp {
     }
 }
 
+/// Polls `cond` every [`POLL`] without blocking the runtime; panics naming
+/// `what` after [`DEADLINE`].
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting until {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 #[test]
 fn lists_every_tool_with_an_object_schema() {
     let env = &Env::new();
@@ -510,18 +523,36 @@ fn a_pending_wait_does_not_hold_up_another() {
                 .ok_small();
         }
         let mcp = std::sync::Arc::new(mcp);
+        let server = mcp.server_pid;
+        assert!(
+            !has_inotify_fd(server),
+            "precondition: no wait is in flight yet"
+        );
         let slow = tokio::spawn({
             let mcp = mcp.clone();
             async move { mcp.call("wait", json!({"names": ["slow"]})).await }
         });
+        // The slow wait is in flight, blocked on its job's gate: the server
+        // watches the jobs directory for it. Only then is the fast one sent.
+        until(
+            "the server waits for the slow job on an inotify watch",
+            || has_inotify_watch(server),
+        )
+        .await;
         let fast = tokio::spawn({
             let mcp = mcp.clone();
             async move { mcp.call("wait", json!({"names": ["fast"]})).await }
         });
         // Only the second job may finish: its wait must answer while the
-        // first one is still pending (its job cannot end before the gate).
+        // first one is still pending (its job cannot end before the gate). A
+        // server that served one call at a time would answer it only after
+        // the slow wait's 60 s cap.
         env.release("fast");
-        let fast = fast.await.expect("fast wait task").ok_small();
+        let fast = tokio::time::timeout(DEADLINE, fast)
+            .await
+            .expect("the fast wait answers while the slow one still blocks")
+            .expect("fast wait task")
+            .ok_small();
         assert_eq!(fast["outcome"], "success");
         assert!(
             !slow.is_finished(),
