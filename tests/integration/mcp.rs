@@ -513,6 +513,42 @@ fn bad_requests_are_one_line_tool_errors_and_the_server_keeps_serving() {
     });
 }
 
+/// The 16 KiB (16384 bytes) most one `logs` call returns.
+const LOG_CAP: usize = 16 * 1024;
+
+#[test]
+fn logs_returns_at_most_16_kib_a_call_whatever_is_asked() {
+    let env = &Env::new();
+    // 100 lines of 400 bytes: 40,000 bytes of log.
+    let job = sh("i=0; while [ $i -lt 100 ]; do printf '%0399d\\n' $i; i=$((i+1)); done");
+    assert_code(&env.run("big", &["--quiet"], &job), 0);
+    let log = std::fs::read(env.file("big", ".log")).unwrap();
+    assert_eq!(log.len(), 40_000);
+    with_server(env, &[], |mcp| async move {
+        let asks = [
+            json!({"name": "big", "tail": 1000}),
+            json!({"name": "big", "offset": 0}),
+            json!({"name": "big", "offset": 0, "length": 1_000_000}),
+            json!({"name": "big", "offset": 20_000, "length": 1_000_000}),
+        ];
+        for ask in asks {
+            let answer = mcp.call("logs", ask.clone()).await;
+            assert!(!answer.is_error, "{ask}: {}", answer.text);
+            let (meta, text) = answer.text.split_once('\n').expect("meta line, then text");
+            let meta: Value = serde_json::from_str(meta).unwrap();
+            let (from, to) = (int(&meta, "from") as usize, int(&meta, "to") as usize);
+            assert_eq!(to - from, LOG_CAP, "{ask}: {meta}");
+            assert_eq!(text.len(), LOG_CAP, "{ask}: {meta}");
+            assert_eq!(
+                text.as_bytes(),
+                &log[from..to],
+                "{ask}: the text is that range"
+            );
+        }
+        mcp
+    });
+}
+
 #[test]
 fn a_pending_wait_does_not_hold_up_another() {
     let env = &Env::new();
