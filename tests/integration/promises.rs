@@ -139,6 +139,41 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, Option<SystemTime>)> {
     out
 }
 
+#[test]
+fn another_hosts_unfinished_run_is_refused_by_run_and_kill_and_reported_lost_by_wait_untouched() {
+    let env = Env::new();
+    let mut victim = unrelated_sleeper(&env);
+    // A real record whose wrapper long stopped beating, moved to a host
+    // that is not this one.
+    write_stale_record(&env, "far", victim.pid());
+    let path = env.file("far", ".job.json");
+    let mut rec: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    rec["host"] = "far-away.invalid".into();
+    fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    age_file(&env.file("far", ".log"));
+    let before = snapshot(&env.dir);
+
+    let out = env.run("far", &[], &sh("touch \"$T/ran\""));
+    assert_usage_error(&out, &["far-away.invalid"]);
+    assert!(!env.scratch("ran").exists(), "the new run did not start");
+
+    let out = env.jw(&["kill", "far", "--grace", "300ms"]);
+    assert_usage_error(&out, &["runs on host far-away.invalid"]);
+
+    let (w, lines) = env.wait(&["far", "--grace", "300ms"]);
+    assert_code(&w, exit::LOST);
+    assert_eq!(line_for(&lines, "far")["outcome"], "lost");
+
+    let status = env.jw(&["status", "far", "--json"]);
+    assert_eq!(json_line(&status)["state"], "lost");
+    assert!(victim.is_running(), "nothing was signalled");
+    assert_eq!(
+        snapshot(&env.dir),
+        before,
+        "nothing was written, moved or touched"
+    );
+}
+
 // ------------------------------------------------------ record version ---
 
 #[test]
