@@ -172,6 +172,19 @@ pub fn kill_job(
 ) -> Result<JobState, RecoverError> {
     let name = paths.name().to_string();
     let state = classify(observe(paths), SystemTime::now(), None);
+    // Another host's run cannot be signalled from here, whether it still
+    // beats (running) or stopped beating (lost): refuse, rather than report
+    // a kill that never happened.
+    if let JobState::Running { record, .. }
+    | JobState::Hung { record, .. }
+    | JobState::Lost { record } = &state
+        && wrapper_state(record) == WrapperState::Elsewhere
+    {
+        return Err(RecoverError::Elsewhere {
+            name,
+            host: record.host.clone(),
+        });
+    }
     let record = match state {
         JobState::Finished { .. } => return Ok(state),
         JobState::Missing => return Err(RecoverError::Missing(name)),
@@ -181,12 +194,6 @@ pub fn kill_job(
         }
         JobState::Running { record, .. } | JobState::Hung { record, .. } => record,
     };
-    if wrapper_state(&record) == WrapperState::Elsewhere {
-        return Err(RecoverError::Elsewhere {
-            name,
-            host: record.host.clone(),
-        });
-    }
     let request = KillRequest {
         job_id: record.job_id.clone(),
         outcome,

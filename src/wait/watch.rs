@@ -246,6 +246,18 @@ mod tests {
         assert_eq!(relevance("a.log", &names, true), Some(Wake::Log));
     }
 
+    /// Local filesystems keep inotify (a FUSE mount polls: see the
+    /// integration test `a_waiter_on_a_fuse_jobs_directory_polls_instead_of_using_inotify`).
+    #[test]
+    fn local_filesystems_are_not_network_filesystems() {
+        let tmp = tempfile::tempdir().unwrap();
+        for dir in [tmp.path(), Path::new("/proc")] {
+            assert!(!is_network_fs(dir), "{}", dir.display());
+        }
+        // statfs fails: events are tried (and polling follows if they fail).
+        assert!(!is_network_fs(Path::new("/nonexistent/jobs")));
+    }
+
     #[test]
     fn a_state_change_outweighs_a_log_write() {
         assert!(Some(Wake::State) > Some(Wake::Log));

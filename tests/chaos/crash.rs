@@ -77,7 +77,10 @@ fn sigkill_of_the_waiter_leaves_the_job_running_and_a_new_waiter_gets_its_outcom
     let d = env.detach("steady", FAST_TIMER, &job);
 
     let mut first = env.spawn(&["wait", "steady", "--json"]);
-    eventually("the first waiter runs", || first.is_running());
+    // Killed while it really waits (its watch is set and it sleeps on it),
+    // not while it is still starting up.
+    await_blocked_on_events(first.pid());
+    assert!(first.is_running(), "the first waiter is still waiting");
     signal(first.pid(), Signal::KILL);
     eventually("the first waiter is gone", || !first.is_running());
 

@@ -199,16 +199,20 @@ fn finished_job(env: &Env, name: &str) {
     assert_eq!(env.await_status(name), "SUCCESS");
 }
 
-/// If status printed a line for `name`, it must say `invalid`.
+/// Exactly one stdout line is about `name`, and it says `invalid` with an
+/// error that mentions `needle` (the damaged file).
 #[track_caller]
-fn assert_invalid_line_if_any(out: &std::process::Output, name: &str) {
-    for line in stdout(out).lines().filter(|l| !l.trim().is_empty()) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
-            && v["name"] == name
-        {
-            assert_eq!(v["state"], "invalid", "{}", describe(out));
-        }
-    }
+fn assert_one_invalid_line(out: &std::process::Output, name: &str, needle: &str) {
+    let lines = json_lines(out);
+    let about: Vec<_> = lines.iter().filter(|v| v["name"] == name).collect();
+    assert_eq!(about.len(), 1, "one line for {name}\n{}", describe(out));
+    assert_eq!(about[0]["state"], "invalid", "{}", describe(out));
+    let error = about[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(needle),
+        "the line's error names {needle:?}\n{}",
+        describe(out)
+    );
 }
 
 #[test]
@@ -223,7 +227,8 @@ fn a_garbage_job_json_makes_status_exit_2_naming_job_json() {
 
     let out = env.jw(&["status", "junk"]);
     assert_usage_error(&out, &["job.json"]);
-    assert_invalid_line_if_any(&out, "junk");
+    assert_eq!(json_lines(&out).len(), 1, "{}", describe(&out));
+    assert_one_invalid_line(&out, "junk", "junk.job.json");
 
     let (w, _) = env.wait(&["junk"]);
     assert_usage_error(&w, &["job.json"]);
@@ -237,7 +242,8 @@ fn a_truncated_status_file_makes_status_exit_2_naming_status() {
 
     let out = env.jw(&["status", "cut"]);
     assert_usage_error(&out, &["status"]);
-    assert_invalid_line_if_any(&out, "cut");
+    assert_eq!(json_lines(&out).len(), 1, "{}", describe(&out));
+    assert_one_invalid_line(&out, "cut", "cut.status");
 }
 
 #[test]
@@ -250,6 +256,7 @@ fn ls_reports_an_invalid_job_and_still_lists_the_others() {
     let out = env.jw(&["ls"]);
     assert_usage_error(&out, &["job.json"]);
     let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "{}", describe(&out));
     assert_eq!(line_for(&lines, "good")["state"], "success");
-    assert_invalid_line_if_any(&out, "junk");
+    assert_one_invalid_line(&out, "junk", "junk.job.json");
 }

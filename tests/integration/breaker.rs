@@ -107,16 +107,6 @@ fn job_files(dir: &Path) -> BTreeMap<PathBuf, (u64, Option<SystemTime>)> {
     out
 }
 
-/// Polls `breaker status KEY` until it admits runs again (the cooldown has
-/// passed); never guesses the time with a sleep.
-#[track_caller]
-fn await_admits(env: &Env, key: &str) -> Value {
-    wait_for(&format!("breaker {key} admits a trial run"), || {
-        let (c, v) = breaker(env, key);
-        (c == 0).then_some(v)
-    })
-}
-
 #[test]
 fn the_breaker_opens_after_exactly_max_failures_and_refuses_without_touching_anything() {
     let env = Env::new();
@@ -185,17 +175,43 @@ fn a_success_in_between_resets_the_count() {
     assert_eq!(file["failures"], 3, "{file:#}");
 }
 
+/// A cooldown no test outlives: the breaker stays open until the test moves
+/// its opening into the past with [`cool_down`].
+const LONG_COOLDOWN: [&str; 4] = ["--max-failures", "1", "--cooldown", "1h"];
+
+/// Makes the open breaker `key` look as if it had opened two hours ago
+/// (its `opened_*` fields rewritten), so its 1 h cooldown has passed; the
+/// test then proceeds on that state, not on the wall clock. Returns the
+/// new `opened_unix_ms`.
+#[track_caller]
+fn cool_down(env: &Env, key: &str) -> u64 {
+    let mut file = stored(env, key);
+    assert_eq!(file["state"], "open", "{file:#}");
+    let past = SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    let ms = past
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    file["opened_unix_ms"] = ms.into();
+    file["opened_at"] = humantime::format_rfc3339_millis(past).to_string().into();
+    let path = env.dir.join("breakers").join(format!("{key}.json"));
+    fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+    ms
+}
+
 #[test]
 fn after_the_cooldown_one_trial_runs_and_its_success_closes_the_breaker() {
     let env = Env::new();
-    let opts = ["--max-failures", "1", "--cooldown", "300ms"];
-    assert_code(&run_under(&env, "first", "k", &opts, 1), 1);
+    assert_code(&run_under(&env, "first", "k", &LONG_COOLDOWN, 1), 1);
     let (c, v) = breaker(&env, "k");
     assert_eq!(c, BREAKER_OPEN, "{v:#}");
     assert!(v["trial_in_ms"].as_u64().is_some(), "{v:#}");
-    assert_eq!(v["cooldown_ms"], 300, "{v:#}");
+    assert_eq!(v["cooldown_ms"], 3_600_000, "{v:#}");
+    assert_refused(&env, "early", "k");
 
-    let v = await_admits(&env, "k");
+    cool_down(&env, "k");
+    let (c, v) = breaker(&env, "k");
+    assert_eq!(c, 0, "the cooldown has passed: {v:#}");
     assert_eq!(v["state"], "half-open", "{v:#}");
     env.detach("trial", &["--breaker", "k"], &env.gated("trial", 0));
 
@@ -224,10 +240,8 @@ fn after_the_cooldown_one_trial_runs_and_its_success_closes_the_breaker() {
 #[test]
 fn a_failing_trial_reopens_the_breaker_for_another_cooldown() {
     let env = Env::new();
-    let opts = ["--max-failures", "1", "--cooldown", "200ms"];
-    assert_code(&run_under(&env, "first", "k", &opts, 1), 1);
-    let opened = stored(&env, "k")["opened_unix_ms"].as_u64().unwrap();
-    await_admits(&env, "k");
+    assert_code(&run_under(&env, "first", "k", &LONG_COOLDOWN, 1), 1);
+    let opened = cool_down(&env, "k");
 
     env.detach("trial", &["--breaker", "k"], &env.gated("trial", 1));
     let file = stored(&env, "k");
@@ -245,11 +259,12 @@ fn a_failing_trial_reopens_the_breaker_for_another_cooldown() {
     assert_eq!(file["consecutive_failures"], 2, "{file:#}");
     let reopened = file["opened_unix_ms"].as_u64().unwrap();
     assert!(
-        reopened > opened,
+        reopened > opened + 3_600_000,
         "the cooldown starts again from the trial's failure: {file:#}"
     );
-    // And after that new cooldown, another trial is admitted.
-    await_admits(&env, "k");
+    // A full new cooldown: refused now, a trial again once it has passed.
+    assert_refused(&env, "trial", "k");
+    cool_down(&env, "k");
     assert_code(&run_under(&env, "trial", "k", &[], 0), 0);
     assert_eq!(breaker(&env, "k").1["state"], "closed");
 }

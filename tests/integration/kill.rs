@@ -87,15 +87,20 @@ fn kill_never_signals_an_unrelated_process_behind_a_stale_record() {
         describe(&out)
     );
     assert!(is_alive(victim.pid()));
-    // Whatever kill reports, the stale job ends up finished.
-    assert!(
-        env.status_file("ghost").is_some(),
+    // Its wrapper is dead, so the run is lost: kill finishes it as `lost`
+    // (docs/protocol.md §9.3), signalling nothing it cannot prove is the job.
+    assert_eq!(
+        env.status_file("ghost")
+            .as_deref()
+            .map(|s| s.lines().next()),
+        Some(Some("FAILED")),
         "kill leaves a final status\n{}",
         describe(&out)
     );
-    let outcome = env.record("ghost")["outcome"].clone();
-    assert!(
-        outcome == "killed" || outcome == "lost",
-        "outcome {outcome}"
-    );
+    let rec = env.record("ghost");
+    assert_eq!(rec["outcome"], "lost", "{rec:#}\n{}", describe(&out));
+    assert_eq!(rec["finalized_by"], "waiter", "{rec:#}");
+    let (w, lines) = env.wait(&["ghost"]);
+    assert_code(&w, exit::LOST);
+    assert_eq!(line_for(&lines, "ghost")["outcome"], "lost");
 }

@@ -10,6 +10,7 @@ mod logs_follow;
 #[cfg(feature = "mcp")]
 mod mcp;
 mod preflight;
+mod promises;
 mod protocol;
 mod retries;
 mod run;

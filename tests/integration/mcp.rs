@@ -227,6 +227,19 @@ impl Mcp {
     }
 }
 
+/// Polls `cond` every [`POLL`] without blocking the runtime; panics naming
+/// `what` after [`DEADLINE`].
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting until {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 #[test]
 fn lists_every_tool_with_an_object_schema() {
     let env = &Env::new();
@@ -500,6 +513,42 @@ fn bad_requests_are_one_line_tool_errors_and_the_server_keeps_serving() {
     });
 }
 
+/// The 16 KiB (16384 bytes) most one `logs` call returns.
+const LOG_CAP: usize = 16 * 1024;
+
+#[test]
+fn logs_returns_at_most_16_kib_a_call_whatever_is_asked() {
+    let env = &Env::new();
+    // 100 lines of 400 bytes: 40,000 bytes of log.
+    let job = sh("i=0; while [ $i -lt 100 ]; do printf '%0399d\\n' $i; i=$((i+1)); done");
+    assert_code(&env.run("big", &["--quiet"], &job), 0);
+    let log = std::fs::read(env.file("big", ".log")).unwrap();
+    assert_eq!(log.len(), 40_000);
+    with_server(env, &[], |mcp| async move {
+        let asks = [
+            json!({"name": "big", "tail": 1000}),
+            json!({"name": "big", "offset": 0}),
+            json!({"name": "big", "offset": 0, "length": 1_000_000}),
+            json!({"name": "big", "offset": 20_000, "length": 1_000_000}),
+        ];
+        for ask in asks {
+            let answer = mcp.call("logs", ask.clone()).await;
+            assert!(!answer.is_error, "{ask}: {}", answer.text);
+            let (meta, text) = answer.text.split_once('\n').expect("meta line, then text");
+            let meta: Value = serde_json::from_str(meta).unwrap();
+            let (from, to) = (int(&meta, "from") as usize, int(&meta, "to") as usize);
+            assert_eq!(to - from, LOG_CAP, "{ask}: {meta}");
+            assert_eq!(text.len(), LOG_CAP, "{ask}: {meta}");
+            assert_eq!(
+                text.as_bytes(),
+                &log[from..to],
+                "{ask}: the text is that range"
+            );
+        }
+        mcp
+    });
+}
+
 #[test]
 fn a_pending_wait_does_not_hold_up_another() {
     let env = &Env::new();
@@ -510,18 +559,36 @@ fn a_pending_wait_does_not_hold_up_another() {
                 .ok_small();
         }
         let mcp = std::sync::Arc::new(mcp);
+        let server = mcp.server_pid;
+        assert!(
+            !has_inotify_fd(server),
+            "precondition: no wait is in flight yet"
+        );
         let slow = tokio::spawn({
             let mcp = mcp.clone();
             async move { mcp.call("wait", json!({"names": ["slow"]})).await }
         });
+        // The slow wait is in flight, blocked on its job's gate: the server
+        // watches the jobs directory for it. Only then is the fast one sent.
+        until(
+            "the server waits for the slow job on an inotify watch",
+            || has_inotify_watch(server),
+        )
+        .await;
         let fast = tokio::spawn({
             let mcp = mcp.clone();
             async move { mcp.call("wait", json!({"names": ["fast"]})).await }
         });
         // Only the second job may finish: its wait must answer while the
-        // first one is still pending (its job cannot end before the gate).
+        // first one is still pending (its job cannot end before the gate). A
+        // server that served one call at a time would answer it only after
+        // the slow wait's 60 s cap.
         env.release("fast");
-        let fast = fast.await.expect("fast wait task").ok_small();
+        let fast = tokio::time::timeout(DEADLINE, fast)
+            .await
+            .expect("the fast wait answers while the slow one still blocks")
+            .expect("fast wait task")
+            .ok_small();
         assert_eq!(fast["outcome"], "success");
         assert!(
             !slow.is_finished(),

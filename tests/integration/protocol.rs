@@ -2,8 +2,6 @@
 //! rely on.
 
 use std::fs;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -108,34 +106,59 @@ fn job_files_hold_the_documented_contents_while_running_and_after() {
     assert!(rec["duration_ms"].is_u64(), "duration_ms: {rec:#}");
 }
 
+/// The status is created with a no-replace primitive (§5: renameat2 with
+/// RENAME_NOREPLACE, else link); strace holds the wrapper at that call for
+/// a minute, so the test can look at the files at leisure while it waits
+/// there. Had the wrapper created the status before writing the final
+/// record, it would be held with the record still unfinished, and the
+/// record would never be seen final.
 #[test]
 fn the_status_file_appears_only_after_the_record_is_final() {
+    let Some(()) = runnable(strace()) else {
+        return;
+    };
     let env = Env::new();
-    env.detach("order", &[], &env.gated("order", 0));
-    let status = env.file("order", ".status");
-    let record = env.file("order", ".job.json");
-    // Tight poll so we look at the record right after the status appears.
-    let watcher = thread::spawn(move || -> Result<Value, String> {
-        let start = Instant::now();
-        while !status.exists() {
-            if start.elapsed() > DEADLINE {
-                return Err("the status never appeared".into());
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        let text =
-            fs::read_to_string(&record).map_err(|e| format!("cannot read the record: {e}"))?;
-        serde_json::from_str(&text).map_err(|e| format!("the record is not JSON ({e}): {text:?}"))
-    });
-    env.release("order");
-    let seen = watcher
-        .join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("when the status appeared: {e}"));
-    assert_eq!(
-        seen["outcome"], "success",
-        "record was final before .status: {seen:#}"
+    let d = env.detach("order", &[], &env.gated("order", 0));
+    let trace = env.scratch("order.strace");
+    let create_once = "renameat2,link,linkat";
+    let tracer = attach_strace(
+        &env,
+        d.wrapper_pid,
+        &trace,
+        &[
+            "-e",
+            &format!("trace={create_once}"),
+            "-e",
+            &format!("inject={create_once}:delay_enter=60000000"),
+        ],
     );
+    env.release("order");
+    eventually(
+        "the record is final and the wrapper is held at its next create-once call",
+        || {
+            let final_record = fs::read_to_string(env.file("order", ".job.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_some_and(|r| !r["outcome"].is_null());
+            final_record && proc_state(d.wrapper_pid) == Some('t')
+        },
+    );
+    assert_eq!(
+        env.status_file("order"),
+        None,
+        "the status is created only after the record is final"
+    );
+    let held = env.record("order");
+    assert_eq!(held["outcome"], "success", "{held:#}");
+    assert!(held["ended_at"].is_string(), "{held:#}");
+
+    let trace = detach_strace(tracer, &trace);
+    assert!(
+        trace.contains("order.status"),
+        "the held call creates the status: {trace}"
+    );
+    assert_eq!(env.await_status("order"), "SUCCESS");
+    assert_eq!(env.record("order"), held, "the record was already final");
 }
 
 #[test]

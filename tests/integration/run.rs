@@ -280,17 +280,38 @@ fn sigterm_to_a_foreground_run_kills_the_job_group_and_records_killed() {
     let tree = env.tree_pids("t");
     signal(run.pid(), Signal::TERM);
     let out = run.finish();
-    assert!(
-        !out.status.success(),
-        "run must not report success\n{}",
-        describe(&out)
-    );
+    // The leader shell dies of the forwarded TERM: 128 + 15, as a shell
+    // would report it (docs/protocol.md §11).
+    assert_code(&out, 128 + 15);
 
     tree.assert_gone();
     assert_eq!(env.await_status("fg"), "FAILED");
-    assert_eq!(env.record("fg")["outcome"], "killed");
+    let rec = env.record("fg");
+    assert_eq!(rec["outcome"], "killed", "{rec:#}");
+    assert_eq!(rec["signal"], 15, "{rec:#}");
     let (w, _) = env.wait(&["fg"]);
     assert_code(&w, exit::KILLED);
+}
+
+#[test]
+fn a_foreground_run_whose_command_exits_zero_on_sigterm_exits_5_as_killed() {
+    let env = Env::new();
+    let ready = env.scratch("trap.ready");
+    // The job catches TERM and exits 0: it was still killed, so not 0.
+    let job = sh(&format!(
+        "trap 'echo caught; exit 0' TERM; touch '{}'; while :; do sleep 0.05; done",
+        ready.display()
+    ));
+    let args = run_args("polite", &["--grace", "20s"], &job, false);
+    let run = env.spawn(&args);
+    eventually("the job has set its trap", || ready.exists());
+    signal(run.pid(), Signal::TERM);
+    let out = run.finish();
+    assert_code(&out, exit::KILLED);
+    let rec = env.record("polite");
+    assert_eq!(rec["outcome"], "killed", "{rec:#}");
+    assert_eq!(rec["exit_code"], 0, "{rec:#}");
+    assert!(env.log("polite").contains("caught"));
 }
 
 #[test]

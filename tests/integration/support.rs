@@ -118,6 +118,66 @@ pub fn ppid_of(pid: i32) -> Option<i32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
+/// Whether `pid` holds an inotify descriptor with at least one watch (its
+/// fdinfo lists an `inotify wd:` line per watch).
+pub fn has_inotify_watch(pid: i32) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:inotify")
+            && fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .is_ok_and(|info| info.lines().any(|l| l.starts_with("inotify wd:")))
+    })
+}
+
+/// Whether `pid` holds an inotify descriptor at all.
+pub fn has_inotify_fd(pid: i32) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:inotify")
+    })
+}
+
+/// Syscall numbers of poll(2) and ppoll(2) on this architecture.
+#[cfg(target_arch = "x86_64")]
+const POLL_SYSCALLS: &[u64] = &[7, 271];
+#[cfg(target_arch = "aarch64")]
+const POLL_SYSCALLS: &[u64] = &[73];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const POLL_SYSCALLS: &[u64] = &[];
+
+/// Whether the main thread of `pid` is blocked in poll(2)/ppoll(2): from
+/// `/proc/PID/syscall` (the number of the syscall it sleeps in), else from
+/// its wait channel.
+pub fn blocked_in_poll(pid: i32) -> bool {
+    if proc_state(pid) != Some('S') {
+        return false;
+    }
+    if let Ok(s) = fs::read_to_string(format!("/proc/{pid}/syscall"))
+        && let Some(Ok(nr)) = s.split_whitespace().next().map(str::parse::<u64>)
+        && !POLL_SYSCALLS.is_empty()
+    {
+        return POLL_SYSCALLS.contains(&nr);
+    }
+    fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("poll"))
+}
+
+/// Waits until `pid` (a `jobwatch wait`) is really waiting: it has its
+/// inotify watch on the jobs directory and sleeps in poll on it.
+#[track_caller]
+pub fn await_blocked_on_events(pid: i32) {
+    eventually(
+        &format!("pid {pid} holds an inotify watch and is blocked in poll"),
+        || has_inotify_watch(pid) && blocked_in_poll(pid),
+    );
+}
+
 /// Waits until every PID in `pids` is gone (absent or zombie).
 #[track_caller]
 pub fn assert_all_gone(pids: &[(&str, i32)]) {
@@ -175,6 +235,135 @@ impl Tree {
     pub fn assert_gone(&self) {
         assert_all_gone(&self.pids());
     }
+}
+
+// ------------------------------------------------------- capabilities ---
+
+/// Whether this is a CI run (`CI=true`, as `.ci/run` is run): CI installs
+/// every tool the tests use and runs as root, so a test that cannot get its
+/// capability there is broken, not skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// How many tests of this binary have reported [`not_run`] so far.
+static NOT_RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Declares that the calling test cannot run here, because `why`; the test
+/// must return right after. Under CI this is a failure (a panic naming the
+/// reason). Elsewhere it writes a loud line straight to the process's
+/// stderr, which the test harness does not capture (its capture covers only
+/// the `print!` macros), so a `cargo test` that says `ok` for this test
+/// still shows that it did not run, with a running count.
+#[track_caller]
+pub fn not_run(why: &str) {
+    use std::io::Write;
+    let test = thread::current()
+        .name()
+        .unwrap_or("<unnamed test>")
+        .to_owned();
+    if in_ci() {
+        panic!("{test} cannot run under CI=true: {why}");
+    }
+    let n = NOT_RUN.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\n*** NOT RUN ({n} so far in this test binary): {test}: {why} \
+         (it would fail under CI=true) ***"
+    );
+}
+
+/// `Some(v)` when `capability` is available; else reports [`not_run`] with
+/// its reason and gives `None`, so a test starts with
+/// `let Some(x) = runnable(...) else { return };`.
+#[track_caller]
+pub fn runnable<T>(capability: Result<T, String>) -> Option<T> {
+    match capability {
+        Ok(v) => Some(v),
+        Err(why) => {
+            not_run(&why);
+            None
+        }
+    }
+}
+
+/// Whether strace(1) is installed and may trace here, also attach to a
+/// running process (ptrace can be forbidden in a container, or restricted
+/// by yama); checked once.
+pub fn strace() -> Result<(), String> {
+    static OK: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    OK.get_or_init(|| {
+        let out = Command::new("strace")
+            .args(["-qq", "-f", "-e", "trace=none", "true"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("strace(1) is not installed ({e}): apt-get install strace"))?;
+        let scope = fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").unwrap_or_default();
+        if out.status.success() && (is_root() || scope.trim().is_empty() || scope.trim() == "0") {
+            Ok(())
+        } else if out.status.success() {
+            Err(format!(
+                "strace -p cannot attach to a running process here (yama ptrace_scope {})",
+                scope.trim()
+            ))
+        } else {
+            Err(format!(
+                "strace(1) cannot trace here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    })
+    .clone()
+}
+
+/// `strace -f -qq -p PID -o LOG ARGS...`, attached: returns once every
+/// thread of `pid` is traced, so what the test does next is seen. Stop it
+/// with [`detach_strace`] (SIGTERM detaches and resumes the tracee); if
+/// dropped, the guard SIGKILLs it, which also detaches.
+#[track_caller]
+pub fn attach_strace(env: &Env, pid: i32, log: &Path, args: &[&str]) -> ChildGuard {
+    let mut cmd = env.other("strace");
+    cmd.args(["-f", "-qq", "-p", &pid.to_string(), "-o"])
+        .arg(log)
+        .args(args);
+    let mut tracer = ChildGuard::spawn(cmd);
+    eventually(
+        &format!("strace has attached to every thread of {pid}"),
+        || {
+            assert!(tracer.is_running(), "strace exited before attaching");
+            traced_by(pid).is_some_and(|tracers| tracers.iter().all(|t| *t == tracer.pid()))
+        },
+    );
+    tracer
+}
+
+/// Stops a tracer started by [`attach_strace`], which lets its tracee go on,
+/// and returns the trace it wrote.
+#[track_caller]
+pub fn detach_strace(tracer: ChildGuard, log: &Path) -> String {
+    signal(tracer.pid(), rustix::process::Signal::TERM);
+    let _ = tracer.finish();
+    fs::read_to_string(log).unwrap_or_default()
+}
+
+/// The `TracerPid` of every thread of `pid` (`None` when it is gone).
+fn traced_by(pid: i32) -> Option<Vec<i32>> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks
+        .flatten()
+        .map(|t| {
+            let status = fs::read_to_string(t.path().join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// True when this process runs as root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 // ------------------------------------------------------------ processes ---

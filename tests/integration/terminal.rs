@@ -1,5 +1,5 @@
 //! The terminal experience: `wait`'s spinner (under a pseudo-terminal from
-//! util-linux `script`, when installed), `NO_COLOR`, shell completions and
+//! util-linux `script`; reported as not run where it is missing), `NO_COLOR`, shell completions and
 //! the examples in every command's `--help`.
 
 use std::fs;
@@ -8,17 +8,26 @@ use std::process::Command;
 
 use crate::support::*;
 
-/// Whether util-linux `script` can give a command a pseudo-terminal here.
+/// Whether util-linux `script` can give a command a pseudo-terminal here;
+/// if not, the test reports itself as not run (a failure under `CI=true`,
+/// where .ci/run installs it).
 fn have_script() -> bool {
-    let ok = Command::new("script")
+    let works = match Command::new("script")
         .args(["-qec", "true", "/dev/null"])
         .stdin(std::process::Stdio::null())
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipped: util-linux `script` is not available");
-    }
-    ok
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "`script -qec true /dev/null` failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!(
+            "util-linux `script` is not installed ({e}): apt-get install bsdutils"
+        )),
+    };
+    runnable(works).is_some()
 }
 
 /// `script` running `jobwatch --dir DIR ARGS...` on a pseudo-terminal,
