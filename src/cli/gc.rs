@@ -12,6 +12,7 @@ use super::{CliResult, wants_json};
 use crate::exit_code;
 use crate::gc::{self, ItemKind, Policy, Removal};
 use crate::protocol::JobsDir;
+use crate::sys::stdio::warn;
 
 const GC_HELP: &str = "\
 With neither --older-than nor --keep: keep the newest 10 archived runs per
@@ -70,7 +71,7 @@ pub fn gc(dir: &JobsDir, a: GcArgs) -> CliResult {
     let policy = Policy::new(a.older_than, a.keep);
     let report = gc::collect(dir, &policy, a.dry_run, SystemTime::now())?;
     for w in &report.warnings {
-        eprintln!("jobwatch: warning: {w}");
+        warn(format_args!("warning: {w}"));
     }
     let verb = if a.dry_run { "would remove" } else { "removed" };
     let mut lines: Vec<String> = Vec::with_capacity(report.removed.len() + 1);

@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
 
 use crate::exit_code;
 use crate::protocol::JobsDir;
+use crate::sys::stdio::warn;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 6 breaker open, 7 preflight failed, 124 timeout.
@@ -95,7 +96,7 @@ pub fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("jobwatch: {}", one_line(&e.message));
+            warn(&e.message);
             ExitCode::from(e.code)
         }
     }
@@ -166,14 +167,10 @@ fn clap_error(e: clap::Error) -> ExitCode {
             } else {
                 ""
             };
-            eprintln!("jobwatch: {first}{hint} (see --help)");
+            warn(format_args!("{first}{hint} (see --help)"));
             ExitCode::from(exit_code::USAGE)
         }
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Whether output should be JSON: asked for, or stdout is not a terminal.

@@ -11,6 +11,7 @@ use super::{CliResult, wants_json};
 use crate::exit_code;
 use crate::protocol::{JobName, JobsDir, Outcome};
 use crate::report::{JobReport, MatchReport};
+use crate::sys::stdio::say;
 use crate::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
 
 const WAIT_HELP: &str = "\
@@ -110,11 +111,12 @@ pub fn wait(dir: &JobsDir, a: WaitArgs) -> CliResult {
     let json = wants_json(a.json);
     for v in &verdicts {
         let report = report_of(v, a.tail);
-        if json {
-            println!("{}", report.to_json_line());
+        // The exit code carries the outcome whether or not stdout works.
+        let _ = if json {
+            say(report.to_json_line())
         } else {
-            println!("{}", report.to_human());
-        }
+            say(report.to_human())
+        };
     }
     Ok(exit_code_of(&verdicts, spec.mode))
 }
@@ -181,6 +183,6 @@ fn until_log(
             (line, exit_code::for_outcome(v.outcome))
         }
     };
-    println!("{line}");
+    let _ = say(line);
     Ok(code)
 }
