@@ -59,7 +59,10 @@ enum BreakerCommand {
     /// Record a success or failure of work a script ran itself (exit 6 if
     /// the breaker now refuses runs).
     #[command(
-        after_help = "Example:\n  make test && r=success || r=failure; jobwatch breaker record tests $r"
+        after_help = concat!(
+            "Example:\n  make test && r=success || r=failure; jobwatch breaker record tests $r\n\n",
+            durations_note!()
+        )
     )]
     Record {
         /// The breaker.

@@ -14,7 +14,8 @@ use crate::gc::{self, ItemKind, Policy, Removal};
 use crate::protocol::JobsDir;
 use crate::sys::stdio::warn;
 
-const GC_HELP: &str = "\
+const GC_HELP: &str = concat!(
+    "\
 With neither --older-than nor --keep: keep the newest 10 archived runs per
 name and remove no current run. Always removed: .tmp-* files older than a
 minute, NAME.kill files of runs that are over, empty history/NAME/ and
@@ -27,7 +28,11 @@ Prints one line per removed run or file and a summary (JSON lines with
 Examples:
   jobwatch gc --dry-run                 # what the defaults would remove
   jobwatch gc --older-than 7d           # finished runs that ended a week ago
-  jobwatch gc --keep 3 --json           # at most 3 archived runs per name";
+  jobwatch gc --keep 3 --json           # at most 3 archived runs per name
+
+",
+    durations_note!()
+);
 
 /// Remove finished jobs' files and history beyond the limits.
 #[derive(Debug, Args)]

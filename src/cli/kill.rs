@@ -18,7 +18,10 @@ use crate::sys::stdio::say;
 /// signalled.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  jobwatch kill build\n  jobwatch kill build --grace 0s   # SIGKILL at once"
+    after_help = concat!(
+        "Examples:\n  jobwatch kill build\n  jobwatch kill build --grace 0s   # SIGKILL at once\n\n",
+        durations_note!()
+    )
 )]
 pub struct KillArgs {
     /// The job.

@@ -2,6 +2,15 @@
 //! each a thin layer over the library. Errors become one line on stderr and
 //! a documented exit code.
 
+/// The rule every duration flag follows, for the `--help` of each command
+/// that has one (a macro, so that `concat!` can put it in a constant).
+macro_rules! durations_note {
+    () => {
+        "Durations: 500ms, 10s, 5m, 1h 30m, 2d, ...; at most 100y: a longer one is refused
+(exit 2), never cut short."
+    };
+}
+
 pub(crate) mod args;
 mod beat;
 mod breaker;
@@ -27,13 +36,18 @@ use crate::exit_code;
 use crate::protocol::JobsDir;
 use crate::sys::stdio::warn;
 
-const AFTER_HELP: &str = "\
+const AFTER_HELP: &str = concat!(
+    "\
 Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 6 breaker open, 7 preflight failed, 124 timeout.
 Jobs directory: --dir, else $JOBWATCH_DIR, else $XDG_STATE_HOME/jobwatch, else ~/.local/state/jobwatch.
+",
+    durations_note!(),
+    "
 
 Examples:
   jobwatch run build --detach --timeout 30m -- make -j8
-  jobwatch wait build --tail 30";
+  jobwatch wait build --tail 30"
+);
 
 /// Run long work in the background and learn whether it succeeded, failed,
 /// hung, timed out or was lost.

@@ -18,7 +18,8 @@ use crate::supervise::{RunSpec, StartError, start};
 use crate::sys::child::detach_into_new_session;
 use crate::sys::stdio::{notice, notice_within, say, warn};
 
-const RUN_HELP: &str = "\
+const RUN_HELP: &str = concat!(
+    "\
 Examples:
   jobwatch run build -- make -j8                      # foreground, exit code = make's
   jobwatch run train --detach --timeout 2h --stale 5m -- python train.py
@@ -28,7 +29,15 @@ Examples:
   jobwatch run tests --preflight -- cargo test           # checks ./jobwatch.toml first
 
 Foreground exit code: the command's own, 128+N if signal N ended it, 124 on timeout, 3 when hung,
-6 when the breaker refused to start, 7 when a preflight check failed.";
+6 when the breaker refused to start, 7 when a preflight check failed.
+
+In the foreground the output is also copied to stdout, best-effort: a reader that stops reading
+never delays the job's outcome or its status. Once the job is over, run waits at most 2s for a
+reader that takes nothing more, then exits (all of the output is in NAME.log).
+
+",
+    durations_note!()
+);
 
 /// Run a command as a job: its own process group, output to NAME.log,
 /// an honest heartbeat, time limit and hang detection enforced by the wrapper.

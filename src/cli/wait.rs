@@ -14,7 +14,8 @@ use crate::report::{JobReport, MatchReport};
 use crate::sys::stdio::say;
 use crate::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
 
-const WAIT_HELP: &str = "\
+const WAIT_HELP: &str = concat!(
+    "\
 Prints one line per job: JSON when --json or stdout is not a terminal
 (name, outcome, exit_code, duration_ms, log, result, and the log's tail on
 anything but success), a short line on a terminal.
@@ -31,7 +32,11 @@ Examples:
   jobwatch wait build
   jobwatch wait build test --all --timeout 30m --tail 50
   jobwatch wait shard1 shard2 --any --json
-  jobwatch wait server --until-log 'listening on [0-9]+' --timeout 2m";
+  jobwatch wait server --until-log 'listening on [0-9]+' --timeout 2m
+
+",
+    durations_note!()
+);
 
 /// Wait until jobs succeed, fail, hang, time out or are lost.
 #[derive(Debug, Args)]

@@ -727,7 +727,7 @@ impl Supervisor {
     fn supervise(&mut self) -> (ExitStatus, Option<KillCause>) {
         let settings = self.record.settings;
         let child = self.child.id() as i32;
-        let deadline = settings.timeout().map(|t| self.started + t);
+        let deadline = settings.timeout().and_then(|t| self.started.checked_add(t));
         let mut tracker = ProgressTracker::new(settings.liveness, &self.observe());
         let mut next_sample = Instant::now() + settings.heartbeat();
         let mut cause: Option<KillCause> = None;

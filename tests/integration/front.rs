@@ -264,3 +264,89 @@ fn usage_errors_with_a_closed_stderr_exit_2_without_a_panic() {
         assert_eq!(run.exit_status().code(), Some(exit::USAGE), "{args:?}");
     }
 }
+
+// ----------------------------------- item 4: durations never overflow ---
+
+/// Far more milliseconds than a u64 holds (it wrapped to 384 ms once).
+const HUGE: &str = "18446744073709552s";
+
+#[test]
+fn run_refuses_every_duration_too_long_to_count_and_starts_nothing() {
+    let env = Env::new();
+    let marker = "touch \"$T/ran\"";
+    for flag in [
+        "--timeout",
+        "--stale",
+        "--heartbeat",
+        "--grace",
+        "--backoff",
+        "--backoff-max",
+        "--cooldown",
+    ] {
+        let opts = [flag, HUGE, "--breaker", "b"];
+        for detach in [false, true] {
+            let out = env.jw(&run_args("big", &opts, &sh(marker), detach));
+            assert_usage_error(&out, &[flag, "too long"]);
+            assert!(!env.scratch("ran").exists(), "{flag}: nothing may run");
+            assert!(!env.file("big", ".job.json").exists(), "{flag}");
+        }
+    }
+}
+
+#[test]
+fn the_longest_duration_is_100_years() {
+    let env = Env::new();
+    let out = env.run("y", &["--timeout", "100y", "--stale", "100y"], &["true"]);
+    assert_code(&out, exit::SUCCESS);
+    let settings = &env.record("y")["settings"];
+    assert_eq!(settings["timeout_ms"], 3_155_760_000_000u64, "{settings}");
+    let out = env.run("y", &["--timeout", "100y 1s"], &["true"]);
+    assert_usage_error(&out, &["--timeout", "too long", "100 years"]);
+}
+
+#[test]
+fn wait_with_a_huge_timeout_or_stale_is_refused_without_a_panic() {
+    let env = Env::new();
+    env.detach("w", FAST_TIMER, &env.gated("w", 0));
+    for args in [
+        ["w", "--timeout", "9223372036854775807s"],
+        ["w", "--stale", "18446744073709551615s"],
+        ["w", "--poll", HUGE],
+        ["w", "--grace", HUGE],
+    ] {
+        let mut a = vec!["wait"];
+        a.extend(args);
+        let out = env.jw(&a);
+        assert_usage_error(&out, &[args[1], "too long"]);
+        assert_no_panic(&stderr(&out));
+    }
+    env.release("w");
+    let (out, _) = env.wait(&["w", "--json"]);
+    assert_code(&out, exit::SUCCESS);
+}
+
+#[test]
+fn kill_with_a_huge_grace_is_refused_and_the_job_keeps_running() {
+    let env = Env::new();
+    let job = env.detach("k", FAST_TIMER, &env.gated("k", 0));
+    let out = env.jw(&["kill", "k", "--grace", HUGE]);
+    assert_usage_error(&out, &["--grace", "too long"]);
+    assert!(is_alive(job.pid), "a refused kill touches nothing");
+    env.release("k");
+    let (out, _) = env.wait(&["k", "--json"]);
+    assert_code(&out, exit::SUCCESS);
+}
+
+#[test]
+fn gc_breaker_and_mcp_flags_refuse_a_huge_duration() {
+    let env = Env::new();
+    for args in [
+        vec!["gc", "--older-than", HUGE],
+        vec!["breaker", "record", "b", "failure", "--cooldown", HUGE],
+        #[cfg(feature = "mcp")]
+        vec!["mcp", "--max-wait", HUGE],
+    ] {
+        let out = env.jw(&args);
+        assert_usage_error(&out, &[args[args.len() - 2], "too long"]);
+    }
+}
