@@ -24,6 +24,7 @@ mod preflight;
 mod progress;
 mod run;
 pub(crate) mod status;
+mod usage;
 mod wait;
 
 use std::io::IsTerminal;
@@ -169,19 +170,8 @@ fn clap_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            let text = e.render().to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.trim_start_matches("error: ");
-            // A mistyped job name like `-x` reaches clap as an option.
-            let hint = if e.kind() == ErrorKind::UnknownArgument {
-                "; if that was meant as a job name: names start with a letter or digit"
-            } else {
-                ""
-            };
-            warn(format_args!("{first}{hint} (see --help)"));
+            let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+            warn(format_args!("{} (see --help)", usage::message(&e, &argv)));
             ExitCode::from(exit_code::USAGE)
         }
     }

@@ -208,6 +208,7 @@ pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
     if p.command.is_empty() {
         return Err("command is empty: give the program and its arguments".into());
     }
+    check_spawnable(&p)?;
     let mut cmd = Command::new(&ctx.exe);
     cmd.arg("--dir")
         .arg(ctx.dir.path())
@@ -239,6 +240,44 @@ pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
         return Ok(shape::line(&started));
     }
     Err(run_failure(&out))
+}
+
+/// Refuses, naming the argument, what no process could be started with: a
+/// NUL byte ends a C string, so no argument, path or environment entry can
+/// hold one, and `=` ends an environment variable's name.
+fn check_spawnable(p: &StartParams) -> Result<(), ToolError> {
+    let nul =
+        |what: String| format!("{what} holds a NUL byte, which no process can be given; remove it");
+    for (i, arg) in p.command.iter().enumerate() {
+        if arg.contains('\0') {
+            return Err(nul(format!("command[{i}]")));
+        }
+    }
+    for (field, value) in [("cwd", &p.cwd), ("preflight_config", &p.preflight_config)] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(nul(field.to_owned()));
+        }
+    }
+    for (key, value) in p.env.iter().flatten() {
+        env_entry(key, value)?;
+    }
+    Ok(())
+}
+
+/// Why `key=value` cannot be put in a process's environment, if it cannot.
+fn env_entry(key: &str, value: &str) -> Result<(), ToolError> {
+    let why = if key.is_empty() {
+        "is empty: give the variable a name"
+    } else if key.contains('=') {
+        "holds '=', which would end the name there: use a name without '='"
+    } else if key.contains('\0') {
+        "holds a NUL byte, which no variable name can: remove it"
+    } else if value.contains('\0') {
+        "has a value holding a NUL byte, which no variable can: remove it"
+    } else {
+        return Ok(());
+    };
+    Err(format!("env key {key:?} {why}"))
 }
 
 /// What `start` returns of `run --detach`'s line: what an agent needs.
@@ -274,6 +313,7 @@ fn run_flags(p: &StartParams) -> Result<Vec<String>, ToolError> {
         flags.push(format!("--retries={n}"));
     }
     if let Some(key) = &p.breaker {
+        let key = breaker_key(key).map_err(|e| format!("breaker: {e}"))?;
         flags.push(format!("--breaker={key}"));
     }
     if let Some(n) = p.max_failures {
@@ -472,4 +512,19 @@ pub fn preflight(p: PreflightParams) -> ToolResult {
     Ok(shape::line(&shape::preflight(&preflight::run_checks(
         &config,
     ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_entries_no_process_can_take_are_named() {
+        assert!(env_entry("PATH", "/bin").is_ok());
+        assert!(env_entry("EMPTY", "").is_ok());
+        for (key, value) in [("", "v"), ("A=B", "v"), ("A\0B", "v"), ("OK", "a\0b")] {
+            let e = env_entry(key, value).unwrap_err();
+            assert!(e.starts_with(&format!("env key {key:?} ")), "{e}");
+        }
+    }
 }

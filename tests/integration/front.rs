@@ -350,3 +350,276 @@ fn gc_breaker_and_mcp_flags_refuse_a_huge_duration() {
         assert_usage_error(&out, &[args[args.len() - 2], "too long"]);
     }
 }
+
+// --------------------------------------------- item 10: clear errors ---
+
+#[test]
+fn a_command_without_dashes_is_told_to_go_after_them() {
+    let env = Env::new();
+    let out = env.jw(&["run", "n", "true"]);
+    assert_usage_error(
+        &out,
+        &[
+            "unexpected argument 'true'",
+            "after `--`",
+            "jobwatch run n -- true",
+        ],
+    );
+    let out = env.jw(&["run", "n", "--timeout", "5s", "--detach", "make", "-j8"]);
+    assert_usage_error(
+        &out,
+        &["'make'", "jobwatch run n --timeout 5s --detach -- make -j8"],
+    );
+    let out = env.jw(&["run", "--detach", "n", "sh", "-c", "echo hi"]);
+    assert_usage_error(&out, &["jobwatch run --detach n -- sh -c 'echo hi'"]);
+    assert!(!env.dir.join("n.job.json").exists(), "nothing ran");
+}
+
+#[test]
+fn a_missing_command_or_name_is_named() {
+    let env = Env::new();
+    for args in [vec!["run", "n", "--"], vec!["run", "n"]] {
+        let out = env.jw(&args);
+        assert_usage_error(&out, &["no command", "after `--`", "jobwatch run n -- "]);
+    }
+    let out = env.jw(&["run"]);
+    assert_usage_error(&out, &["no job name", "jobwatch run build -- "]);
+    let out = env.jw(&["wait"]);
+    assert_usage_error(&out, &["<NAME>"]);
+}
+
+#[test]
+fn an_unexpected_option_still_hints_at_job_names() {
+    let env = Env::new();
+    let out = env.jw(&["kill", "-x"]);
+    assert_usage_error(&out, &["'-x'", "name"]);
+    let out = env.jw(&["kill", "a", "b"]);
+    assert_usage_error(&out, &["unexpected argument 'b'"]);
+    assert!(
+        !stderr(&out).contains("job name"),
+        "a plain extra argument is no name problem: {}",
+        stderr(&out)
+    );
+}
+
+/// The MCP server, spoken to in raw JSON-RPC.
+#[cfg(feature = "mcp")]
+mod mcp {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{ChildStdin, Stdio};
+    use std::sync::mpsc;
+    use std::thread;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    // ------------------------------------------------------------ MCP ---
+
+    /// `jobwatch mcp` spoken to in raw JSON-RPC lines, for requests an SDK
+    /// client cannot send (e.g. `arguments` that are not an object).
+    struct RawMcp {
+        server: Spawned,
+        stdin: Option<ChildStdin>,
+        lines: mpsc::Receiver<String>,
+        next_id: u64,
+    }
+
+    impl RawMcp {
+        fn start(env: &Env) -> Self {
+            let mut cmd = env.cmd();
+            cmd.arg("mcp")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            let mut server = Spawned::new(cmd);
+            let stdin = server.child.stdin.take();
+            let stdout = server.child.stdout.take().expect("stdout");
+            let (tx, lines) = mpsc::channel();
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut mcp = Self {
+                server,
+                stdin,
+                lines,
+                next_id: 1,
+            };
+            let init = mcp.request(
+                "initialize",
+                json!({
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "front-tests", "version": "1"}
+                }),
+            );
+            assert!(init.get("result").is_some(), "initialize: {init}");
+            mcp.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+            mcp
+        }
+
+        fn send(&mut self, message: &Value) {
+            let stdin = self.stdin.as_mut().expect("stdin open");
+            writeln!(stdin, "{message}").expect("write to the server");
+            stdin.flush().expect("flush");
+        }
+
+        /// Sends a request and returns its response (notifications skipped).
+        #[track_caller]
+        fn request(&mut self, method: &str, params: Value) -> Value {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+            loop {
+                let line = self
+                    .lines
+                    .recv_timeout(CMD_DEADLINE)
+                    .unwrap_or_else(|_| panic!("no answer to {method} #{id}"));
+                let v: Value = serde_json::from_str(&line).expect("a JSON-RPC line");
+                if v["id"] == id {
+                    return v;
+                }
+            }
+        }
+
+        /// A `tools/call`, expected to be a one-line tool error; its text.
+        #[track_caller]
+        fn tool_error(&mut self, tool: &str, arguments: Value) -> String {
+            let v = self.request("tools/call", json!({"name": tool, "arguments": arguments}));
+            let result = &v["result"];
+            assert_eq!(result["isError"], true, "expected a tool error: {v}");
+            let text = result["content"][0]["text"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no text in {v}"))
+                .to_owned();
+            assert_eq!(text.lines().count(), 1, "one-line error: {text}");
+            text
+        }
+    }
+
+    impl Drop for RawMcp {
+        fn drop(&mut self) {
+            drop(self.stdin.take());
+            let pid = self.server.child.id() as i32;
+            eventually("the server exited after its client left", || {
+                matches!(self.server.child.try_wait(), Ok(Some(_))) || is_gone(pid)
+            });
+        }
+    }
+
+    #[test]
+    fn tools_call_whose_arguments_are_not_an_object_is_an_invalid_params_error() {
+        let env = Env::new();
+        let mut mcp = RawMcp::start(&env);
+        for arguments in [json!([]), json!(["name", "x"]), json!("x"), json!(3)] {
+            let v = mcp.request(
+                "tools/call",
+                json!({"name": "status", "arguments": arguments}),
+            );
+            let error = &v["error"];
+            assert_eq!(error["code"], -32602, "{v}");
+            let message = error["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("arguments") && message.contains("object"),
+                "{v}"
+            );
+            assert_eq!(message.lines().count(), 1, "{v}");
+        }
+        let v = mcp.request("tools/call", json!({"arguments": {}}));
+        assert_eq!(v["error"]["code"], -32602, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("name"),
+            "{v}"
+        );
+        // The server goes on serving.
+        let v = mcp.request("tools/call", json!({"name": "status", "arguments": {}}));
+        assert_eq!(v["result"]["isError"], false, "{v}");
+    }
+
+    #[test]
+    fn start_names_the_argument_that_holds_a_nul_byte() {
+        let env = Env::new();
+        let mut mcp = RawMcp::start(&env);
+        let text = mcp.tool_error(
+            "start",
+            json!({"name": "x", "command": ["echo", "a\u{0}b"]}),
+        );
+        assert!(
+            text.contains("command[1]") && text.contains("NUL"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("jobwatch"),
+            "blames the argument, not the binary: {text}"
+        );
+        let text = mcp.tool_error(
+            "start",
+            json!({"name": "x", "command": ["true"], "cwd": "/tmp\u{0}x"}),
+        );
+        assert!(text.contains("cwd") && text.contains("NUL"), "{text}");
+        assert!(!env.file("x", ".job.json").exists());
+    }
+
+    #[test]
+    fn start_refuses_an_env_entry_no_process_could_receive() {
+        let env = Env::new();
+        let mut mcp = RawMcp::start(&env);
+        for (key, value, needle) in [
+            ("", "v", "\"\""),
+            ("A=B", "v", "\"A=B\""),
+            ("A\u{0}B", "v", "\"A\\0B\""),
+            ("OK", "a\u{0}b", "\"OK\""),
+        ] {
+            let text = mcp.tool_error(
+                "start",
+                json!({"name": "e", "command": ["true"], "env": {key: value}}),
+            );
+            assert!(text.starts_with("env"), "{text}");
+            assert!(text.contains(needle), "names the key {needle}: {text}");
+        }
+        assert!(!env.file("e", ".job.json").exists(), "nothing started");
+    }
+
+    #[test]
+    fn durations_too_long_to_count_are_tool_errors() {
+        let env = Env::new();
+        let mut mcp = RawMcp::start(&env);
+        for field in ["timeout", "stale", "backoff", "backoff_max", "cooldown"] {
+            let mut args = json!({"name": "m", "command": ["true"], "breaker": "b"});
+            args[field] = json!(HUGE);
+            let text = mcp.tool_error("start", args);
+            assert!(
+                text.starts_with(field) && text.contains("too long"),
+                "{text}"
+            );
+        }
+        assert!(!env.file("m", ".job.json").exists(), "nothing started");
+        let v = mcp.request(
+            "tools/call",
+            json!({"name": "start", "arguments": {"name": "m", "command": ["sleep", "30"]}}),
+        );
+        assert_eq!(v["result"]["isError"], false, "{v}");
+        let text = mcp.tool_error("wait", json!({"names": ["m"], "timeout": HUGE}));
+        assert!(
+            text.starts_with("timeout") && text.contains("too long"),
+            "{text}"
+        );
+        let text = mcp.tool_error("kill", json!({"name": "m", "grace": HUGE}));
+        assert!(
+            text.starts_with("grace") && text.contains("too long"),
+            "{text}"
+        );
+        let v = mcp.request(
+            "tools/call",
+            json!({"name": "kill", "arguments": {"name": "m", "grace": "0s"}}),
+        );
+        assert_eq!(v["result"]["isError"], false, "{v}");
+    }
+}
