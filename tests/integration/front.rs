@@ -402,6 +402,49 @@ fn an_unexpected_option_still_hints_at_job_names() {
     );
 }
 
+// ------------------------------- sweep: reads bounded by what is shown ---
+
+/// A finished job whose log is one line of 32 MiB.
+fn one_huge_line(env: &Env, name: &str) {
+    let job = sh("head -c 33554432 /dev/zero | tr '\\0' x; echo; echo last");
+    assert_code(&env.run(name, &["--quiet"], &job), 0);
+}
+
+/// Most memory a process may use to show a few lines of a 32 MiB log (a
+/// debug build's own footprint is far below).
+const SMALL_RSS_KIB: i64 = 24 * 1024;
+
+#[test]
+// Reaped by `wait4` below, which std's `Child` cannot see.
+#[allow(clippy::zombie_processes)]
+fn logs_tail_of_a_huge_log_reads_only_its_end() {
+    let env = Env::new();
+    one_huge_line(&env, "big");
+    let mut cmd = jw_with(
+        &env,
+        &["logs", "big", "--tail", "1"],
+        Stdio::piped(),
+        Stdio::null(),
+    );
+    let mut child = cmd.spawn().expect("spawn logs");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    // Reaped here, with its resource use (std's wait gives no rusage).
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing into the two locals.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert_eq!(out, "last\n");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    assert!(
+        usage.ru_maxrss < SMALL_RSS_KIB,
+        "logs --tail 1 used {} KiB to print one short line",
+        usage.ru_maxrss
+    );
+}
+
 /// The MCP server, spoken to in raw JSON-RPC.
 #[cfg(feature = "mcp")]
 mod mcp {
@@ -413,6 +456,16 @@ mod mcp {
     use serde_json::{Value, json};
 
     use super::*;
+
+    /// Peak memory of a live process, in KiB.
+    fn peak_rss_kib(pid: u32) -> i64 {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
 
     // ------------------------------------------------------------ MCP ---
 
@@ -621,5 +674,53 @@ mod mcp {
             json!({"name": "kill", "arguments": {"name": "m", "grace": "0s"}}),
         );
         assert_eq!(v["result"]["isError"], false, "{v}");
+    }
+
+    #[test]
+    fn logs_reads_at_most_what_it_returns() {
+        let env = Env::new();
+        one_huge_line(&env, "big");
+        let mut mcp = RawMcp::start(&env);
+        let v = mcp.request(
+            "tools/call",
+            json!({"name": "logs", "arguments": {"name": "big", "tail": 2}}),
+        );
+        let content = &v["result"]["content"];
+        assert_eq!(v["result"]["isError"], false, "{v}");
+        let text = content[1]["text"].as_str().unwrap_or_default();
+        assert!(
+            text.ends_with("\nlast\n") && text.len() <= 16 * 1024,
+            "{}",
+            text.len()
+        );
+        let meta: Value = serde_json::from_str(content[0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(meta["to"], meta["size"], "{meta}");
+        let peak = peak_rss_kib(mcp.server.child.id());
+        assert!(
+            peak < SMALL_RSS_KIB + 16 * 1024,
+            "the server peaked at {peak} KiB"
+        );
+    }
+
+    #[test]
+    fn logs_from_an_offset_past_the_end_is_empty_not_an_error() {
+        let env = Env::new();
+        assert_code(&env.run("j", &["--quiet"], &["echo", "hello"]), 0);
+        let mut mcp = RawMcp::start(&env);
+        for offset in [6u64, 7, u64::MAX] {
+            let v = mcp.request(
+                "tools/call",
+                json!({"name": "logs", "arguments": {"name": "j", "offset": offset}}),
+            );
+            assert_eq!(v["result"]["isError"], false, "{v}");
+            let content = &v["result"]["content"];
+            let meta: Value = serde_json::from_str(content[0]["text"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                (meta["from"].as_u64(), meta["to"].as_u64()),
+                (Some(6), Some(6)),
+                "{meta}"
+            );
+            assert_eq!(content[1]["text"], "", "{v}");
+        }
     }
 }
