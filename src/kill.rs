@@ -149,13 +149,14 @@ pub fn terminate(
         return kill_until_gone(target, report);
     }
     signal_members(&members, first);
-    let deadline = Instant::now() + grace;
+    // A grace too long for the clock never runs out.
+    let deadline = Instant::now().checked_add(grace);
     loop {
         let cut_short = tick();
         if find_members(target).is_empty() {
             return report;
         }
-        if cut_short || Instant::now() >= deadline {
+        if cut_short || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
         std::thread::sleep(RECHECK);

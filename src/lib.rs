@@ -24,6 +24,8 @@
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
 //!   exit codes.
 #![warn(missing_docs)]
+// Output goes through `sys::stdio`: a `println!` panics on a closed pipe.
+#![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 
 pub mod breaker;
 pub mod classify;

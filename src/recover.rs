@@ -144,7 +144,8 @@ pub fn finish_lost(
     // A lost run is a failure to its breaker, counted before the status
     // appears (as the wrapper would have done).
     if let Err(e) = breaker::record_job(&JobsDir::already_checked(paths.dir()), &record) {
-        eprintln!("jobwatch: {}: {e}", record.name);
+        // Never blocks: a stalled stderr must not hold up the status.
+        crate::sys::stdio::notice(format_args!("{}: {e}", record.name));
     }
     write_status_once(&paths.status(), &record, Outcome::Lost)?;
     Ok(record)

@@ -11,6 +11,7 @@ use crate::breaker::{self, BreakerKey, BreakerView, Event, PolicyUpdate};
 use crate::exit_code;
 use crate::protocol::JobsDir;
 use crate::report::human_ms;
+use crate::sys::stdio::{say, warn};
 
 const BREAKER_HELP: &str = "\
 A breaker opens after N consecutive failures (failed, hung, timeout, lost; a killed
@@ -58,7 +59,10 @@ enum BreakerCommand {
     /// Record a success or failure of work a script ran itself (exit 6 if
     /// the breaker now refuses runs).
     #[command(
-        after_help = "Example:\n  make test && r=success || r=failure; jobwatch breaker record tests $r"
+        after_help = concat!(
+            "Example:\n  make test && r=success || r=failure; jobwatch breaker record tests $r\n\n",
+            durations_note!()
+        )
     )]
     Record {
         /// The breaker.
@@ -97,7 +101,7 @@ pub fn breaker(dir: &JobsDir, a: BreakerArgs) -> CliResult {
                 match entry {
                     Ok(view) => views.push(view),
                     Err(e) => {
-                        eprintln!("jobwatch: {e}");
+                        warn(e);
                         code = exit_code::USAGE;
                     }
                 }
@@ -141,28 +145,37 @@ fn refusal_code(view: &BreakerView) -> u8 {
     }
 }
 
+/// Prints the views; a reader that went away is not an error (the
+/// command's work is done, and its exit code still tells).
 fn print(views: &[BreakerView], json: bool) {
+    let _ = lines(views, json).iter().try_for_each(say);
+}
+
+fn lines(views: &[BreakerView], json: bool) -> Vec<String> {
     if wants_json(json) {
-        for v in views {
-            println!("{}", serde_json::to_string(v).expect("serializes"));
-        }
-        return;
+        return views
+            .iter()
+            .map(|v| serde_json::to_string(v).expect("a view serializes"))
+            .collect();
     }
     if views.is_empty() {
-        println!("no breakers");
-        return;
+        return vec!["no breakers".to_owned()];
     }
     let width = views.iter().map(|v| v.key.len()).max().unwrap_or(3).max(3);
-    println!("{:width$}  {:9}  {:>8}  INFO", "KEY", "STATE", "FAILURES");
+    let mut out = vec![format!(
+        "{:width$}  {:9}  {:>8}  INFO",
+        "KEY", "STATE", "FAILURES"
+    )];
     for v in views {
-        println!(
+        out.push(format!(
             "{:width$}  {:9}  {:>8}  {}",
             v.key,
             v.state,
             format!("{}/{}", v.consecutive_failures, v.max_failures),
             info(v)
-        );
+        ));
     }
+    out
 }
 
 /// What a person wants to know next: when it will admit a run, and what

@@ -12,8 +12,10 @@ use super::{CliResult, wants_json};
 use crate::exit_code;
 use crate::gc::{self, ItemKind, Policy, Removal};
 use crate::protocol::JobsDir;
+use crate::sys::stdio::warn;
 
-const GC_HELP: &str = "\
+const GC_HELP: &str = concat!(
+    "\
 With neither --older-than nor --keep: keep the newest 10 archived runs per
 name and remove no current run. Always removed: .tmp-* files older than a
 minute, NAME.kill files of runs that are over, empty history/NAME/ and
@@ -26,7 +28,11 @@ Prints one line per removed run or file and a summary (JSON lines with
 Examples:
   jobwatch gc --dry-run                 # what the defaults would remove
   jobwatch gc --older-than 7d           # finished runs that ended a week ago
-  jobwatch gc --keep 3 --json           # at most 3 archived runs per name";
+  jobwatch gc --keep 3 --json           # at most 3 archived runs per name
+
+",
+    durations_note!()
+);
 
 /// Remove finished jobs' files and history beyond the limits.
 #[derive(Debug, Args)]
@@ -70,7 +76,7 @@ pub fn gc(dir: &JobsDir, a: GcArgs) -> CliResult {
     let policy = Policy::new(a.older_than, a.keep);
     let report = gc::collect(dir, &policy, a.dry_run, SystemTime::now())?;
     for w in &report.warnings {
-        eprintln!("jobwatch: warning: {w}");
+        warn(format_args!("warning: {w}"));
     }
     let verb = if a.dry_run { "would remove" } else { "removed" };
     let mut lines: Vec<String> = Vec::with_capacity(report.removed.len() + 1);

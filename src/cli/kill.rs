@@ -11,13 +11,17 @@ use crate::exit_code;
 use crate::protocol::{JobName, JobsDir, Outcome};
 use crate::recover::kill_job;
 use crate::report::JobReport;
+use crate::sys::stdio::say;
 
 /// Kill a job: SIGTERM to its process group, a grace period, then SIGKILL
 /// to the group and every descendant that left it. A reused PID is never
 /// signalled.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  jobwatch kill build\n  jobwatch kill build --grace 0s   # SIGKILL at once"
+    after_help = concat!(
+        "Examples:\n  jobwatch kill build\n  jobwatch kill build --grace 0s   # SIGKILL at once\n\n",
+        durations_note!()
+    )
 )]
 pub struct KillArgs {
     /// The job.
@@ -51,10 +55,11 @@ pub fn kill(dir: &JobsDir, a: KillArgs) -> CliResult {
     if already {
         report.reason = Some(format!("already finished ({outcome}); nothing to kill"));
     }
-    if wants_json(a.json) {
-        println!("{}", report.to_json_line());
+    // The kill is done whether or not the caller still reads.
+    let _ = if wants_json(a.json) {
+        say(report.to_json_line())
     } else {
-        println!("{}", report.to_human());
-    }
+        say(report.to_human())
+    };
     Ok(exit_code::SUCCESS)
 }

@@ -10,7 +10,8 @@ use crate::exit_code;
 use crate::mcp::{Context, Options, serve};
 use crate::protocol::JobsDir;
 
-const MCP_HELP: &str = "\
+const MCP_HELP: &str = concat!(
+    "\
 Speaks MCP (JSON-RPC) on stdin/stdout; diagnostics go to stderr. Tools:
 start, wait, status, logs, kill, breaker_status, breaker_reset, preflight.
 Jobs are the same as the CLI's (same jobs directory). A client that
@@ -22,7 +23,12 @@ Register with Claude Code (.mcp.json):
 
 Examples:
   jobwatch mcp
-  jobwatch mcp --max-wait 25s --dir /tmp/jobs";
+  jobwatch mcp --max-wait 25s --dir /tmp/jobs
+
+",
+    durations_note!(),
+    " The same holds for the tools' duration arguments."
+);
 
 /// Serve jobwatch's tools to an MCP client (an AI agent) over stdio.
 #[derive(Debug, Args)]

@@ -2,6 +2,15 @@
 //! each a thin layer over the library. Errors become one line on stderr and
 //! a documented exit code.
 
+/// The rule every duration flag follows, for the `--help` of each command
+/// that has one (a macro, so that `concat!` can put it in a constant).
+macro_rules! durations_note {
+    () => {
+        "Durations: 500ms, 10s, 5m, 1h 30m, 2d, ...; at most 100y: a longer one is refused
+(exit 2), never cut short."
+    };
+}
+
 pub(crate) mod args;
 mod beat;
 mod breaker;
@@ -15,6 +24,7 @@ mod preflight;
 mod progress;
 mod run;
 pub(crate) mod status;
+mod usage;
 mod wait;
 
 use std::io::IsTerminal;
@@ -25,14 +35,20 @@ use clap::{Parser, Subcommand};
 
 use crate::exit_code;
 use crate::protocol::JobsDir;
+use crate::sys::stdio::warn;
 
-const AFTER_HELP: &str = "\
+const AFTER_HELP: &str = concat!(
+    "\
 Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 6 breaker open, 7 preflight failed, 124 timeout.
 Jobs directory: --dir, else $JOBWATCH_DIR, else $XDG_STATE_HOME/jobwatch, else ~/.local/state/jobwatch.
+",
+    durations_note!(),
+    "
 
 Examples:
   jobwatch run build --detach --timeout 30m -- make -j8
-  jobwatch wait build --tail 30";
+  jobwatch wait build --tail 30"
+);
 
 /// Run long work in the background and learn whether it succeeded, failed,
 /// hung, timed out or was lost.
@@ -95,7 +111,7 @@ pub fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("jobwatch: {}", one_line(&e.message));
+            warn(&e.message);
             ExitCode::from(e.code)
         }
     }
@@ -154,26 +170,11 @@ fn clap_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            let text = e.render().to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.trim_start_matches("error: ");
-            // A mistyped job name like `-x` reaches clap as an option.
-            let hint = if e.kind() == ErrorKind::UnknownArgument {
-                "; if that was meant as a job name: names start with a letter or digit"
-            } else {
-                ""
-            };
-            eprintln!("jobwatch: {first}{hint} (see --help)");
+            let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+            warn(format_args!("{} (see --help)", usage::message(&e, &argv)));
             ExitCode::from(exit_code::USAGE)
         }
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Whether output should be JSON: asked for, or stdout is not a terminal.

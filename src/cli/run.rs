@@ -16,8 +16,10 @@ use crate::exit_code;
 use crate::protocol::{JobName, JobsDir, LivenessMode, Settings};
 use crate::supervise::{RunSpec, StartError, start};
 use crate::sys::child::detach_into_new_session;
+use crate::sys::stdio::{notice, notice_within, say, warn};
 
-const RUN_HELP: &str = "\
+const RUN_HELP: &str = concat!(
+    "\
 Examples:
   jobwatch run build -- make -j8                      # foreground, exit code = make's
   jobwatch run train --detach --timeout 2h --stale 5m -- python train.py
@@ -27,7 +29,15 @@ Examples:
   jobwatch run tests --preflight -- cargo test           # checks ./jobwatch.toml first
 
 Foreground exit code: the command's own, 128+N if signal N ended it, 124 on timeout, 3 when hung,
-6 when the breaker refused to start, 7 when a preflight check failed.";
+6 when the breaker refused to start, 7 when a preflight check failed.
+
+In the foreground the output is also copied to stdout, best-effort: a reader that stops reading
+never delays the job's outcome or its status. Once the job is over, run waits at most 2s for a
+reader that takes nothing more, then exits (all of the output is in NAME.log).
+
+",
+    durations_note!()
+);
 
 /// Run a command as a job: its own process group, output to NAME.log,
 /// an honest heartbeat, time limit and hang detection enforced by the wrapper.
@@ -156,7 +166,7 @@ fn refuse_unless_preflight_passes(
         return Ok(());
     }
     for line in crate::preflight::failure_lines(&report) {
-        eprintln!("jobwatch: {line}");
+        warn(line);
     }
     Err(CliError {
         code: super::preflight::verdict(&report),
@@ -203,10 +213,29 @@ fn start_error(e: StartError) -> CliError {
     }
 }
 
+/// How long a foreground run, its job over and its status written, waits
+/// for a reader that takes none of the rest of the echo (or of its last
+/// line on stderr) before it exits anyway: a caller that reads the output
+/// only after the process exited must not wait forever.
+const ECHO_STALL_LIMIT: Duration = Duration::from_secs(2);
+
 fn run_in_foreground(dir: &JobsDir, a: &RunArgs) -> CliResult {
     let supervisor = start(dir, spec(a, !a.quiet)).map_err(start_error)?;
     let log = supervisor.paths().log();
+    let echo = supervisor.echo();
+    // Returns with the status written and the name's lock released: nothing
+    // below can change or delay the job's result.
     let record = supervisor.run_to_end()?;
+    if let Some(echo) = echo
+        && !echo.finish(ECHO_STALL_LIMIT)
+    {
+        notice(format_args!(
+            "{}: output not echoed in full: the reader took none of it for {}; all of it is in {}",
+            a.name,
+            humantime::format_duration(ECHO_STALL_LIMIT),
+            log.display()
+        ));
+    }
     let outcome = record.outcome.unwrap_or(crate::protocol::Outcome::Failed);
     if outcome != crate::protocol::Outcome::Success {
         let reason = record
@@ -214,10 +243,9 @@ fn run_in_foreground(dir: &JobsDir, a: &RunArgs) -> CliResult {
             .as_deref()
             .map(|r| format!(": {r}"))
             .unwrap_or_default();
-        eprintln!(
-            "jobwatch: {} {outcome}{reason} (log: {})",
-            a.name,
-            log.display()
+        notice_within(
+            format_args!("{} {outcome}{reason} (log: {})", a.name, log.display()),
+            ECHO_STALL_LIMIT,
         );
     }
     Ok(exit_code::for_run(outcome, record.exit_code, record.signal))
@@ -307,13 +335,21 @@ fn spawn_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
     })
 }
 
+/// Prints the start line. A caller that closed its stdout still has a
+/// started job (exit 0); it is told so on stderr if that still works.
 fn print_started(s: &Started, json: bool) {
-    if wants_json(json) {
-        println!("{}", serde_json::to_string(s).expect("serializes"));
+    let printed = if wants_json(json) {
+        say(serde_json::to_string(s).expect("a start line serializes"))
     } else {
-        println!(
+        say(format_args!(
             "started {} (pid {}); log: {}; wait with: jobwatch wait {}",
             s.name, s.pid, s.log, s.name
-        );
+        ))
+    };
+    if let Err(e) = printed {
+        warn(format_args!(
+            "{} started (pid {}), but its start line could not be printed: {e}",
+            s.name, s.pid
+        ));
     }
 }

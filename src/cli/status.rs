@@ -13,6 +13,7 @@ use crate::classify::{JobState, classify, observe};
 use crate::exit_code;
 use crate::protocol::{FileKind, JobName, JobsDir};
 use crate::report::human_ms;
+use crate::sys::stdio::warn;
 
 const STATUS_HELP: &str = "\
 States: running, success, failed, hung, timeout, killed, lost, invalid.
@@ -119,11 +120,11 @@ fn show(dir: &JobsDir, names: Vec<JobName>, json: bool, named: bool) -> CliResul
         let state = classify(obs, now, None);
         match &state {
             JobState::Missing if named => {
-                eprintln!("jobwatch: no job named {name}");
+                warn(format_args!("no job named {name}"));
                 code = exit_code::USAGE;
             }
             JobState::Invalid { reason } => {
-                eprintln!("jobwatch: job {name}: {reason}");
+                warn(format_args!("job {name}: {reason}"));
                 code = exit_code::USAGE;
             }
             _ => {}

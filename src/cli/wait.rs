@@ -11,9 +11,11 @@ use super::{CliResult, wants_json};
 use crate::exit_code;
 use crate::protocol::{JobName, JobsDir, Outcome};
 use crate::report::{JobReport, MatchReport};
+use crate::sys::stdio::say;
 use crate::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
 
-const WAIT_HELP: &str = "\
+const WAIT_HELP: &str = concat!(
+    "\
 Prints one line per job: JSON when --json or stdout is not a terminal
 (name, outcome, exit_code, duration_ms, log, result, and the log's tail on
 anything but success), a short line on a terminal.
@@ -30,7 +32,11 @@ Examples:
   jobwatch wait build
   jobwatch wait build test --all --timeout 30m --tail 50
   jobwatch wait shard1 shard2 --any --json
-  jobwatch wait server --until-log 'listening on [0-9]+' --timeout 2m";
+  jobwatch wait server --until-log 'listening on [0-9]+' --timeout 2m
+
+",
+    durations_note!()
+);
 
 /// Wait until jobs succeed, fail, hang, time out or are lost.
 #[derive(Debug, Args)]
@@ -110,11 +116,12 @@ pub fn wait(dir: &JobsDir, a: WaitArgs) -> CliResult {
     let json = wants_json(a.json);
     for v in &verdicts {
         let report = report_of(v, a.tail);
-        if json {
-            println!("{}", report.to_json_line());
+        // The exit code carries the outcome whether or not stdout works.
+        let _ = if json {
+            say(report.to_json_line())
         } else {
-            println!("{}", report.to_human());
-        }
+            say(report.to_human())
+        };
     }
     Ok(exit_code_of(&verdicts, spec.mode))
 }
@@ -181,6 +188,6 @@ fn until_log(
             (line, exit_code::for_outcome(v.outcome))
         }
     };
-    println!("{line}");
+    let _ = say(line);
     Ok(code)
 }

@@ -9,8 +9,8 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
-    CreateTaskResult, GetTaskParams, GetTaskResult, Implementation, JsonObject,
-    ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig,
+    CreateTaskResult, CustomRequest, CustomResult, GetTaskParams, GetTaskResult, Implementation,
+    JsonObject, ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
@@ -308,5 +308,86 @@ impl ServerHandler for JobwatchServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         self.tasks.cancel_task(&request.task_id)
+    }
+
+    /// A request rmcp could not read as any method it knows: a known method
+    /// whose params are malformed lands here too (rmcp would answer
+    /// "method not found"), so say what is wrong with the params instead.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        Err(misread_request(&request.method, request.params.as_ref()))
+    }
+}
+
+/// The error for a request rmcp could not read: invalid params, saying
+/// which, for a method it serves; else method not found.
+fn misread_request(method: &str, params: Option<&serde_json::Value>) -> ErrorData {
+    if method == "tools/call" {
+        return ErrorData::invalid_params(tool_call_problem(params), None);
+    }
+    if KNOWN_METHODS.contains(&method) {
+        return ErrorData::invalid_params(
+            format!("{method}: the params do not have the shape the MCP specification gives"),
+            None,
+        );
+    }
+    ErrorData::new(
+        rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+        format!("method not found: {method}"),
+        None,
+    )
+}
+
+/// Methods this server answers; a request for one that rmcp could not read
+/// had malformed params.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tasks/get",
+    "tasks/cancel",
+    "tasks/list",
+    "tasks/result",
+];
+
+/// What is wrong with the params of a `tools/call` that rmcp could not
+/// read, in one line.
+fn tool_call_problem(params: Option<&serde_json::Value>) -> String {
+    use serde_json::Value;
+    const EXAMPLE: &str = r#"e.g. {"name": "status", "arguments": {}}"#;
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    let Some(Value::Object(p)) = params else {
+        let got = params.map_or("none", kind);
+        return format!("tools/call: params must be an object (got {got}), {EXAMPLE}");
+    };
+    match p.get("name") {
+        Some(Value::String(_)) => {}
+        Some(other) => {
+            return format!(
+                "tools/call: params.name must be a tool's name, a string (got {}), {EXAMPLE}",
+                kind(other)
+            );
+        }
+        None => return format!("tools/call: params.name is missing: name the tool, {EXAMPLE}"),
+    }
+    match p.get("arguments") {
+        Some(args) if !matches!(args, Value::Object(_) | Value::Null) => format!(
+            "tools/call: arguments must be a JSON object of named arguments (got {}), {EXAMPLE}",
+            kind(args)
+        ),
+        _ => match serde_json::from_value::<CallToolRequestParams>(Value::Object(p.clone())) {
+            Err(e) => format!("tools/call: invalid params: {e}"),
+            Ok(_) => "tools/call: invalid params".to_owned(),
+        },
     }
 }

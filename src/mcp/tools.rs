@@ -208,6 +208,7 @@ pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
     if p.command.is_empty() {
         return Err("command is empty: give the program and its arguments".into());
     }
+    check_spawnable(&p)?;
     let mut cmd = Command::new(&ctx.exe);
     cmd.arg("--dir")
         .arg(ctx.dir.path())
@@ -239,6 +240,44 @@ pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
         return Ok(shape::line(&started));
     }
     Err(run_failure(&out))
+}
+
+/// Refuses, naming the argument, what no process could be started with: a
+/// NUL byte ends a C string, so no argument, path or environment entry can
+/// hold one, and `=` ends an environment variable's name.
+fn check_spawnable(p: &StartParams) -> Result<(), ToolError> {
+    let nul =
+        |what: String| format!("{what} holds a NUL byte, which no process can be given; remove it");
+    for (i, arg) in p.command.iter().enumerate() {
+        if arg.contains('\0') {
+            return Err(nul(format!("command[{i}]")));
+        }
+    }
+    for (field, value) in [("cwd", &p.cwd), ("preflight_config", &p.preflight_config)] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(nul(field.to_owned()));
+        }
+    }
+    for (key, value) in p.env.iter().flatten() {
+        env_entry(key, value)?;
+    }
+    Ok(())
+}
+
+/// Why `key=value` cannot be put in a process's environment, if it cannot.
+fn env_entry(key: &str, value: &str) -> Result<(), ToolError> {
+    let why = if key.is_empty() {
+        "is empty: give the variable a name"
+    } else if key.contains('=') {
+        "holds '=', which would end the name there: use a name without '='"
+    } else if key.contains('\0') {
+        "holds a NUL byte, which no variable name can: remove it"
+    } else if value.contains('\0') {
+        "has a value holding a NUL byte, which no variable can: remove it"
+    } else {
+        return Ok(());
+    };
+    Err(format!("env key {key:?} {why}"))
 }
 
 /// What `start` returns of `run --detach`'s line: what an agent needs.
@@ -274,6 +313,7 @@ fn run_flags(p: &StartParams) -> Result<Vec<String>, ToolError> {
         flags.push(format!("--retries={n}"));
     }
     if let Some(key) = &p.breaker {
+        let key = breaker_key(key).map_err(|e| format!("breaker: {e}"))?;
         flags.push(format!("--breaker={key}"));
     }
     if let Some(n) = p.max_failures {
@@ -359,17 +399,13 @@ pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError>
     let (from, bytes) = match p.offset {
         Some(offset) => {
             let len = p.length.unwrap_or(MAX_LOG_BYTES).min(MAX_LOG_BYTES);
-            (
-                offset.min(size),
-                read_range(&path, offset, len).map_err(read_err)?,
-            )
+            // Past the end is empty, not a seek the kernel refuses.
+            let from = offset.min(size);
+            (from, read_range(&path, from, len).map_err(read_err)?)
         }
         None => {
             let n = p.tail.map_or(DEFAULT_LOG_TAIL, |n| n as usize);
-            let mut bytes = crate::report::tail_bytes(&path, n).map_err(read_err)?;
-            let over = bytes.len().saturating_sub(MAX_LOG_BYTES as usize);
-            bytes.drain(..over);
-            (size.saturating_sub(bytes.len() as u64), bytes)
+            read_tail(&path, n).map_err(read_err)?
         }
     };
     let meta = serde_json::json!({
@@ -382,6 +418,38 @@ pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError>
         meta.to_string(),
         String::from_utf8_lossy(&bytes).into_owned(),
     ))
+}
+
+/// The last `n` lines of the log, cut to its last [`MAX_LOG_BYTES`], and
+/// where they start: only that much of the file's end is read, however
+/// long the log or its lines.
+fn read_tail(path: &std::path::Path, n: usize) -> std::io::Result<(u64, Vec<u8>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let window = f.metadata()?.len().saturating_sub(MAX_LOG_BYTES);
+    f.seek(SeekFrom::Start(window))?;
+    let mut buf = Vec::new();
+    f.take(MAX_LOG_BYTES).read_to_end(&mut buf)?;
+    let start = last_lines_start(&buf, n);
+    Ok((window + start as u64, buf.split_off(start)))
+}
+
+/// Where the last `n` lines of `buf` begin (0 when it holds fewer); a
+/// newline that ends `buf` does not start another line.
+fn last_lines_start(buf: &[u8], n: usize) -> usize {
+    if n == 0 {
+        return buf.len();
+    }
+    let mut newlines = 0;
+    for (i, b) in buf.iter().enumerate().rev() {
+        if *b == b'\n' && i + 1 != buf.len() {
+            newlines += 1;
+            if newlines == n {
+                return i + 1;
+            }
+        }
+    }
+    0
 }
 
 fn read_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
@@ -472,4 +540,31 @@ pub fn preflight(p: PreflightParams) -> ToolResult {
     Ok(shape::line(&shape::preflight(&preflight::run_checks(
         &config,
     ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_lines_start_after_the_nth_newline_from_the_end() {
+        let buf = b"a\nb\nc\n";
+        assert_eq!(last_lines_start(buf, 1), 4);
+        assert_eq!(last_lines_start(buf, 2), 2);
+        assert_eq!(last_lines_start(buf, 3), 0);
+        assert_eq!(last_lines_start(buf, 9), 0);
+        assert_eq!(last_lines_start(buf, 0), buf.len());
+        assert_eq!(last_lines_start(b"no newline", 1), 0);
+        assert_eq!(last_lines_start(b"a\nunfinished", 1), 2);
+    }
+
+    #[test]
+    fn env_entries_no_process_can_take_are_named() {
+        assert!(env_entry("PATH", "/bin").is_ok());
+        assert!(env_entry("EMPTY", "").is_ok());
+        for (key, value) in [("", "v"), ("A=B", "v"), ("A\0B", "v"), ("OK", "a\0b")] {
+            let e = env_entry(key, value).unwrap_err();
+            assert!(e.starts_with(&format!("env key {key:?} ")), "{e}");
+        }
+    }
 }

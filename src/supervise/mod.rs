@@ -38,6 +38,7 @@ use crate::recover::finish_lost;
 use crate::retry;
 use crate::sys::child::{ExitStatus, SignalPipe, become_subreaper, peek_exit, reap, reap_orphans};
 use crate::sys::proc::{self, ProcessId, Snapshot};
+use crate::sys::stdio::notice;
 
 pub use tee::Tee;
 
@@ -464,7 +465,7 @@ fn spawn_failure(record: &JobRecord, err: &io::Error) -> JobEnd {
 fn write_final(dir: &JobsDir, paths: &JobPaths, record: &JobRecord) -> Result<(), WriteError> {
     record.write(&paths.record())?;
     if let Err(e) = breaker::record_job(dir, record) {
-        eprintln!("jobwatch: {}: {e}", record.name);
+        notice(format_args!("{}: {e}", record.name));
     }
     let outcome = record.outcome.unwrap_or(Outcome::Failed);
     write_status_once(&paths.status(), record, outcome)?;
@@ -490,6 +491,12 @@ impl Supervisor {
         &self.paths
     }
 
+    /// The echo of the job's output (foreground runs), for the caller to
+    /// [`Tee::finish`] once [`Supervisor::run_to_end`] has returned.
+    pub fn echo(&self) -> Option<Tee> {
+        self.tee.clone()
+    }
+
     /// Supervises the command until it ends (running it again while it
     /// fails and retries are left), then writes the final record and
     /// status. Returns the final record.
@@ -510,7 +517,7 @@ impl Supervisor {
                 // Another attempt would lose this one's log, and leaving
                 // without a status would lose the job's result: the job
                 // ends with this attempt's outcome.
-                eprintln!("jobwatch: {}: {e}; not retrying", self.record.name);
+                notice(format_args!("{}: {e}; not retrying", self.record.name));
                 break (end, true);
             }
             if let Some(interrupted) = self.back_off(delay) {
@@ -532,10 +539,10 @@ impl Supervisor {
             // Someone judged this run over while it lived (only possible
             // where flock does not work, e.g. some network filesystems):
             // leave their consistent record and status alone.
-            eprintln!(
-                "jobwatch: {}: a status was written while the job ran; its own ending ({}) is not recorded",
+            notice(format_args!(
+                "{}: a status was written while the job ran; its own ending ({}) is not recorded",
                 record.name, end.outcome
-            );
+            ));
             return Ok(record);
         }
         write_final(&self.dir, &self.paths, &record)?;
@@ -548,8 +555,9 @@ impl Supervisor {
         let pid = self.child.id() as i32;
         self.kill_leftovers();
         reap(pid);
-        if let Some(tee) = self.tee.take() {
-            tee.finish();
+        // Never waits: the echo catches up on its own thread.
+        if let Some(tee) = &self.tee {
+            tee.attempt_ended();
         }
         self.verdict(exit, cause)
     }
@@ -595,9 +603,9 @@ impl Supervisor {
             source,
         })?;
         self.record.attempts.push(attempt);
-        if self.spec.echo_output {
-            eprintln!(
-                "jobwatch: {} attempt {k}/{} {}{}; retrying in {}",
+        if let Some(tee) = &self.tee {
+            tee.notice(format!(
+                "{} attempt {k}/{} {}{}; retrying in {}",
                 self.record.name,
                 self.record.max_attempts,
                 end.outcome,
@@ -607,7 +615,7 @@ impl Supervisor {
                 humantime::format_duration(Duration::from_millis(
                     delay.unwrap_or_default().as_millis() as u64
                 ))
-            );
+            ));
         }
         self.record.write(&self.paths.record()).inspect_err(|_| {
             self.record.attempts.pop();
@@ -683,7 +691,9 @@ impl Supervisor {
             reap(pid);
             return Err(failed_to_start(e.to_string()));
         }
-        self.tee = start_tee(&self.spec, &self.paths);
+        if let Some(tee) = &self.tee {
+            tee.follow(&self.paths.log());
+        }
         // A kill request written after the backoff's last look may have
         // missed this attempt (its killer searched for the job's processes
         // before this one existed): honour it now, and the attempt's
@@ -717,7 +727,7 @@ impl Supervisor {
     fn supervise(&mut self) -> (ExitStatus, Option<KillCause>) {
         let settings = self.record.settings;
         let child = self.child.id() as i32;
-        let deadline = settings.timeout().map(|t| self.started + t);
+        let deadline = settings.timeout().and_then(|t| self.started.checked_add(t));
         let mut tracker = ProgressTracker::new(settings.liveness, &self.observe());
         let mut next_sample = Instant::now() + settings.heartbeat();
         let mut cause: Option<KillCause> = None;

@@ -68,9 +68,11 @@ pub fn from_number(n: i32) -> Option<Signal> {
 }
 
 /// Lets a closed stdout end this process quietly, as it ends `cat` or
-/// `ls`, instead of a "broken pipe" panic in the next `println!`. Only for
-/// commands whose output is the whole point: the wrapper must survive its
-/// reader (its job goes on), so it keeps Rust's default of ignoring SIGPIPE.
+/// `ls`, instead of going on with work nobody reads. Only for commands
+/// whose output is the whole point: the wrapper must survive its reader
+/// (its job goes on), so it keeps Rust's default of ignoring SIGPIPE and
+/// writes through `sys::stdio`, which turns a closed pipe into an error
+/// instead of a panic.
 pub fn exit_on_broken_pipe() {
     // SAFETY: restoring the default disposition of one signal; no handler
     // runs, and nothing else in this process manages SIGPIPE.

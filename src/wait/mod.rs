@@ -104,7 +104,8 @@ pub fn wait(dir: &JobsDir, spec: &WaitSpec) -> Result<Vec<Verdict>, WaitError> {
     let wakeups = Wakeups::new(dir.path(), &spec.names, spec.poll, spec.exits_after);
     let jobs: Vec<JobPaths> = spec.names.iter().map(|n| dir.job(n)).collect();
     let started = Instant::now();
-    let deadline = spec.timeout.map(|t| started + t);
+    // A limit too far away for the clock never comes.
+    let deadline = spec.timeout.and_then(|t| started.checked_add(t));
     let mut verdicts: Vec<Option<Verdict>> = vec![None; jobs.len()];
     let mut vanished_since: Vec<Option<Instant>> = vec![None; jobs.len()];
     let mut first_pass = true;

@@ -59,7 +59,8 @@ pub fn wait_until_log(
     let wakeups = Wakeups::with_log_writes(dir.path(), &spec.names, spec.poll, spec.exits_after);
     let mut log = LogFollower::new(&job);
     let mut lines = LineMatcher::new(pattern.clone());
-    let deadline = spec.timeout.map(|t| Instant::now() + t);
+    // A limit too far away for the clock never comes.
+    let deadline = spec.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut first_pass = true;
     let mut schedule = LookSchedule::new();
     let mut wake = Wake::State;

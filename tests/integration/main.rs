@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod breaker;
+mod front;
 mod gc;
 mod kill;
 mod liveness;
