@@ -1,15 +1,16 @@
 //! `jobwatch logs`: print a job's log, or its last lines; with `--follow`,
 //! go on printing until the run ends.
 
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 
 use clap::Args;
 
 use super::args::job_name;
 use super::{CliError, CliResult};
 use crate::exit_code;
+use crate::protocol::open::open_existing;
 use crate::protocol::{JobName, JobsDir};
-use crate::report::tail_bytes;
+use crate::report::tail_start;
 use crate::wait::{FollowError, FollowSpec, follow};
 
 const LOGS_HELP: &str = "\
@@ -55,14 +56,15 @@ pub fn logs(dir: &JobsDir, a: LogsArgs) -> CliResult {
     }
     let read_err =
         |e: std::io::Error| CliError::from(format!("cannot read {}: {e}", path.display()));
+    // Opened as every job file is (no symlink, no FIFO), and streamed from
+    // where the tail starts: one line of any length is never held whole.
+    let mut f = open_existing(&path).map_err(read_err)?;
+    if let Some(n) = a.tail {
+        let start = tail_start(&mut f, n).map_err(read_err)?;
+        f.seek(SeekFrom::Start(start)).map_err(read_err)?;
+    }
     let mut out = std::io::stdout().lock();
-    let written = match a.tail {
-        Some(n) => out.write_all(&tail_bytes(&path, n).map_err(read_err)?),
-        None => {
-            let mut f = std::fs::File::open(&path).map_err(read_err)?;
-            std::io::copy(&mut f, &mut out).map(drop)
-        }
-    };
+    let written = std::io::copy(&mut f, &mut out).and_then(|_| out.flush());
     match written {
         // A closed pipe (`| head`) is the reader's choice, not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit_code::SUCCESS),

@@ -366,9 +366,10 @@ pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError>
         }
         None => {
             let n = p.tail.map_or(DEFAULT_LOG_TAIL, |n| n as usize);
-            let mut bytes = crate::report::tail_bytes(&path, n).map_err(read_err)?;
-            let over = bytes.len().saturating_sub(MAX_LOG_BYTES as usize);
-            bytes.drain(..over);
+            // Only the bytes that are sent are read: a line of any length
+            // is never held whole.
+            let bytes =
+                crate::report::tail_bytes_at_most(&path, n, MAX_LOG_BYTES).map_err(read_err)?;
             (size.saturating_sub(bytes.len() as u64), bytes)
         }
     };
@@ -386,7 +387,7 @@ pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError>
 
 fn read_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
+    let mut f = crate::protocol::open::open_existing(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     f.take(len).read_to_end(&mut buf)?;
