@@ -85,6 +85,11 @@ impl From<ReadError> for io::Error {
 /// descriptor is non-blocking, which changes nothing for a regular file
 /// (the only kind returned).
 pub fn open_regular(path: &Path) -> Result<Option<File>, ReadError> {
+    Ok(open_with_meta(path)?.map(|(file, _)| file))
+}
+
+/// [`open_regular`], with the `fstat` it took.
+fn open_with_meta(path: &Path) -> Result<Option<(File, Metadata)>, ReadError> {
     let unusable = |why| ReadError::Unusable {
         path: path.to_owned(),
         why,
@@ -112,7 +117,7 @@ pub fn open_regular(path: &Path) -> Result<Option<File>, ReadError> {
     })?;
     match not_regular(&meta) {
         Some(why) => Err(unusable(why)),
-        None => Ok(Some(file)),
+        None => Ok(Some((file, meta))),
     }
 }
 
@@ -132,23 +137,24 @@ pub fn open_existing(path: &Path) -> io::Result<File> {
 /// not exist. A larger file is [`Unusable::TooLarge`], found from its size
 /// before anything is read (and again if it grows while being read).
 pub fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, ReadError> {
-    let Some(file) = open_regular(path)? else {
+    let Some((file, meta)) = open_with_meta(path)? else {
         return Ok(None);
-    };
-    let io_err = |source| ReadError::Io {
-        path: path.to_owned(),
-        source,
     };
     let too_large = || ReadError::Unusable {
         path: path.to_owned(),
         why: Unusable::TooLarge(cap),
     };
-    let len = file.metadata().map_err(io_err)?.len();
+    let len = meta.len();
     if len > cap {
         return Err(too_large());
     }
     let mut bytes = Vec::with_capacity(len as usize);
-    file.take(cap + 1).read_to_end(&mut bytes).map_err(io_err)?;
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| ReadError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
     if bytes.len() as u64 > cap {
         return Err(too_large());
     }
