@@ -172,8 +172,10 @@ fn clap_error(e: clap::Error) -> ExitCode {
     }
 }
 
+/// The message on one line, safe for a terminal: it may quote a hostile
+/// file (serde names an unknown word it found in a record).
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    crate::report::for_terminal(&s.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// Whether output should be JSON: asked for, or stdout is not a terminal.

@@ -703,6 +703,16 @@ fn a_log_cannot_drive_the_terminal_through_wait_status_or_kill() {
     assert!(!drives_terminal(&shown), "status: {shown:?}");
     let shown = on_terminal(&env, "kill t", 0);
     assert!(!drives_terminal(&shown), "kill: {shown:?}");
+    // An error quoting a hostile record (serde names the unknown word).
+    record["outcome"] = Value::from("\x1b]0;PWNED\x07bad");
+    fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    for args in ["wait t --quiet", "status t"] {
+        let shown = on_terminal(&env, args, exit::USAGE);
+        assert!(shown.contains("bad"), "{args}: {shown:?}");
+        assert!(!drives_terminal(&shown), "{args}: {shown:?}");
+    }
+    record["outcome"] = Value::from("failed");
+    fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
 
     // JSON keeps the text, escaped.
     let (out, lines) = env.wait(&["t", "--json"]);
