@@ -18,7 +18,6 @@
 //! - Each run is counted once, however many processes report it (the
 //!   wrapper, or whoever finishes a lost run).
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::classify::{JobState, classify, observe};
 use crate::protocol::atomic::{WriteError, write_atomic};
 use crate::protocol::lock::{JobLock, LockError};
+use crate::protocol::open::create_dirs_within;
 use crate::protocol::record::{RecordError, read_json, rfc3339, unix_ms};
 use crate::protocol::{JobName, JobRecord, JobsDir, Outcome};
 use crate::sys::proc::{self, ProcessId};
@@ -463,11 +463,13 @@ fn read(path: &Path, key: &BreakerKey) -> Result<Breaker, BreakerError> {
     }
 }
 
-/// The breaker's state for [`reset`]: a malformed file reads as new.
+/// The breaker's state for [`reset`]: a malformed file, or something that
+/// is no regular file at all (a FIFO, a symlink: replaced, never followed,
+/// by the atomic write), reads as new.
 fn read_or_new(path: &Path, key: &BreakerKey) -> Result<Breaker, BreakerError> {
     match read(path, key) {
         Err(BreakerError::Read {
-            source: RecordError::Malformed { .. },
+            source: RecordError::Malformed { .. } | RecordError::Unusable { .. },
             ..
         }) => Ok(Breaker::new(key)),
         other => other,
@@ -482,15 +484,13 @@ fn update<T>(
     read_state: fn(&Path, &BreakerKey) -> Result<Breaker, BreakerError>,
     change: impl FnOnce(&mut Breaker) -> (bool, T),
 ) -> Result<T, BreakerError> {
+    // A real folder: a symlinked `breakers/` would carry the state (and
+    // its lock) out of the jobs directory.
     let folder = dir.breakers();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&folder)
-        .map_err(|source| BreakerError::Folder {
-            path: folder.clone(),
-            source,
-        })?;
+    create_dirs_within(dir.path(), &folder).map_err(|source| BreakerError::Folder {
+        path: folder.clone(),
+        source,
+    })?;
     let _lock = JobLock::acquire(&lock_of(dir, key)).map_err(|source| BreakerError::Lock {
         key: key.to_string(),
         source,

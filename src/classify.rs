@@ -4,10 +4,10 @@
 //! [`observe`] reads the files (and checks the wrapper's PID); [`classify`]
 //! is a pure function of that observation and the time.
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::liveness::{observer_threshold, visible_progress};
+use crate::protocol::open::{entry, mtime};
 use crate::protocol::record::{RecordError, StatusWord, read_record};
 use crate::protocol::status_file::{StatusError, read_status};
 use crate::protocol::{FileKind, JobPaths, JobRecord, Outcome};
@@ -148,7 +148,7 @@ pub fn observe(paths: &JobPaths) -> Observed {
         || over
         || heartbeat_mtime.is_some()
         || log_mtime.is_some()
-        || paths.file(FileKind::Pid).exists();
+        || entry(&paths.file(FileKind::Pid)).is_some();
     Observed {
         record,
         wrapper,
@@ -176,10 +176,6 @@ pub fn wrapper_state(record: &JobRecord) -> WrapperState {
     } else {
         WrapperState::Dead
     }
-}
-
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).ok()?.modified().ok()
 }
 
 /// Classifies an observation at time `now`. `stale` overrides the job's own

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use regex::Regex;
 
 use crate::protocol::JobPaths;
+use crate::protocol::open::open_regular;
 use crate::protocol::record::read_record;
 use crate::report::{shorten, tail_start};
 
@@ -151,7 +152,7 @@ impl LogFollower {
     /// The file now at the path, when it replaced the one open and belongs
     /// to the same run.
     fn replacement(&mut self) -> io::Result<Option<OpenLog>> {
-        let at_path = match std::fs::metadata(&self.log) {
+        let at_path = match std::fs::symlink_metadata(&self.log) {
             Ok(meta) => FileId::of(&meta),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -171,10 +172,11 @@ impl LogFollower {
     /// run before and after the open, the file opened is that run's log.
     fn open_own(&mut self) -> io::Result<Option<OpenLog>> {
         let before = self.current_run();
-        let file = match File::open(&self.log) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        // No symlink followed, no FIFO waited on (protocol §3).
+        let file = match open_regular(&self.log) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
         let after = self.current_run();
         if before != after {

@@ -1,6 +1,5 @@
 //! `jobwatch beat`: an explicit proof of progress, for jobs that know best.
 
-use std::fs::OpenOptions;
 use std::time::SystemTime;
 
 use clap::Args;
@@ -9,6 +8,7 @@ use super::args::job_name;
 use super::{CliError, CliResult};
 use crate::classify::{JobState, classify, observe};
 use crate::exit_code;
+use crate::protocol::open::touch;
 use crate::protocol::{JobName, JobsDir};
 
 /// Record progress for a running job (same as touching $JOBWATCH_HEARTBEAT).
@@ -36,12 +36,10 @@ pub fn beat(dir: &JobsDir, a: BeatArgs) -> CliResult {
             )));
         }
     }
+    // Never through a symlink, never blocking (protocol §3): a heartbeat
+    // that is not the wrapper's own file is refused, its target untouched.
     let hb = paths.heartbeat();
-    let file = OpenOptions::new()
-        .write(true)
-        .open(&hb)
-        .map_err(|e| format!("cannot open {}: {e}", hb.display()))?;
-    file.set_modified(SystemTime::now())
+    touch(&hb, SystemTime::now(), false)
         .map_err(|e| format!("cannot touch {}: {e}", hb.display()))?;
     Ok(exit_code::SUCCESS)
 }

@@ -8,6 +8,7 @@ use clap::Args;
 use super::args::job_name;
 use super::{CliError, CliResult};
 use crate::exit_code;
+use crate::protocol::open::open_existing;
 use crate::protocol::{JobName, JobsDir};
 use crate::report::tail_start;
 use crate::wait::{FollowError, FollowSpec, follow};
@@ -55,10 +56,10 @@ pub fn logs(dir: &JobsDir, a: LogsArgs) -> CliResult {
     }
     let read_err =
         |e: std::io::Error| CliError::from(format!("cannot read {}: {e}", path.display()));
-    let mut f = std::fs::File::open(&path).map_err(read_err)?;
+    // Opened as every job file is (no symlink, no FIFO), and streamed from
+    // where the tail starts: one line of any length is never held whole.
+    let mut f = open_existing(&path).map_err(read_err)?;
     if let Some(n) = a.tail {
-        // Copied from where the last lines start, never held in memory
-        // whole: a huge log or line costs no more than a plain `logs`.
         let start = tail_start(&mut f, n).map_err(read_err)?;
         f.seek(SeekFrom::Start(start)).map_err(read_err)?;
     }

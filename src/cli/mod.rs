@@ -111,7 +111,9 @@ pub fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            warn(&e.message);
+            // It may quote a hostile file (serde names an unknown word it
+            // found in a record): safe for a terminal.
+            warn(crate::report::for_terminal(&e.message));
             ExitCode::from(e.code)
         }
     }

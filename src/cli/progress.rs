@@ -5,7 +5,6 @@
 //! exists. Dropping the [`Spinner`] stops the thread and clears the line
 //! before anything else is printed.
 
-use std::fs::File;
 use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -133,7 +132,8 @@ fn newest_line(logs: &[PathBuf]) -> Option<String> {
 /// colour codes and control characters dropped so the spinner's own line
 /// stays intact.
 fn last_line(path: &Path) -> Option<String> {
-    let mut f = File::open(path).ok()?;
+    // A FIFO or a symlink at the log's place must not stall the spinner.
+    let mut f = crate::protocol::open::open_existing(path).ok()?;
     let len = f.metadata().ok()?.len();
     f.seek(SeekFrom::Start(len.saturating_sub(TAIL_WINDOW)))
         .ok()?;

@@ -12,7 +12,7 @@ use super::{CliError, CliResult, wants_json};
 use crate::classify::{JobState, classify, observe};
 use crate::exit_code;
 use crate::protocol::{FileKind, JobName, JobsDir};
-use crate::report::human_ms;
+use crate::report::{for_terminal, human_ms};
 use crate::sys::stdio::warn;
 
 const STATUS_HELP: &str = "\
@@ -124,7 +124,7 @@ fn show(dir: &JobsDir, names: Vec<JobName>, json: bool, named: bool) -> CliResul
                 code = exit_code::USAGE;
             }
             JobState::Invalid { reason } => {
-                warn(format_args!("job {name}: {reason}"));
+                warn(format_args!("job {name}: {}", for_terminal(reason)));
                 code = exit_code::USAGE;
             }
             _ => {}
@@ -216,6 +216,8 @@ fn print_table(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
         if let Some(k) = &r.attempt {
             info = format!("attempt {k}; {info}");
         }
+        // A record's reason is anyone's text: it must not drive the terminal.
+        let info = for_terminal(&info);
         writeln!(
             out,
             "{:width$}  {:8}  {:>8}  {:>8}  {:>4}  {info}",

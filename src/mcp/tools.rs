@@ -405,7 +405,11 @@ pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError>
         }
         None => {
             let n = p.tail.map_or(DEFAULT_LOG_TAIL, |n| n as usize);
-            read_tail(&path, n).map_err(read_err)?
+            // Only the bytes that are sent are read: a line of any length
+            // is never held whole.
+            let bytes =
+                crate::report::tail_bytes_at_most(&path, n, MAX_LOG_BYTES).map_err(read_err)?;
+            (size.saturating_sub(bytes.len() as u64), bytes)
         }
     };
     let meta = serde_json::json!({
@@ -420,41 +424,9 @@ pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError>
     ))
 }
 
-/// The last `n` lines of the log, cut to its last [`MAX_LOG_BYTES`], and
-/// where they start: only that much of the file's end is read, however
-/// long the log or its lines.
-fn read_tail(path: &std::path::Path, n: usize) -> std::io::Result<(u64, Vec<u8>)> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
-    let window = f.metadata()?.len().saturating_sub(MAX_LOG_BYTES);
-    f.seek(SeekFrom::Start(window))?;
-    let mut buf = Vec::new();
-    f.take(MAX_LOG_BYTES).read_to_end(&mut buf)?;
-    let start = last_lines_start(&buf, n);
-    Ok((window + start as u64, buf.split_off(start)))
-}
-
-/// Where the last `n` lines of `buf` begin (0 when it holds fewer); a
-/// newline that ends `buf` does not start another line.
-fn last_lines_start(buf: &[u8], n: usize) -> usize {
-    if n == 0 {
-        return buf.len();
-    }
-    let mut newlines = 0;
-    for (i, b) in buf.iter().enumerate().rev() {
-        if *b == b'\n' && i + 1 != buf.len() {
-            newlines += 1;
-            if newlines == n {
-                return i + 1;
-            }
-        }
-    }
-    0
-}
-
 fn read_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
+    let mut f = crate::protocol::open::open_existing(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     f.take(len).read_to_end(&mut buf)?;
@@ -545,18 +517,6 @@ pub fn preflight(p: PreflightParams) -> ToolResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_last_lines_start_after_the_nth_newline_from_the_end() {
-        let buf = b"a\nb\nc\n";
-        assert_eq!(last_lines_start(buf, 1), 4);
-        assert_eq!(last_lines_start(buf, 2), 2);
-        assert_eq!(last_lines_start(buf, 3), 0);
-        assert_eq!(last_lines_start(buf, 9), 0);
-        assert_eq!(last_lines_start(buf, 0), buf.len());
-        assert_eq!(last_lines_start(b"no newline", 1), 0);
-        assert_eq!(last_lines_start(b"a\nunfinished", 1), 2);
-    }
 
     #[test]
     fn env_entries_no_process_can_take_are_named() {

@@ -7,6 +7,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use super::open::create_dirs_within;
 use super::paths::{ATTEMPTS_DIR, FileKind, JobPaths};
 
 /// A run's files (every kind but the lock, which belongs to the name), in
@@ -52,7 +53,7 @@ pub fn archive(
     if present.is_empty() && !has_attempts {
         return Ok(None);
     }
-    let dest = unique_folder(history_root, label).map_err(|source| ArchiveError {
+    let dest = unique_folder(job.dir(), history_root, label).map_err(|source| ArchiveError {
         from: history_root.to_owned(),
         source,
     })?;
@@ -85,8 +86,15 @@ fn move_if_present(from: &Path, to: &Path) -> Result<(), ArchiveError> {
     }
 }
 
-fn unique_folder(root: &Path, label: &str) -> io::Result<PathBuf> {
-    DirBuilder::new().recursive(true).mode(0o700).create(root)?;
+/// A new folder `root/label` (or `label.N`). `root` and its parents below
+/// the jobs directory must be real folders: a symlinked `history/` would
+/// carry the run's files out of the jobs directory (§3).
+fn unique_folder(jobs_dir: &Path, root: &Path, label: &str) -> io::Result<PathBuf> {
+    if root.starts_with(jobs_dir) {
+        create_dirs_within(jobs_dir, root)?;
+    } else {
+        DirBuilder::new().recursive(true).mode(0o700).create(root)?;
+    }
     for n in 0u32.. {
         let candidate = if n == 0 {
             root.join(label)

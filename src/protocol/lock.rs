@@ -3,12 +3,13 @@
 //! it when the holder dies, however it dies, so "I got the lock" also proves
 //! the previous wrapper is gone.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FlockOperation, flock};
+
+use super::open::open_lock;
 
 /// The lock could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -50,15 +51,9 @@ impl JobLock {
             source,
         };
         // Opened for writing so that its close (the holder's death) raises an
-        // inotify close-write event, which wakes waiters at once.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err)?;
+        // inotify close-write event, which wakes waiters at once; never
+        // through a symlink, and only as a regular file (§3).
+        let file = open_lock(path).map_err(io_err)?;
         match flock(&file, operation) {
             Ok(()) => Ok(Self { _file: file }),
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(LockError::Held),

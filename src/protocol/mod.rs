@@ -4,9 +4,11 @@
 
 pub mod atomic;
 pub mod dir;
+pub mod heartbeat;
 pub mod history;
 pub mod lock;
 pub mod name;
+pub mod open;
 pub mod paths;
 pub mod record;
 pub mod status_file;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::atomic::{WriteError, write_atomic};
+use super::open::{MAX_JSON_BYTES, MAX_RECORD_BYTES, ReadError, Unusable, read_capped};
 
 /// The record format this build writes; readers accept this and older.
 pub const RECORD_VERSION: u32 = 1;
@@ -331,20 +332,47 @@ pub enum RecordError {
         /// What is wrong with it.
         detail: String,
     },
+    /// The entry is not a regular file, or larger than jobwatch reads
+    /// (protocol §3): a FIFO, a device, a symlink, a directory.
+    #[error("cannot use {path}: {why}; remove it")]
+    Unusable {
+        /// The entry.
+        path: String,
+        /// What it is instead.
+        why: Unusable,
+    },
 }
 
-/// Reads and validates a JSON file written by jobwatch; `Ok(None)` when the
-/// file does not exist.
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, RecordError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(RecordError::Io {
+impl From<ReadError> for RecordError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Io { path, source } => RecordError::Io {
                 path: path.display().to_string(),
                 source,
-            });
+            },
+            ReadError::Unusable { path, why } => RecordError::Unusable {
+                path: path.display().to_string(),
+                why,
+            },
         }
+    }
+}
+
+/// Reads and validates a small JSON file written by jobwatch (a kill
+/// request, a breaker; at most [`MAX_JSON_BYTES`]); `Ok(None)` when the
+/// file does not exist.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, RecordError> {
+    read_json_capped(path, MAX_JSON_BYTES)
+}
+
+/// Reads and validates a JSON file of at most `cap` bytes, opened as every
+/// job file is (no symlink, no FIFO or device: [`read_capped`]).
+fn read_json_capped<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    cap: u64,
+) -> Result<Option<T>, RecordError> {
+    let Some(bytes) = read_capped(path, cap)? else {
+        return Ok(None);
     };
     let malformed = |detail: String| RecordError::Malformed {
         path: path.display().to_string(),
@@ -358,9 +386,10 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
         .map_err(|e| malformed(e.to_string()))
 }
 
-/// Reads `NAME.job.json`; `Ok(None)` when it does not exist.
+/// Reads `NAME.job.json` (at most [`MAX_RECORD_BYTES`]); `Ok(None)` when
+/// it does not exist.
 pub fn read_record(path: &Path) -> Result<Option<JobRecord>, RecordError> {
-    let record: Option<JobRecord> = read_json(path)?;
+    let record: Option<JobRecord> = read_json_capped(path, MAX_RECORD_BYTES)?;
     match record {
         Some(r) if r.version > RECORD_VERSION => Err(RecordError::Malformed {
             path: path.display().to_string(),

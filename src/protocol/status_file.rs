@@ -5,6 +5,7 @@ use std::io;
 use std::path::Path;
 
 use super::atomic::{CreateOnce, WriteError, create_once};
+use super::open::{MAX_STATUS_BYTES, ReadError, Unusable, entry, read_capped, remove_symlink};
 use super::record::{JobRecord, Outcome, StatusWord};
 
 /// A status file that cannot be used.
@@ -18,6 +19,15 @@ pub enum StatusError {
         /// The OS error.
         source: io::Error,
     },
+    /// The entry is not a regular file, or larger than
+    /// [`MAX_STATUS_BYTES`] (protocol §3).
+    #[error("cannot use {path}: {why}; remove it")]
+    Unusable {
+        /// The entry.
+        path: String,
+        /// What it is instead.
+        why: Unusable,
+    },
     /// The first line is neither `SUCCESS` nor `FAILED`.
     #[error("malformed status file {path}: first line is {found:?}, expected SUCCESS or FAILED")]
     Malformed {
@@ -28,15 +38,22 @@ pub enum StatusError {
     },
 }
 
-/// Reads `NAME.status`; `Ok(None)` when it does not exist yet.
+/// Reads `NAME.status` (at most [`MAX_STATUS_BYTES`]); `Ok(None)` when it
+/// does not exist yet.
 pub fn read_status(path: &Path) -> Result<Option<StatusWord>, StatusError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+    let bytes = match read_capped(path, MAX_STATUS_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(ReadError::Io { path, source }) => {
             return Err(StatusError::Io {
                 path: path.display().to_string(),
                 source,
+            });
+        }
+        Err(ReadError::Unusable { path, why }) => {
+            return Err(StatusError::Unusable {
+                path: path.display().to_string(),
+                why,
             });
         }
     };
@@ -64,13 +81,26 @@ pub fn status_content(record: &JobRecord, outcome: Outcome) -> String {
     s
 }
 
-/// Writes `NAME.status` once; an existing status is never replaced.
+/// Writes `NAME.status` once; an existing status is never replaced. A
+/// symlink at its place is not a status (every writer creates a regular
+/// file, §5): it is removed first, never followed and never taken for one,
+/// so it cannot turn a finished run into `lost`.
 pub fn write_status_once(
     path: &Path,
     record: &JobRecord,
     outcome: Outcome,
 ) -> Result<CreateOnce, WriteError> {
+    remove_symlink(path).map_err(|source| WriteError {
+        path: path.to_owned(),
+        source,
+    })?;
     create_once(path, status_content(record, outcome).as_bytes())
+}
+
+/// Whether a status has been written at `path`: an entry that is not a
+/// symlink (a FIFO or a directory there counts, and reads as `invalid`).
+pub fn is_written(path: &Path) -> bool {
+    entry(path).is_some_and(|m| !m.file_type().is_symlink())
 }
 
 #[cfg(test)]
@@ -94,5 +124,51 @@ mod tests {
         assert_eq!(read_status(&p).unwrap(), Some(StatusWord::Success));
         std::fs::remove_file(&p).unwrap();
         assert_eq!(read_status(&p).unwrap(), None);
+    }
+
+    #[test]
+    fn a_symlink_is_neither_read_as_a_status_nor_kept_by_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.status");
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"FAILED\n").unwrap();
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        assert!(!is_written(&p));
+        assert!(matches!(
+            read_status(&p),
+            Err(StatusError::Unusable {
+                why: Unusable::Symlink,
+                ..
+            })
+        ));
+        let record: JobRecord = serde_json::from_value(serde_json::json!({
+            "version": 1, "name": "x", "job_id": "j", "command": ["true"], "cwd": "",
+            "host": "h", "boot_id": "", "wrapper_pid": 1, "wrapper_start_time": 1,
+            "child_pid": null, "child_start_time": null, "pgid": null,
+            "settings": {"heartbeat_ms": 1, "stale_ms": 1, "timeout_ms": null,
+                         "grace_ms": 1, "liveness": "auto"},
+            "started_at": "", "started_unix_ms": 0, "ended_at": null, "exit_code": 0,
+            "signal": null, "outcome": "success", "duration_ms": null, "reason": null,
+            "finalized_by": null
+        }))
+        .unwrap();
+        assert_eq!(
+            write_status_once(&p, &record, Outcome::Success).unwrap(),
+            CreateOnce::Created
+        );
+        assert!(is_written(&p));
+        assert_eq!(read_status(&p).unwrap(), Some(StatusWord::Success));
+        assert_eq!(std::fs::read(&target).unwrap(), b"FAILED\n");
+    }
+
+    #[test]
+    fn a_status_over_its_cap_is_unusable_and_names_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.status");
+        let mut big = b"SUCCESS\n".to_vec();
+        big.resize(MAX_STATUS_BYTES as usize + 1, b'x');
+        std::fs::write(&p, &big).unwrap();
+        let err = read_status(&p).unwrap_err().to_string();
+        assert!(err.contains("x.status: it is larger than 4 KiB"), "{err}");
     }
 }

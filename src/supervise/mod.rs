@@ -13,9 +13,8 @@
 mod tee;
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -391,13 +390,10 @@ fn create_log(paths: &JobPaths) -> Result<File, StartError> {
 }
 
 /// `NAME.log`, created if missing, opened for appending: every writer's
-/// bytes land at the end, whoever else writes.
+/// bytes land at the end, whoever else writes. Never through a symlink
+/// (§3): a log swapped for one fails the attempt loudly.
 fn open_log(paths: &JobPaths) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(paths.log())
+    crate::protocol::open::open_append(&paths.log(), true)
 }
 
 fn spawn_command(
@@ -535,7 +531,7 @@ impl Supervisor {
                 .push(attempt_of(&record, self.attempt_started, &end, now, None));
         }
         record.finish(&end, Finalizer::Wrapper, now);
-        if self.paths.status().exists() {
+        if crate::protocol::status_file::is_written(&self.paths.status()) {
             // Someone judged this run over while it lived (only possible
             // where flock does not work, e.g. some network filesystems):
             // leave their consistent record and status alone.
@@ -568,7 +564,7 @@ impl Supervisor {
         self.record.attempt < self.record.max_attempts
             && retry::is_retryable(end.outcome)
             && self.kill_request().is_none()
-            && !self.paths.status().exists()
+            && !crate::protocol::status_file::is_written(&self.paths.status())
     }
 
     /// Records a finished attempt and moves its log to
@@ -586,10 +582,7 @@ impl Supervisor {
         let folder = self.paths.attempts();
         // A fresh `NAME.log` exists throughout, so readers of the log never
         // find it missing between attempts; the next attempt appends to it.
-        let moved = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&folder)
+        let moved = crate::protocol::open::create_dirs_within(self.paths.dir(), &folder)
             .and_then(
                 |()| match std::fs::rename(self.paths.log(), self.paths.attempt_log(k)) {
                     // The job removed its own log: nothing to put aside.
@@ -858,7 +851,7 @@ impl Supervisor {
     }
 
     fn observe(&self) -> Observation {
-        let meta = std::fs::metadata(self.paths.log()).ok();
+        let meta = crate::protocol::open::entry(&self.paths.log());
         Observation {
             at: SystemTime::now(),
             log_len: meta.as_ref().map_or(0, |m| m.len()),
@@ -892,10 +885,7 @@ impl Supervisor {
     }
 
     fn heartbeat_mtime(&self) -> Option<SystemTime> {
-        std::fs::metadata(self.paths.heartbeat())
-            .ok()?
-            .modified()
-            .ok()
+        crate::protocol::open::mtime(&self.paths.heartbeat())
     }
 
     /// Moves the heartbeat's mtime forward to `t` (never backwards: an
@@ -904,15 +894,7 @@ impl Supervisor {
         if self.heartbeat_mtime().is_some_and(|hb| hb >= t) {
             return;
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(self.paths.heartbeat());
-        if let Ok(f) = file {
-            let _ = f.set_modified(t);
-        }
+        let _ = crate::protocol::heartbeat::beat(&self.paths.heartbeat(), t);
     }
 }
 

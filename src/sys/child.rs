@@ -131,7 +131,7 @@ pub fn release_stdio(log: &std::path::Path) {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = rustix::stdio::dup2_stdout(&null);
     }
-    if let Ok(log) = std::fs::OpenOptions::new().append(true).open(log) {
+    if let Ok(log) = crate::protocol::open::open_append(log, false) {
         let _ = rustix::stdio::dup2_stderr(&log);
     }
 }
