@@ -53,6 +53,33 @@ pub fn run_calls(command: &str) -> Result<Vec<RunCall>, String> {
     Ok(calls)
 }
 
+/// Whether any simple command of `command` runs `jobwatch` (any
+/// subcommand). An unreadable command counts as one: callers then leave
+/// it alone.
+pub fn invokes_jobwatch(command: &str) -> bool {
+    let Ok(lines) = logical_lines(command) else {
+        return true;
+    };
+    lines
+        .iter()
+        .flat_map(|l| simple_commands(l))
+        .any(|words| program(&words).is_some_and(|(_, p)| is_jobwatch(p)))
+}
+
+fn is_jobwatch(program: &str) -> bool {
+    program.rsplit('/').next() == Some("jobwatch")
+}
+
+/// The program of a simple command (after variable assignments and
+/// prefixes like `exec`), its index, and the `JOBWATCH_DIR` assigned
+/// before it.
+fn program(words: &[String]) -> Option<(usize, &str)> {
+    let i = words
+        .iter()
+        .position(|w| assignment(w).is_none() && !PREFIXES.contains(&w.as_str()))?;
+    Some((i, words[i].as_str()))
+}
+
 /// The command's lines, each split into words; a quoted string that spans
 /// lines keeps its lines together.
 fn logical_lines(command: &str) -> Result<Vec<Vec<String>>, String> {
@@ -111,22 +138,16 @@ fn simple_commands(words: &[String]) -> Vec<Vec<String>> {
 
 /// The `jobwatch run` of one simple command, if it is one.
 fn run_call(words: &[String]) -> Option<RunCall> {
-    let mut env_dir = None;
-    let mut i = 0;
-    while let Some(w) = words.get(i) {
-        if let Some((key, value)) = assignment(w) {
-            if key == "JOBWATCH_DIR" {
-                env_dir = Some(value.to_owned());
-            }
-        } else if !PREFIXES.contains(&w.as_str()) {
-            break;
-        }
-        i += 1;
-    }
-    let program = words.get(i)?;
-    if program.rsplit('/').next() != Some("jobwatch") {
+    let (i, program) = program(words)?;
+    if !is_jobwatch(program) {
         return None;
     }
+    let env_dir = words[..i]
+        .iter()
+        .filter_map(|w| assignment(w))
+        .filter(|(key, _)| *key == "JOBWATCH_DIR")
+        .map(|(_, value)| value.to_owned())
+        .last();
     let mut call = parse_jobwatch_args(&words[i + 1..])?;
     call.dir = call.dir.or(env_dir);
     Some(call)
@@ -262,6 +283,18 @@ mod tests {
         ] {
             assert_eq!(run_calls(cmd).unwrap(), vec![], "{cmd}");
         }
+    }
+
+    #[test]
+    fn only_a_command_that_runs_jobwatch_invokes_it() {
+        assert!(invokes_jobwatch("cd x && jobwatch status"));
+        assert!(invokes_jobwatch("X=1 exec /opt/bin/jobwatch wait a"));
+        assert!(
+            invokes_jobwatch("echo 'unbalanced"),
+            "unreadable counts as yes"
+        );
+        assert!(!invokes_jobwatch("make -C /tmp/jobwatch-it-1/src"));
+        assert!(!invokes_jobwatch("grep jobwatch notes.txt"));
     }
 
     #[test]

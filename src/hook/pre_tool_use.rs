@@ -13,8 +13,8 @@
 //!
 //! Fail-open: anything unexpected (another tool, a bad `--allow` regex, an
 //! odd input) leaves the command as it is. A command containing
-//! `# jobwatch:foreground` is never rewritten, nor one that already
-//! mentions `jobwatch` or asks for `run_in_background`. Register it as the
+//! `# jobwatch:foreground` is never rewritten, nor one that already runs
+//! `jobwatch` or asks for `run_in_background`. Register it as the
 //! last PreToolUse hook, so every other hook judges the command the model
 //! wrote, and nothing rewrites it after jobwatch.
 
@@ -103,7 +103,7 @@ pub fn rewrite(tool: &ToolCall, policy: &Policy, exe: &Path, dir: Option<&Path>)
         return None;
     }
     let command = tool.input_str("command")?.trim();
-    if command.is_empty() || command.contains("jobwatch") {
+    if command.is_empty() || opted_out(command) || super::bash::invokes_jobwatch(command) {
         return None;
     }
     if !policy.allow.iter().any(|re| re.is_match(command)) {
@@ -138,6 +138,13 @@ pub fn rewrite(tool: &ToolCall, policy: &Policy, exe: &Path, dir: Option<&Path>)
             "additionalContext": context,
         }
     }))
+}
+
+/// Whether the command carries the opt-out marker (spaces tolerated:
+/// `#jobwatch: foreground`).
+fn opted_out(command: &str) -> bool {
+    let squeezed: String = command.chars().filter(|c| !c.is_whitespace()).collect();
+    squeezed.contains("#jobwatch:foreground")
 }
 
 /// A job name from the command's first words and the tool call's id, e.g.

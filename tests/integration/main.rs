@@ -4,6 +4,7 @@
 mod bad_input;
 mod breaker;
 mod gc;
+mod hooks;
 mod kill;
 mod liveness;
 mod logs_follow;
