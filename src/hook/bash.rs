@@ -144,10 +144,10 @@ fn run_call(words: &[String]) -> Option<RunCall> {
     }
     let env_dir = words[..i]
         .iter()
+        .rev()
         .filter_map(|w| assignment(w))
-        .filter(|(key, _)| *key == "JOBWATCH_DIR")
-        .map(|(_, value)| value.to_owned())
-        .last();
+        .find(|(key, _)| *key == "JOBWATCH_DIR")
+        .map(|(_, value)| value.to_owned());
     let mut call = parse_jobwatch_args(&words[i + 1..])?;
     call.dir = call.dir.or(env_dir);
     Some(call)

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod breaker;
+mod claude_e2e;
 mod gc;
 mod hooks;
 mod kill;
