@@ -42,7 +42,11 @@ const HOOK_HELP: &str = "\
 Reads Claude Code's hook JSON on stdin. Register in hooks.json (exec form), e.g.
   {\"type\": \"command\", \"command\": \"jobwatch\", \"args\": [\"hook\", \"stop\"], \"asyncRewake\": true}
 Malformed or unexpected input: exit 0 and a note on stderr; the agent is never blocked.
-The plugin in plugin/jobwatch/ registers post-tool-use, stop and session-start.";
+The plugin in plugin/jobwatch/ registers post-tool-use, stop and session-start.
+
+Examples:
+  jobwatch hook stop < stop-input.json          # exit 2 and the outcome on stderr when a job ends
+  jobwatch hook pre-tool-use --allow '^make\\b' --timeout 2h < pre-input.json";
 
 /// Claude Code hooks: learn job outcomes without polling (reads hook JSON on stdin).
 #[derive(Debug, Args)]
