@@ -52,29 +52,33 @@ fn claude_code_is_woken_by_each_job_s_end_and_never_polls() {
         }
     };
     let env = Env::new();
-    let fast_mark = env.scratch("fast.exited");
-    let slow_mark = env.scratch("slow.exited");
-    let jobs = [
-        // name, command, exit mark
+    let (fast_gate, fast_mark) = (env.scratch("fast.go"), env.scratch("fast.exited"));
+    let (slow_gate, slow_mark) = (env.scratch("slow.go"), env.scratch("slow.exited"));
+    let jobs = vec![
+        ("e2e-fast".to_owned(), gated(&fast_gate, "", &fast_mark, 0)),
         (
-            "e2e-fast",
-            format!("sleep 1; date +%s%N > '{}'; exit 0", fast_mark.display()),
-        ),
-        (
-            "e2e-slow",
-            format!(
-                "sleep 3; echo some output; echo boom >&2; date +%s%N > '{}'; exit 3",
-                slow_mark.display()
+            "e2e-slow".to_owned(),
+            gated(
+                &slow_gate,
+                "echo some output; echo boom >&2;",
+                &slow_mark,
+                3,
             ),
         ),
     ];
-    let server = ScriptedApi::start(
-        jobs.iter()
-            .map(|(n, c)| (n.to_string(), c.clone()))
-            .collect(),
+    let server = ScriptedApi::start(start_calls(jobs));
+    let mut claude_run = spawn_claude(
+        &env,
+        &claude,
+        &server.url(),
+        &["--allowedTools", "mcp__plugin_jobwatch_jobwatch__start"],
     );
-
-    let out = run_claude(&env, &claude, &server.url());
+    // The model started both jobs and ended its turn; both still run.
+    await_main_requests(&server, 2, &mut claude_run);
+    fs::write(&fast_gate, "go").unwrap();
+    await_main_requests(&server, 3, &mut claude_run);
+    fs::write(&slow_gate, "go").unwrap();
+    let out = claude_run.finish_within(CLAUDE_DEADLINE);
     let requests = server.stop();
     let log = describe_requests(&requests);
     assert_eq!(
@@ -188,6 +192,109 @@ fn say(line: &str) {
     let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
+#[test]
+fn claude_code_runs_a_matching_bash_command_as_a_job_and_is_woken_when_it_ends() {
+    let claude = match claude_binary() {
+        Ok(path) => path,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("claude_e2e: the Claude Code CLI is needed under CI=true: {why}")
+        }
+        Err(why) => {
+            say(&format!(
+                "claude_e2e: NOT RUN: cannot get the Claude Code CLI: {why}"
+            ));
+            return;
+        }
+    };
+    let env = Env::new();
+    let (gate, mark) = (env.scratch("build.go"), env.scratch("build.exited"));
+    let command = gated(&gate, "echo compiling;", &mark, 5);
+    let bash = json!({"type": "tool_use", "id": "toolu_e2eBash01", "name": "Bash",
+                      "input": {"command": command, "description": "build"}});
+    let server = ScriptedApi::start(Box::new(move |_| vec![bash.clone()]));
+    // The opt-in PreToolUse hook, as the plugin's README shows it.
+    let settings = env.scratch("settings.json");
+    let hook = json!({"hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [{
+        "type": "command", "command": "jobwatch",
+        "args": ["hook", "pre-tool-use", "--allow", "^while \\[ ! -e", "--timeout", "5m"],
+        "timeout": 10}]}]}});
+    fs::write(&settings, hook.to_string()).unwrap();
+    let settings = settings.display().to_string();
+    let mut claude_run = spawn_claude(
+        &env,
+        &claude,
+        &server.url(),
+        &["--settings", &settings, "--allowedTools", "Bash"],
+    );
+    // The Bash call returned while its command still waits for the gate:
+    // it runs as a background job.
+    await_main_requests(&server, 2, &mut claude_run);
+    assert!(!mark.exists());
+    fs::write(&gate, "go").unwrap();
+    let out = claude_run.finish_within(CLAUDE_DEADLINE);
+    let requests = server.stop();
+    let log = describe_requests(&requests);
+    assert_eq!(
+        code(&out),
+        0,
+        "claude -p failed:\n{}\nrequests:\n{log}",
+        describe(&out)
+    );
+    let main: Vec<&Recorded> = requests.iter().filter(|r| r.is_main()).collect();
+    assert_eq!(
+        main.len(),
+        3,
+        "expected the call, its result, one wake:\n{log}"
+    );
+    let exited = exit_time(&mark);
+    let (after_call, wake) = (main[1], main[2]);
+    // The command ran as a job: the tool returned before it ended, and the
+    // model was told so.
+    assert!(
+        after_call.at < exited,
+        "the Bash call waited for the command:\n{log}"
+    );
+    let pre_context = injected_context(after_call, "jobwatch: this command now runs")
+        .unwrap_or_else(|| panic!("no pre-tool-use context:\n{log}"));
+    assert!(pre_context.len() <= 300, "{pre_context}");
+    assert!(
+        after_call.text().contains("now runs as background job"),
+        "{log}"
+    );
+    assert!(wake.at >= exited, "{log}");
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.at > after_call.at && r.at < wake.at)
+            .count(),
+        0,
+        "{log}"
+    );
+    let seen = stop_feedback(wake);
+    assert_eq!(seen.len(), 1, "{seen:?}\n{log}");
+    assert!(
+        seen[0].contains("\"outcome\":\"failed\"") && seen[0].contains("\"exit_code\":5"),
+        "{}",
+        seen[0]
+    );
+    assert!(
+        seen[0].contains("compiling"),
+        "the tail shows the output: {}",
+        seen[0]
+    );
+    say(&format!(
+        "claude_e2e: pre-tool-use: the rewritten command returned at once; wake-up delay {:.1} ms; \
+         pre-tool-use injected {} bytes, stop {} bytes",
+        wake.at
+            .duration_since(exited)
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0,
+        pre_context.len(),
+        seen[0].len()
+    ));
+}
+
 // ------------------------------------------------------------ the CLI ---
 
 /// The Claude Code binary: `JOBWATCH_E2E_CLAUDE`, else the native binary of
@@ -287,9 +394,9 @@ fn install(cache: &Path, version: &str) -> Result<(), String> {
     }
 }
 
-/// `claude -p` in a private HOME, with the repository's plugin and the
+/// Starts `claude -p` in a private HOME, with the repository's plugin and the
 /// jobwatch under test first on PATH.
-fn run_claude(env: &Env, claude: &Path, url: &str) -> std::process::Output {
+fn spawn_claude(env: &Env, claude: &Path, url: &str, extra: &[&str]) -> ChildGuard {
     let home = env.scratch("home");
     let work = env.scratch("work");
     let bin_dir = env.scratch("bin");
@@ -318,12 +425,36 @@ fn run_claude(env: &Env, claude: &Path, url: &str) -> std::process::Output {
         .env("DISABLE_AUTOUPDATER", "1")
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
         .current_dir(&work)
-        .args(["-p", "Start the two e2e jobs, then end your turn."])
+        .args(["-p", "Start the e2e work, then end your turn."])
         .arg("--plugin-dir")
         .arg(&plugin)
-        .args(["--allowedTools", "mcp__plugin_jobwatch_jobwatch__start"])
+        .args(extra)
         .args(["--output-format", "stream-json", "--verbose"]);
-    ChildGuard::spawn(cmd).finish_within(CLAUDE_DEADLINE)
+    ChildGuard::spawn(cmd)
+}
+
+/// A script that waits for `gate` to exist, runs `then`, writes the time
+/// to `mark` and exits with `code`: the test decides when a job ends.
+fn gated(gate: &Path, then: &str, mark: &Path, code: i32) -> String {
+    format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done; {then} date +%s%N > '{}'; exit {code}",
+        gate.display(),
+        mark.display()
+    )
+}
+
+/// Waits until the scripted API has answered `n` main-loop requests.
+#[track_caller]
+fn await_main_requests(server: &ScriptedApi, n: usize, claude: &mut ChildGuard) {
+    wait_until(
+        &format!("{n} model requests"),
+        Duration::from_secs(120),
+        || server.main_answered() >= n || !claude.is_running(),
+    );
+    assert!(
+        server.main_answered() >= n,
+        "claude exited before model request {n}"
+    );
 }
 
 /// When a job's command exited: the nanoseconds it wrote just before.
@@ -390,6 +521,22 @@ fn stop_feedback(r: &Recorded) -> Vec<String> {
         .collect()
 }
 
+/// A text our hook injected (from `lead` to the end of its text block).
+fn injected_context(r: &Recorded, lead: &str) -> Option<String> {
+    strings(&r.body)
+        .into_iter()
+        .find_map(|t| t.find(lead).map(|at| t[at..].to_owned()))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().flat_map(strings).collect(),
+        Value::Object(o) => o.values().flat_map(strings).collect(),
+        _ => vec![],
+    }
+}
+
 fn describe_requests(requests: &[Recorded]) -> String {
     let t0 = requests.first().map(|r| r.at).unwrap_or(UNIX_EPOCH);
     requests
@@ -415,9 +562,26 @@ fn describe_requests(requests: &[Recorded]) -> String {
         .join("\n")
 }
 
+/// The tool calls of the model's first turn, given the name Claude Code
+/// gave jobwatch's `start` tool.
+type FirstTurn = Box<dyn Fn(&str) -> Vec<Value> + Send + Sync>;
+
+/// `start` calls for jobs `(name, sh script)`.
+fn start_calls(jobs: Vec<(String, String)>) -> FirstTurn {
+    Box::new(move |tool| {
+        jobs.iter()
+            .enumerate()
+            .map(|(i, (name, script))| {
+                json!({"type": "tool_use", "id": format!("toolu_e2e{i}"), "name": tool,
+                       "input": {"name": name, "command": ["sh", "-c", script], "timeout": "1m"}})
+            })
+            .collect()
+    })
+}
+
 /// A stand-in for the Messages API on 127.0.0.1, streaming SSE like the
-/// real one. Script: the first main request gets two `start` calls, every
-/// later one a short text that ends the turn.
+/// real one. Script: the first main request gets the [`FirstTurn`]'s tool
+/// calls, every later one a short text that ends the turn.
 ///
 /// HTTP/1.1 by hand (keep-alive, content-length or chunked bodies): the
 /// test needs each request's arrival time and nothing more, and a stub this
@@ -425,38 +589,53 @@ fn describe_requests(requests: &[Recorded]) -> String {
 struct ScriptedApi {
     addr: std::net::SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    answered: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
     acceptor: Option<thread::JoinHandle<()>>,
 }
 
 impl ScriptedApi {
-    fn start(jobs: Vec<(String, String)>) -> Self {
+    fn start(first_turn: FirstTurn) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stopping = Arc::new(AtomicBool::new(false));
         let main_calls = Arc::new(AtomicUsize::new(0));
-        let jobs = Arc::new(jobs);
+        let answered = Arc::new(AtomicUsize::new(0));
+        let first_turn: Arc<FirstTurn> = Arc::new(first_turn);
         let acceptor = {
-            let (requests, stopping) = (requests.clone(), stopping.clone());
+            let (requests, stopping, answered) =
+                (requests.clone(), stopping.clone(), answered.clone());
             thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stopping.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    let (requests, main_calls, jobs) =
-                        (requests.clone(), main_calls.clone(), jobs.clone());
-                    thread::spawn(move || serve(stream, &requests, &main_calls, &jobs));
+                    let (requests, main_calls, first_turn, answered) = (
+                        requests.clone(),
+                        main_calls.clone(),
+                        first_turn.clone(),
+                        answered.clone(),
+                    );
+                    thread::spawn(move || {
+                        serve(stream, &requests, &main_calls, &answered, &first_turn)
+                    });
                 }
             })
         };
         Self {
             addr,
             requests,
+            answered,
             stopping,
             acceptor: Some(acceptor),
         }
+    }
+
+    /// Main-loop requests answered in full so far.
+    fn main_answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
     }
 
     fn url(&self) -> String {
@@ -480,7 +659,8 @@ fn serve(
     stream: TcpStream,
     requests: &Mutex<Vec<Recorded>>,
     main_calls: &AtomicUsize,
-    jobs: &[(String, String)],
+    answered: &AtomicUsize,
+    first_turn: &FirstTurn,
 ) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
@@ -498,14 +678,7 @@ fn serve(
             ("application/json", br#"{"input_tokens":10}"#.to_vec())
         } else {
             let blocks = match start_tool(&body) {
-                Some(tool) if main_calls.fetch_add(1, Ordering::SeqCst) == 0 => jobs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (name, script))| {
-                        json!({"type": "tool_use", "id": format!("toolu_e2e{i}"), "name": tool,
-                               "input": {"name": name, "command": ["sh", "-c", script], "timeout": "1m"}})
-                    })
-                    .collect(),
+                Some(tool) if main_calls.fetch_add(1, Ordering::SeqCst) == 0 => first_turn(&tool),
                 _ => vec![json!({"type": "text", "text": "Noted; ending my turn."})],
             };
             if body["stream"] == true {
@@ -522,6 +695,9 @@ fn serve(
             return;
         }
         let _ = writer.flush();
+        if start_tool(&body).is_some() {
+            answered.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
