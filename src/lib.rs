@@ -21,6 +21,8 @@
 //!   `mcp`, on by default).
 //! - [`logfollow`]: reading one run's log as it grows (`tail -F`), for
 //!   `wait --until-log` and `logs --follow`.
+//! - [`hook`]: Claude Code hooks (`jobwatch hook EVENT`): a session's
+//!   background jobs wake its model when they end, without polling.
 //! - [`cli`]: the command-line front end; [`exit_code`]: its documented
 //!   exit codes.
 #![warn(missing_docs)]
@@ -32,6 +34,7 @@ pub mod classify;
 pub mod cli;
 pub mod exit_code;
 pub mod gc;
+pub mod hook;
 pub mod kill;
 pub mod liveness;
 pub mod logfollow;

@@ -79,6 +79,7 @@ enum Commands {
     Gc(gc::GcArgs),
     Completions(completions::CompletionsArgs),
     Preflight(preflight::PreflightArgs),
+    Hook(crate::hook::HookArgs),
 }
 
 /// An error that carries its exit code.
@@ -140,6 +141,9 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Gc(a) => gc::gc(&dir()?, a),
         Commands::Completions(a) => completions::completions(a),
         Commands::Preflight(a) => preflight::preflight(a),
+        // A hook must never block the agent over a bad jobs directory: it
+        // opens the directory itself and turns every problem into a note.
+        Commands::Hook(a) => Ok(crate::hook::main(cli.dir.clone(), a)),
     }
 }
 

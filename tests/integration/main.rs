@@ -3,8 +3,10 @@
 
 mod bad_input;
 mod breaker;
+mod claude_e2e;
 mod front;
 mod gc;
+mod hooks;
 mod kill;
 mod liveness;
 mod logs_follow;

@@ -390,9 +390,14 @@ fn drain(r: Option<impl Read + Send + 'static>) -> Option<mpsc::Receiver<Vec<u8>
 
 impl ChildGuard {
     /// Spawns `cmd` with stdin closed and stdout/stderr captured.
-    pub fn spawn(mut cmd: Command) -> Self {
+    pub fn spawn(cmd: Command) -> Self {
+        Self::spawn_with_stdin(cmd, Stdio::null())
+    }
+
+    /// Spawns `cmd` reading `stdin` (e.g. a file), stdout/stderr captured.
+    pub fn spawn_with_stdin(mut cmd: Command, stdin: impl Into<Stdio>) -> Self {
         let what = format!("{cmd:?}");
-        cmd.stdin(Stdio::null())
+        cmd.stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd

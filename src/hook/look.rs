@@ -1,0 +1,156 @@
+//! A read-only look at one tracked run: still running, ended (and how), or
+//! gone. Looking never acts: a lost run is reported `lost` without being
+//! finished, and a run that looks hung is left to its wrapper (or to a
+//! `wait`), like `logs --follow` does. A hook must never kill anything.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use super::session::TrackedJob;
+use crate::classify::{JobState, classify, observe};
+use crate::protocol::record::read_record;
+use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
+use crate::wait::archived_verdict;
+use crate::wait::watch::SAFETY_RECHECK;
+
+/// Log lines an outcome line carries on anything but success.
+pub const TAIL_LINES: usize = 5;
+
+/// What one look found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum View {
+    /// Still running: look again within this long (without an event).
+    Running {
+        /// Until the next look.
+        recheck_in: Duration,
+    },
+    /// It ended.
+    Ended(Box<Ending>),
+    /// Neither the name's current run nor in its history: removed, or
+    /// caught mid-restart (look again shortly).
+    Gone,
+}
+
+/// How a run ended, with what an outcome line needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    /// The job's name.
+    pub name: String,
+    /// `success`, `failed`, `timeout`, `hung`, `killed`, `lost`, or
+    /// `invalid` when its files cannot be trusted.
+    pub outcome: String,
+    /// The command's exit code.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the command.
+    pub signal: Option<i32>,
+    /// Run time.
+    pub duration_ms: Option<u64>,
+    /// Why it ended so.
+    pub reason: Option<String>,
+    /// The log (in history when the name has been started again since).
+    pub log: PathBuf,
+    /// The log's last lines, on anything but success.
+    pub tail: Vec<String>,
+}
+
+impl Ending {
+    /// Whether the run succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.outcome == Outcome::Success.as_str()
+    }
+}
+
+/// Looks at `job` once.
+pub fn look(job: &TrackedJob) -> View {
+    let Ok(name) = JobName::parse(&job.name) else {
+        return View::Gone;
+    };
+    if !job.dir.is_dir() {
+        return View::Gone;
+    }
+    let dir = JobsDir::already_checked(&job.dir);
+    let paths = dir.job(&name);
+    match read_record(&paths.record()) {
+        Ok(Some(r)) if r.job_id == job.job_id => look_current(&paths),
+        Ok(_) => match archived_verdict(&dir, &name, &job.job_id) {
+            Some(v) => View::Ended(Box::new(ending(
+                &v.paths,
+                v.outcome.as_str(),
+                v.record.as_ref(),
+                None,
+            ))),
+            None => View::Gone,
+        },
+        Err(e) => View::Ended(Box::new(invalid(&paths, e.to_string()))),
+    }
+}
+
+fn look_current(paths: &JobPaths) -> View {
+    let now = SystemTime::now();
+    match classify(observe(paths), now, None) {
+        JobState::Finished { outcome, record } => View::Ended(Box::new(ending(
+            paths,
+            outcome.as_str(),
+            record.as_deref(),
+            None,
+        ))),
+        JobState::Lost { record } => View::Ended(Box::new(ending(
+            paths,
+            Outcome::Lost.as_str(),
+            Some(&record),
+            Some(format!(
+                "its wrapper vanished; `jobwatch wait {}` finishes it and kills what remains",
+                paths.name()
+            )),
+        ))),
+        JobState::Running { hung_at, .. } => View::Running {
+            recheck_in: hung_at
+                .duration_since(now)
+                .unwrap_or_default()
+                .clamp(Duration::from_millis(5), SAFETY_RECHECK),
+        },
+        // Its wrapper (or a waiter) decides what a hung job is; a hook only
+        // reads.
+        JobState::Hung { .. } => View::Running {
+            recheck_in: SAFETY_RECHECK,
+        },
+        JobState::Missing => View::Gone,
+        JobState::Invalid { reason } => View::Ended(Box::new(invalid(paths, reason))),
+    }
+}
+
+fn ending(
+    paths: &JobPaths,
+    outcome: &str,
+    record: Option<&JobRecord>,
+    reason: Option<String>,
+) -> Ending {
+    let tail = if outcome == Outcome::Success.as_str() {
+        Vec::new()
+    } else {
+        crate::report::tail_lines(&paths.log(), TAIL_LINES).unwrap_or_default()
+    };
+    Ending {
+        name: paths.name().to_string(),
+        outcome: outcome.to_owned(),
+        exit_code: record.and_then(|r| r.exit_code),
+        signal: record.and_then(|r| r.signal),
+        duration_ms: record.and_then(|r| r.duration_ms),
+        reason: reason.or_else(|| record.and_then(|r| r.reason.clone())),
+        log: paths.log(),
+        tail,
+    }
+}
+
+fn invalid(paths: &JobPaths, reason: String) -> Ending {
+    Ending {
+        name: paths.name().to_string(),
+        outcome: "invalid".into(),
+        exit_code: None,
+        signal: None,
+        duration_ms: None,
+        reason: Some(reason),
+        log: paths.log(),
+        tail: Vec::new(),
+    }
+}
