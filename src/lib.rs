@@ -25,6 +25,7 @@
 //!   exit codes.
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod breaker;
 pub mod classify;
 pub mod cli;
