@@ -13,4 +13,6 @@
 
 mod expand;
 pub mod plan;
+pub mod render;
+pub mod table;
 pub mod template;
