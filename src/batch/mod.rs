@@ -16,3 +16,4 @@ pub mod plan;
 pub mod render;
 pub mod table;
 pub mod template;
+pub mod worktree;
