@@ -12,8 +12,10 @@
 //!   trait; [`launch`] is its implementation over detached jobwatch jobs.
 
 mod expand;
+pub mod launch;
 pub mod plan;
 pub mod render;
+pub mod run;
 pub mod table;
 pub mod template;
 pub mod worktree;

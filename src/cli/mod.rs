@@ -3,6 +3,7 @@
 //! a documented exit code.
 
 pub(crate) mod args;
+mod batch;
 mod beat;
 mod breaker;
 mod completions;
@@ -13,7 +14,7 @@ mod logs;
 mod mcp;
 mod preflight;
 mod progress;
-mod run;
+pub(crate) mod run;
 pub(crate) mod status;
 mod wait;
 
@@ -63,6 +64,7 @@ enum Commands {
     Gc(gc::GcArgs),
     Completions(completions::CompletionsArgs),
     Preflight(preflight::PreflightArgs),
+    Batch(batch::BatchArgs),
 }
 
 /// An error that carries its exit code.
@@ -122,12 +124,13 @@ fn dispatch(cli: Cli) -> CliResult {
         Commands::Gc(a) => gc::gc(&dir()?, a),
         Commands::Completions(a) => completions::completions(a),
         Commands::Preflight(a) => preflight::preflight(a),
+        Commands::Batch(a) => batch::batch(&dir()?, a),
     }
 }
 
 fn is_long_lived(command: &Commands) -> bool {
     match command {
-        Commands::Run(_) => true,
+        Commands::Run(_) | Commands::Batch(_) => true,
         #[cfg(feature = "mcp")]
         Commands::Mcp(_) => true,
         _ => false,
