@@ -2,12 +2,10 @@
 //! commands, judges, environment values and working directories.
 //!
 //! Only `{identifier}` is a placeholder, so shell text like `awk '{print $1}'`
-//! stays literal; `{{` and `}}` write a literal brace where a literal
-//! `{identifier}` is meant (`${{HOME}}` is the shell's `${HOME}`). An
+//! or JSON like `{"a": {"b": 1}}` stays literal; `{{identifier}}` writes a
+//! literal `{identifier}` (`${{HOME}}` is the shell's `${HOME}`). An
 //! identifier that is neither an axis nor `repeat` is an error, so a typo
 //! never silently becomes text.
-
-use std::fmt;
 
 /// The placeholder that stands for the repetition number (1-based).
 pub const REPEAT: &str = "repeat";
@@ -40,12 +38,14 @@ impl Template {
         let mut pieces = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
-        while let Some(i) = rest.find(['{', '}']) {
+        while let Some(i) = rest.find('{') {
             literal.push_str(&rest[..i]);
             let tail = &rest[i..];
-            if tail.starts_with("{{") || tail.starts_with("}}") {
-                literal.push_str(&tail[..1]);
-                rest = &tail[2..];
+            if let Some(name) = escaped(tail) {
+                literal.push('{');
+                literal.push_str(name);
+                literal.push('}');
+                rest = &tail[name.len() + 4..];
                 continue;
             }
             match placeholder(tail) {
@@ -57,7 +57,7 @@ impl Template {
                     rest = &tail[name.len() + 2..];
                 }
                 None => {
-                    literal.push_str(&tail[..1]);
+                    literal.push('{');
                     rest = &tail[1..];
                 }
             }
@@ -100,19 +100,6 @@ impl Template {
     }
 }
 
-impl fmt::Display for Template {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for p in &self.pieces {
-            match p {
-                Piece::Text(t) => f.write_str(&t.replace('{', "{{").replace('}', "}}"))?,
-                Piece::Axis(a) => write!(f, "{{{a}}}")?,
-                Piece::Repeat => write!(f, "{{{REPEAT}}}")?,
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The identifier of a placeholder at the start of `s` (`{name}`), if it
 /// is one: a letter or `_`, then letters, digits, `_` or `-`.
 fn placeholder(s: &str) -> Option<&str> {
@@ -120,6 +107,13 @@ fn placeholder(s: &str) -> Option<&str> {
     let end = inner.find('}')?;
     let name = &inner[..end];
     is_identifier(name).then_some(name)
+}
+
+/// The identifier of an escaped placeholder at the start of `s`
+/// (`{{name}}`), if it is one.
+fn escaped(s: &str) -> Option<&str> {
+    let name = placeholder(s.strip_prefix('{')?)?;
+    s[name.len() + 2..].starts_with("}}").then_some(name)
 }
 
 /// Whether `s` may name an axis (and so be a placeholder).
@@ -182,11 +176,12 @@ mod tests {
     }
 
     #[test]
-    fn doubled_braces_are_literal_braces() {
-        let t = Template::parse("${{HOME}}/{{task}} }}", &axes()).unwrap();
-        assert_eq!(t.render(&V), "${HOME}/{task} }");
+    fn doubled_braces_around_an_identifier_are_a_literal_placeholder() {
+        let t = Template::parse("${{HOME}}/{{task}} }} {{ {{x y}}", &axes()).unwrap();
+        assert_eq!(t.render(&V), "${HOME}/{task} }} {{ {{x y}}");
         assert_eq!(t.axes().count(), 0);
-        assert_eq!(t.to_string(), "${{HOME}}/{{task}} }}");
+        let json = Template::parse(r#"{"usage": {"usd": 0.{task}}}"#, &axes()).unwrap();
+        assert_eq!(json.render(&V), r#"{"usage": {"usd": 0.t1}}"#);
     }
 
     #[test]
