@@ -29,6 +29,7 @@
 // Output goes through `sys::stdio`: a `println!` panics on a closed pipe.
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 
+pub mod batch;
 pub mod breaker;
 pub mod classify;
 pub mod cli;

@@ -12,6 +12,7 @@ macro_rules! durations_note {
 }
 
 pub(crate) mod args;
+mod batch;
 mod beat;
 mod breaker;
 mod completions;
@@ -22,7 +23,7 @@ mod logs;
 mod mcp;
 mod preflight;
 mod progress;
-mod run;
+pub(crate) mod run;
 pub(crate) mod status;
 mod usage;
 mod wait;
@@ -80,6 +81,7 @@ enum Commands {
     Completions(completions::CompletionsArgs),
     Preflight(preflight::PreflightArgs),
     Hook(crate::hook::HookArgs),
+    Batch(batch::BatchArgs),
 }
 
 /// An error that carries its exit code.
@@ -144,12 +146,13 @@ fn dispatch(cli: Cli) -> CliResult {
         // A hook must never block the agent over a bad jobs directory: it
         // opens the directory itself and turns every problem into a note.
         Commands::Hook(a) => Ok(crate::hook::main(cli.dir.clone(), a)),
+        Commands::Batch(a) => batch::batch(&dir()?, a),
     }
 }
 
 fn is_long_lived(command: &Commands) -> bool {
     match command {
-        Commands::Run(_) => true,
+        Commands::Run(_) | Commands::Batch(_) => true,
         #[cfg(feature = "mcp")]
         Commands::Mcp(_) => true,
         _ => false,

@@ -127,11 +127,15 @@ pub struct RunArgs {
 
 /// The line printed when a detached job has started.
 #[derive(Debug, Serialize, Deserialize)]
-struct Started {
-    name: String,
-    pid: i32,
-    wrapper_pid: i32,
-    log: String,
+pub(crate) struct Started {
+    /// The job's name.
+    pub name: String,
+    /// The command's PID.
+    pub pid: i32,
+    /// The wrapper's PID.
+    pub wrapper_pid: i32,
+    /// The job's log.
+    pub log: String,
 }
 
 /// Runs the `run` command.
@@ -275,34 +279,64 @@ fn run_as_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
 /// Starts a wrapper in a new session (immune to this terminal's hangup) and
 /// returns once it reports the job started, or relays why it could not.
 fn spawn_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
+    let (started, _wrapper) = spawn_detached(dir, &spec(a, false), &Placement::default())?;
+    print_started(&started, a.json);
+    Ok(exit_code::SUCCESS)
+}
+
+/// Where a detached job starts: its working directory (default: this
+/// process's) and extra environment variables.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Placement {
+    /// The working directory.
+    pub cwd: Option<std::path::PathBuf>,
+    /// Variables added to this process's environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// Starts `spec` as a detached job: a wrapper (this executable with
+/// `run --detached-supervisor`) in a new session, placed per `place`.
+/// Returns once the wrapper reports the job started, with the wrapper's
+/// process, which a long-lived caller reaps once the job has ended; or the
+/// wrapper's reason and exit code when it could not start the job.
+pub(crate) fn spawn_detached(
+    dir: &JobsDir,
+    spec: &RunSpec,
+    place: &Placement,
+) -> Result<(Started, std::process::Child), CliError> {
+    let s = &spec.settings;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.arg("--dir")
         .arg(dir.path())
         .arg("run")
-        .arg(a.name.as_str())
+        .arg(spec.name.as_str())
         .arg("--detached-supervisor")
-        .arg(format!("--stale={}ms", ms(a.stale)))
-        .arg(format!("--heartbeat={}ms", ms(a.heartbeat)))
-        .arg(format!("--grace={}ms", ms(a.grace)))
-        .arg(format!("--liveness={}", a.liveness.as_str()));
-    if let Some(t) = a.timeout {
-        cmd.arg(format!("--timeout={}ms", ms(t)));
+        .arg(format!("--stale={}ms", s.stale_ms))
+        .arg(format!("--heartbeat={}ms", s.heartbeat_ms))
+        .arg(format!("--grace={}ms", s.grace_ms))
+        .arg(format!("--liveness={}", s.liveness.as_str()));
+    if let Some(t) = s.timeout_ms {
+        cmd.arg(format!("--timeout={t}ms"));
     }
-    cmd.arg(format!("--retries={}", a.retries))
-        .arg(format!("--backoff={}ms", ms(a.backoff)))
-        .arg(format!("--backoff-max={}ms", ms(a.backoff_max)));
-    if let Some(key) = &a.breaker {
-        cmd.arg(format!("--breaker={key}"));
+    cmd.arg(format!("--retries={}", s.retries))
+        .arg(format!("--backoff={}ms", s.backoff_ms))
+        .arg(format!("--backoff-max={}ms", s.backoff_max_ms));
+    if let Some(b) = &spec.breaker {
+        cmd.arg(format!("--breaker={}", b.key));
+        if let Some(n) = b.policy.max_failures {
+            cmd.arg(format!("--max-failures={n}"));
+        }
+        if let Some(c) = b.policy.cooldown {
+            cmd.arg(format!("--cooldown={}ms", ms(c)));
+        }
     }
-    if let Some(n) = a.max_failures {
-        cmd.arg(format!("--max-failures={n}"));
+    cmd.arg("--").args(&spec.command);
+    if let Some(cwd) = &place.cwd {
+        cmd.current_dir(cwd);
     }
-    if let Some(c) = a.cooldown {
-        cmd.arg(format!("--cooldown={}ms", ms(c)));
-    }
-    cmd.arg("--").args(&a.command);
-    cmd.stdin(Stdio::null())
+    cmd.envs(place.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     detach_into_new_session(&mut cmd);
@@ -312,8 +346,9 @@ fn spawn_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
         let _ = BufReader::new(out).read_line(&mut first_line);
     }
     if let Ok(started) = serde_json::from_str::<Started>(first_line.trim()) {
-        print_started(&started, a.json);
-        return Ok(exit_code::SUCCESS);
+        // The wrapper sends later diagnostics to the job's log.
+        drop(child.stderr.take());
+        return Ok((started, child));
     }
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {

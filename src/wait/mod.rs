@@ -102,6 +102,18 @@ pub enum WaitError {
 /// order of `spec.names` (with `Any`, only the finished ones).
 pub fn wait(dir: &JobsDir, spec: &WaitSpec) -> Result<Vec<Verdict>, WaitError> {
     let wakeups = Wakeups::new(dir.path(), &spec.names, spec.poll, spec.exits_after);
+    wait_with(dir, spec, &wakeups)
+}
+
+/// [`wait`], woken by `wakeups` (which must watch at least `spec.names`):
+/// for a caller that waits again and again, such as a batch, and keeps one
+/// inotify descriptor instead of paying for a new one (and its slow close)
+/// per wait. `spec.poll` and `spec.exits_after` are then `wakeups`' own.
+pub fn wait_with(
+    dir: &JobsDir,
+    spec: &WaitSpec,
+    wakeups: &Wakeups,
+) -> Result<Vec<Verdict>, WaitError> {
     let jobs: Vec<JobPaths> = spec.names.iter().map(|n| dir.job(n)).collect();
     let started = Instant::now();
     // A limit too far away for the clock never comes.

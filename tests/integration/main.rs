@@ -2,6 +2,7 @@
 //! per area. Every test owns a temp jobs directory and kills what it starts.
 
 mod bad_input;
+mod batch;
 mod breaker;
 mod claude_e2e;
 mod front;

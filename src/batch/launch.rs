@@ -1,0 +1,166 @@
+//! The [`Launcher`] of today: every batch job is an ordinary detached
+//! jobwatch job (what `jobwatch run NAME --detach` starts), so `status`,
+//! `wait`, `kill`, `logs` and the MCP server see it like any other; the
+//! batch waits for them with the library's event-driven waiter.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use super::run::{Ended, Launch, LaunchError, Launcher, Seen};
+use crate::classify::{JobState, classify, observe};
+use crate::cli::run::{Placement, spawn_detached};
+use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
+use crate::recover::kill_job;
+use crate::supervise::RunSpec;
+use crate::wait::{Verdict, WaitMode, WaitSpec, Wakeups, wait_with};
+
+/// Largest result file read for a cost: a result is a small JSON object.
+const MAX_RESULT_BYTES: u64 = 1 << 20;
+
+/// Starts batch jobs as detached jobwatch jobs in one jobs directory.
+pub struct Detached {
+    dir: JobsDir,
+    /// One inotify watch for the whole batch (every job and judge name),
+    /// kept across waits.
+    wakeups: Wakeups,
+    /// The wrappers this process spawned: reaped once they exit, so a long
+    /// batch leaves no zombies.
+    wrappers: Mutex<Vec<Child>>,
+}
+
+impl Detached {
+    /// A launcher for jobs in `dir`; `names` are every name the batch may
+    /// run (jobs and judges).
+    pub fn new(dir: &JobsDir, names: &[JobName]) -> Detached {
+        Detached {
+            dir: dir.clone(),
+            wakeups: Wakeups::new(dir.path(), names, None, false),
+            wrappers: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn reap(&self) {
+        let mut wrappers = self.wrappers.lock().unwrap_or_else(|p| p.into_inner());
+        wrappers.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        self.reap();
+    }
+}
+
+impl Launcher for Detached {
+    fn start(&self, job: &Launch) -> Result<(), LaunchError> {
+        if !job.cwd.is_dir() {
+            return Err(LaunchError(format!(
+                "cwd {} is not a directory",
+                job.cwd.display()
+            )));
+        }
+        let spec = RunSpec {
+            name: job.name.clone(),
+            command: job.command.iter().map(Into::into).collect(),
+            settings: job.settings,
+            echo_output: false,
+            breaker: job.breaker.clone(),
+        };
+        let place = Placement {
+            cwd: Some(job.cwd.clone()),
+            env: job.env.clone(),
+        };
+        let (_, wrapper) =
+            spawn_detached(&self.dir, &spec, &place).map_err(|e| LaunchError(e.message))?;
+        self.wrappers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(wrapper);
+        Ok(())
+    }
+
+    fn wait_any(&self, names: &[JobName]) -> Result<Vec<Ended>, LaunchError> {
+        let spec = WaitSpec {
+            names: names.to_vec(),
+            mode: WaitMode::Any,
+            timeout: None,
+            stale: None,
+            poll: None,
+            kill_on_timeout: false,
+            grace: None,
+            exits_after: false,
+        };
+        let verdicts =
+            wait_with(&self.dir, &spec, &self.wakeups).map_err(|e| LaunchError(e.to_string()))?;
+        self.reap();
+        Ok(verdicts.into_iter().map(|v| ended_of_verdict(&v)).collect())
+    }
+
+    fn kill(
+        &self,
+        name: &JobName,
+        reason: &str,
+        grace: Option<Duration>,
+    ) -> Result<(), LaunchError> {
+        let paths = self.dir.job(name);
+        let grace = grace.unwrap_or_else(|| {
+            classify(observe(&paths), SystemTime::now(), None)
+                .record()
+                .map_or(Duration::from_secs(5), |r| r.settings.grace())
+        });
+        kill_job(&paths, Outcome::Killed, reason, grace)
+            .map(drop)
+            .map_err(|e| LaunchError(e.to_string()))
+    }
+
+    fn look(&self, name: &JobName) -> Result<Seen, LaunchError> {
+        let paths = self.dir.job(name);
+        match classify(observe(&paths), SystemTime::now(), None) {
+            JobState::Missing => Ok(Seen::Missing),
+            // Hung or lost: the waiter acts on it (kills, finishes).
+            JobState::Running { .. } | JobState::Hung { .. } | JobState::Lost { .. } => {
+                Ok(Seen::Running)
+            }
+            JobState::Finished { outcome, record } => Ok(Seen::Ended(Box::new(ended(
+                &paths,
+                outcome,
+                record.as_deref(),
+            )))),
+            JobState::Invalid { reason } => Err(LaunchError(format!("job {name}: {reason}"))),
+        }
+    }
+}
+
+fn ended_of_verdict(v: &Verdict) -> Ended {
+    ended(&v.paths, v.outcome, v.record.as_ref())
+}
+
+fn ended(paths: &JobPaths, outcome: Outcome, record: Option<&JobRecord>) -> Ended {
+    let result_file = paths.result();
+    Ended {
+        name: paths.name().clone(),
+        outcome,
+        exit_code: record.and_then(|r| r.exit_code),
+        duration_ms: record.and_then(|r| r.duration_ms),
+        started_unix_ms: record.map(|r| r.started_unix_ms),
+        attempts: record.map_or(1, |r| r.attempt),
+        reason: record.and_then(|r| r.reason.clone()),
+        log: Some(paths.log()),
+        result: read_result(&result_file),
+        result_file: Some(result_file),
+    }
+}
+
+/// The job's result file as JSON, if it wrote a small valid one.
+fn read_result(path: &PathBuf) -> Option<serde_json::Value> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_RESULT_BYTES)
+        .read_to_end(&mut text)
+        .ok()?;
+    serde_json::from_slice(&text).ok()
+}
