@@ -201,10 +201,44 @@ impl Sink {
 enum Ended {
     /// Re-open (on the next member, after a backoff).
     Retry,
-    /// Re-open at once (compaction handled).
-    Resume,
+    /// The revisions needed were compacted up to this one.
+    Compacted(i64),
     /// Stop for good.
     Stop,
+}
+
+/// Learns the current revision (etcd's compaction notice carries none),
+/// tells the owner to re-read at it, and returns it; `None` when the watch
+/// is dropped or the cluster cannot be read.
+async fn report_compaction(
+    shared: &Shared,
+    target: &Target,
+    compact_revision: i64,
+    sink: &Sink,
+) -> Option<i64> {
+    let read = shared
+        .run(|mut c| {
+            let key = target.key.clone();
+            async move {
+                c.get(key, Some(etcd_client::GetOptions::new().with_count_only()))
+                    .await
+            }
+        })
+        .await;
+    match read {
+        Ok(done) => {
+            let revision = header_revision(done.value.header());
+            sink.send(WatchMessage::ReReadNeeded {
+                compact_revision,
+                revision,
+            })
+            .then_some(revision)
+        }
+        Err(e) => {
+            sink.send(WatchMessage::Failed(e.to_string()));
+            None
+        }
+    }
 }
 
 /// The watch task: open, deliver, and resume from `next` after any end.
@@ -238,7 +272,15 @@ async fn run(
                 backoff = Backoff::new();
                 match follow(&shared, stream, &mut next, &sink).await {
                     Ended::Stop => return,
-                    Ended::Resume => continue,
+                    Ended::Compacted(compact_revision) => {
+                        match report_compaction(&shared, &target, compact_revision, &sink).await {
+                            Some(revision) => {
+                                next = revision + 1;
+                                continue;
+                            }
+                            None => return,
+                        }
+                    }
                     Ended::Retry => None,
                 }
             }
@@ -326,7 +368,7 @@ async fn follow(shared: &Shared, stream: Stream, next: &mut i64, sink: &Sink) ->
             Ok(None) | Err(_) => return Ended::Retry,
         };
         if resp.canceled() {
-            return cancelled(&resp, next, sink);
+            return cancelled(&resp, sink);
         }
         let events = convert(shared, &resp, *next);
         if let Some(last) = events.last() {
@@ -339,15 +381,9 @@ async fn follow(shared: &Shared, stream: Stream, next: &mut i64, sink: &Sink) ->
 }
 
 /// Handles a cancellation: compaction, no leader, or a refusal.
-fn cancelled(resp: &WatchResponse, next: &mut i64, sink: &Sink) -> Ended {
+fn cancelled(resp: &WatchResponse, sink: &Sink) -> Ended {
     if resp.compact_revision() > 0 {
-        let revision = header_revision(resp.header());
-        *next = revision + 1;
-        let sent = sink.send(WatchMessage::ReReadNeeded {
-            compact_revision: resp.compact_revision(),
-            revision,
-        });
-        return if sent { Ended::Resume } else { Ended::Stop };
+        return Ended::Compacted(resp.compact_revision());
     }
     let reason = resp.cancel_reason();
     if reason.contains("permission denied") {

@@ -4,7 +4,6 @@
 #[path = "support/cluster.rs"]
 mod cluster;
 
-use std::os::fd::AsFd;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -226,7 +225,7 @@ fn a_watch_from_a_revision_delivers_later_changes_in_order_and_wakes_poll() {
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while seen.len() < 2 {
-        let mut fds = [rustix::event::PollFd::new(&watch.as_fd(), rustix::event::PollFlags::IN)];
+        let mut fds = [rustix::event::PollFd::new(&watch, rustix::event::PollFlags::IN)];
         let left = deadline.saturating_duration_since(Instant::now());
         let ts = rustix::event::Timespec::try_from(left).unwrap();
         let ready = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
@@ -247,7 +246,7 @@ fn a_watch_from_a_revision_delivers_later_changes_in_order_and_wakes_poll() {
         }
     );
     // Drained: the fd is no longer readable.
-    let mut fds = [rustix::event::PollFd::new(&watch.as_fd(), rustix::event::PollFlags::IN)];
+    let mut fds = [rustix::event::PollFd::new(&watch, rustix::event::PollFlags::IN)];
     let zero = rustix::event::Timespec::default();
     assert_eq!(rustix::event::poll(&mut fds, Some(&zero)).unwrap(), 0);
 }
