@@ -264,9 +264,11 @@ impl Shared {
     }
 
     /// Checks that some member answers, trying all at once, each bounded by
-    /// the connect and request timeouts. A member that answers "no leader"
-    /// counts as reachable (calls will wait for the election).
+    /// the connect and request timeouts. A member that answers with an etcd
+    /// error ("no leader", "leader changed") counts as reachable: calls will
+    /// wait for the election.
     async fn probe(self: &Arc<Self>) -> Result<()> {
+        let started = Instant::now();
         let mut set = tokio::task::JoinSet::new();
         for idx in 0..self.members.len() {
             let shared = Arc::clone(self);
@@ -301,7 +303,9 @@ impl Shared {
                 }
                 Err(f) => match f.disposition {
                     Disposition::Fatal(kind) => return Err(self.fatal(kind, f.message)),
-                    Disposition::Retry { .. } if f.message.contains("no leader") => {
+                    // etcd itself answered (no leader, leader changed, ...):
+                    // reachable; calls will wait out the election.
+                    Disposition::Retry { .. } if f.message.contains("etcdserver:") => {
                         reachable.push(idx)
                     }
                     Disposition::Retry { .. } => {
@@ -323,7 +327,7 @@ impl Shared {
                 .collect::<Vec<_>>()
                 .join("; "),
             attempts: self.members.len() as u32,
-            elapsed: Duration::ZERO,
+            elapsed: started.elapsed(),
         })
     }
 
