@@ -49,6 +49,10 @@ use crate::watch::{Watch, WatchScope};
 /// none; its records are a few KB.
 const PAGE: i64 = 500;
 
+/// How long earlier-listed members may take to answer the connect probe
+/// after a later one did (see `Shared::probe`).
+const PROBE_GRACE: Duration = Duration::from_millis(50);
+
 /// The backoff between rounds of attempts over all members.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
@@ -292,14 +296,27 @@ impl Shared {
         }
         let mut failures = Vec::new();
         let mut reachable = Vec::new();
-        while let Some(joined) = set.join_next().await {
+        let mut answered = Vec::new();
+        let mut pending: Vec<usize> = (0..self.members.len()).collect();
+        // Once one member answered, earlier-listed members get a short grace
+        // to answer too: the first listed healthy member is used first (the
+        // operator's order), without waiting for one that hangs.
+        let mut grace: Option<tokio::time::Instant> = None;
+        loop {
+            let joined = match grace {
+                Some(until) => match tokio::time::timeout_at(until, set.join_next()).await {
+                    Ok(joined) => joined,
+                    Err(_) => break,
+                },
+                None => set.join_next().await,
+            };
+            let Some(joined) = joined else { break };
             let Ok((idx, result)) = joined else { continue };
+            pending.retain(|&p| p != idx);
             match result {
-                // One member answering is enough: don't wait for a member
-                // that hangs (its attempt ends with the JoinSet).
                 Ok(()) => {
-                    self.prefer(idx);
-                    return Ok(());
+                    answered.push(idx);
+                    grace.get_or_insert_with(|| tokio::time::Instant::now() + PROBE_GRACE);
                 }
                 Err(f) => match f.disposition {
                     Disposition::Fatal(kind) => return Err(self.fatal(kind, f.message)),
@@ -313,6 +330,15 @@ impl Shared {
                     }
                 },
             }
+            if let Some(&best) = answered.iter().min()
+                && pending.iter().all(|&p| p > best)
+            {
+                break;
+            }
+        }
+        if let Some(&idx) = answered.iter().min() {
+            self.prefer(idx);
+            return Ok(());
         }
         if let Some(&idx) = reachable.first() {
             self.prefer(idx);
