@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare as PbCompare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
-    PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare as PbCompare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions,
+    Txn, TxnOp, TxnOpResponse,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -254,10 +254,7 @@ impl Shared {
                     .unwrap_or_default(),
                 message,
             },
-            FatalKind::PermissionDenied => Error::PermissionDenied {
-                endpoints,
-                message,
-            },
+            FatalKind::PermissionDenied => Error::PermissionDenied { endpoints, message },
             FatalKind::Compacted { compact_revision } => Error::Compacted {
                 requested: 0,
                 compact_revision,
@@ -451,7 +448,8 @@ impl Shared {
         let deleted = self
             .run(|mut c| {
                 let full = full.clone();
-                let options = prefix.then(|| DeleteOptions::new().with_range(prefix_range_end(&full)));
+                let options =
+                    prefix.then(|| DeleteOptions::new().with_range(prefix_range_end(&full)));
                 async move { c.delete(full, options).await }
             })
             .await?;
@@ -527,14 +525,23 @@ impl Shared {
         }
     }
 
-    async fn create(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<CreateOutcome> {
+    async fn create(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: Option<LeaseId>,
+    ) -> Result<CreateOutcome> {
         let put = Op::Put {
             key: key.to_vec(),
             value: value.to_vec(),
             lease,
         };
         let outcome = self
-            .txn(&[Compare::Absent(key.to_vec())], &[put], &[Op::Get(key.to_vec())])
+            .txn(
+                &[Compare::Absent(key.to_vec())],
+                &[put],
+                &[Op::Get(key.to_vec())],
+            )
             .await
             .map_err(|e| with_lease(e, lease))?;
         if outcome.succeeded {
@@ -711,7 +718,8 @@ impl EtcdClient {
     pub fn connect(config: EtcdConfig) -> Result<Self> {
         config.validate()?;
         let shared = Arc::new(Shared::new(config)?);
-        let runtime = Runtime::start().map_err(|e| Error::Rejected(format!("cannot start the etcd client thread: {e}")))?;
+        let runtime = Runtime::start()
+            .map_err(|e| Error::Rejected(format!("cannot start the etcd client thread: {e}")))?;
         let client = EtcdClient {
             inner: Arc::new(Inner { shared, runtime }),
         };
@@ -720,7 +728,9 @@ impl EtcdClient {
         client
             .inner
             .runtime
-            .block_on(bound + Duration::from_secs(1), async move { shared.probe().await })?;
+            .block_on(bound + Duration::from_secs(1), async move {
+                shared.probe().await
+            })?;
         Ok(client)
     }
 
@@ -808,7 +818,12 @@ impl EtcdClient {
     /// was never changed since (version 1). To make that exact, make the
     /// value unique to the writer (a run id), or attach a lease (lease ids
     /// are unique).
-    pub fn create(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<CreateOutcome> {
+    pub fn create(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: Option<LeaseId>,
+    ) -> Result<CreateOutcome> {
         let (key, value) = (key.to_vec(), value.to_vec());
         self.call(move |s| async move { s.create(&key, &value, lease).await })
     }
@@ -868,10 +883,7 @@ impl EtcdClient {
     /// gone (expired, or revoked by a lost earlier attempt) succeeds.
     pub fn lease_revoke(&self, id: LeaseId) -> Result<()> {
         self.call(move |s| async move {
-            match s
-                .run(|mut c| async move { c.lease_revoke(id).await })
-                .await
-            {
+            match s.run(|mut c| async move { c.lease_revoke(id).await }).await {
                 Ok(_) | Err(Error::LeaseNotFound { .. }) => Ok(()),
                 Err(e) => Err(e),
             }

@@ -206,7 +206,10 @@ impl EtcdConfig {
         let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
         let files = &mut self.tls_files;
         files.ca = files.ca.take().or_else(|| get(ENV_CA).map(PathBuf::from));
-        files.cert = files.cert.take().or_else(|| get(ENV_CERT).map(PathBuf::from));
+        files.cert = files
+            .cert
+            .take()
+            .or_else(|| get(ENV_CERT).map(PathBuf::from));
         files.key = files.key.take().or_else(|| get(ENV_KEY).map(PathBuf::from));
         if self.credentials.is_none() {
             self.credentials = match (get(ENV_USER), get(ENV_PASSWORD)) {
@@ -307,7 +310,11 @@ fn parse_endpoint(text: &str) -> Result<String, String> {
         None => DEFAULT_PORT,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => n,
-            _ => return Err(format!("port {p:?} of {text:?} is not a number from 1 to 65535")),
+            _ => {
+                return Err(format!(
+                    "port {p:?} of {text:?} is not a number from 1 to 65535"
+                ));
+            }
         },
     };
     Ok(format!("{host}:{port}"))
@@ -408,11 +415,17 @@ mod tests {
             ENV_PASSWORD => Some("pw".to_string()),
             _ => None,
         };
-        let c = EtcdConfig::parse("etcds://h:1").unwrap().with_env_from(env).unwrap();
+        let c = EtcdConfig::parse("etcds://h:1")
+            .unwrap()
+            .with_env_from(env)
+            .unwrap();
         assert_eq!(c.tls_files.ca, Some(PathBuf::from("/ca.pem")));
         assert_eq!(c.tls_files.key, Some(PathBuf::from("/k.pem")));
         assert_eq!(c.credentials.as_ref().unwrap().user, "root");
-        assert!(!format!("{c:?}").contains("pw"), "password must not be printed");
+        assert!(
+            !format!("{c:?}").contains("pw"),
+            "password must not be printed"
+        );
     }
 
     #[test]

@@ -287,19 +287,21 @@ async fn run(
             Ok(Err(e)) => Some(e),
             Err(_) => None,
         };
-        if let Some(failure) = failure {
-            if let Disposition::Fatal(kind) = failure.disposition {
-                let error = shared.fatal(kind, failure.message);
-                match ready.take() {
-                    Some(ready) => {
-                        let _ = ready.send(Err(error));
-                    }
-                    None => {
-                        sink.send(WatchMessage::Failed(error.to_string()));
-                    }
+        if let Some(Failure {
+            disposition: Disposition::Fatal(kind),
+            message,
+        }) = failure
+        {
+            let error = shared.fatal(kind, message);
+            match ready.take() {
+                Some(ready) => {
+                    let _ = ready.send(Err(error));
                 }
-                return;
+                None => {
+                    sink.send(WatchMessage::Failed(error.to_string()));
+                }
             }
+            return;
         }
         // Establishing the watch is bounded like any call.
         if ready.is_some() && started.elapsed() >= shared.config.operation_timeout {
@@ -387,7 +389,9 @@ fn cancelled(resp: &WatchResponse, sink: &Sink) -> Ended {
     }
     let reason = resp.cancel_reason();
     if reason.contains("permission denied") {
-        sink.send(WatchMessage::Failed(format!("etcd cancelled the watch: {reason}")));
+        sink.send(WatchMessage::Failed(format!(
+            "etcd cancelled the watch: {reason}"
+        )));
         return Ended::Stop;
     }
     Ended::Retry

@@ -9,7 +9,9 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use cluster::{Cluster, Options};
-use jobwatch_etcd::{Credentials, EtcdClient, EtcdConfig, Error, TlsFiles, WatchMessage, WatchScope};
+use jobwatch_etcd::{
+    Credentials, Error, EtcdClient, EtcdConfig, TlsFiles, WatchMessage, WatchScope,
+};
 
 fn closed_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
@@ -39,7 +41,11 @@ fn a_refused_endpoint_list_fails_at_once_with_one_line_naming_every_endpoint() {
     let url = format!("etcd://{}/ns", endpoints.join(","));
     let started = Instant::now();
     let err = EtcdClient::connect(EtcdConfig::parse(&url).unwrap()).unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert_one_line_naming(&err, &endpoints);
     assert!(err.to_string().contains("Connection refused"), "{err}");
@@ -131,7 +137,10 @@ fn a_tls_cluster_with_client_certificates_works_and_refuses_clients_without_one(
         key: Some(files.client_key.clone()),
     };
     let err = EtcdClient::connect(config).unwrap_err();
-    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
     eprintln!("without the CA: {err}");
 
     // A missing file is named.
@@ -175,7 +184,10 @@ fn an_auth_cluster_accepts_the_right_password_and_names_the_problem_otherwise() 
     assert!(text.contains("authentication failed"), "{text}");
     assert!(text.contains("\"root\""), "{text}");
     assert!(text.contains("JOBWATCH_ETCD_PASSWORD"), "{text}");
-    assert!(!text.contains("wrong"), "the password is never printed: {text}");
+    assert!(
+        !text.contains("wrong"),
+        "the password is never printed: {text}"
+    );
     assert!(!text.contains('\n'));
     eprintln!("wrong password: {text}");
 

@@ -58,9 +58,11 @@ fn assert_watch_saw_each_write_once_in_order(watch: &Watch, n: usize) {
     while keys.len() < n {
         let left = deadline.saturating_duration_since(Instant::now());
         match watch.recv_timeout(left) {
-            Some(WatchMessage::Events(events)) => {
-                keys.extend(events.iter().map(|e| String::from_utf8(e.key().to_vec()).unwrap()))
-            }
+            Some(WatchMessage::Events(events)) => keys.extend(
+                events
+                    .iter()
+                    .map(|e| String::from_utf8(e.key().to_vec()).unwrap()),
+            ),
             Some(other) => panic!("unexpected {other:?}"),
             None => panic!("watch delivered {} of {n} events", keys.len()),
         }
@@ -75,10 +77,16 @@ fn assert_watch_saw_each_write_once_in_order(watch: &Watch, n: usize) {
 
 /// Runs the write sequence with a watch on it, applies `fault` after
 /// `at` writes, and returns how long writes paused around the fault.
-fn writes_and_watch_through(cluster: &Cluster, client: EtcdClient, fault: impl FnOnce()) -> Duration {
+fn writes_and_watch_through(
+    cluster: &Cluster,
+    client: EtcdClient,
+    fault: impl FnOnce(),
+) -> Duration {
     let (n, at) = (120, 30);
     let start = client.get(b"seq/").unwrap().revision;
-    let watch = client.watch(b"seq/", WatchScope::Prefix, start + 1).unwrap();
+    let watch = client
+        .watch(b"seq/", WatchScope::Prefix, start + 1)
+        .unwrap();
     let (tx, rx) = mpsc::channel();
     let writer = {
         let client = client.clone();
@@ -120,9 +128,11 @@ fn calls_and_a_watch_go_on_when_the_follower_they_use_is_killed() {
     cluster.wait_healthy();
     let only_it = format!("etcd://{}/f", cluster.endpoints()[used]);
     let direct = EtcdClient::connect(EtcdConfig::parse(&only_it).unwrap()).unwrap();
-    cluster::eventually(Duration::from_secs(10), "the restarted member has every write", || {
-        direct.get(b"seq/00119").ok()?.kv
-    });
+    cluster::eventually(
+        Duration::from_secs(10),
+        "the restarted member has every write",
+        || direct.get(b"seq/00119").ok()?.kv,
+    );
 }
 
 #[test]
@@ -158,8 +168,13 @@ fn a_kept_lease_outlives_a_leader_change() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!keeper.is_expired());
-    assert!(client.get(b"alive").unwrap().kv.is_some(), "the key outlived 3 TTLs");
-    eprintln!("measured: longest time without a successful keepalive across a leader kill: {longest_gap:?} (TTL {ttl:?})");
+    assert!(
+        client.get(b"alive").unwrap().kv.is_some(),
+        "the key outlived 3 TTLs"
+    );
+    eprintln!(
+        "measured: longest time without a successful keepalive across a leader kill: {longest_gap:?} (TTL {ttl:?})"
+    );
     assert!(longest_gap < ttl, "{longest_gap:?}");
 }
 
@@ -195,10 +210,16 @@ fn a_lease_whose_keeper_stops_expires_within_the_bound_across_a_leader_kill() {
         panic!("{message:?}")
     };
     assert!(matches!(&events[0], WatchEvent::Delete { key, .. } if key == b"alive"));
-    eprintln!("measured: TTL {ttl:?}, leader killed at +{:?}: expiry seen {expired_after:?} after the last keepalive", ttl / 2);
+    eprintln!(
+        "measured: TTL {ttl:?}, leader killed at +{:?}: expiry seen {expired_after:?} after the last keepalive",
+        ttl / 2
+    );
     // Documented bound: TTL <= expiry <= 2 x TTL + election (a few seconds).
     assert!(expired_after >= ttl, "{expired_after:?}");
-    assert!(expired_after <= 2 * ttl + Duration::from_secs(4), "{expired_after:?}");
+    assert!(
+        expired_after <= 2 * ttl + Duration::from_secs(4),
+        "{expired_after:?}"
+    );
 }
 
 #[test]

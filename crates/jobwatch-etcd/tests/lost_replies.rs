@@ -37,7 +37,11 @@ impl ReplyEater {
                     continue;
                 };
                 let never = Arc::new(AtomicBool::new(false));
-                pump(client.try_clone().unwrap(), server.try_clone().unwrap(), never);
+                pump(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    never,
+                );
                 pump(server, client, Arc::clone(&flag));
             }
         });
@@ -74,7 +78,10 @@ fn client_through(cluster: &Cluster, proxy: &ReplyEater) -> EtcdClient {
         let mut config = EtcdConfig::parse(&url).unwrap();
         config.request_timeout = Duration::from_secs(1);
         let client = EtcdClient::connect(config).unwrap();
-        if client.current_endpoint().ends_with(&format!(":{}", proxy.port)) {
+        if client
+            .current_endpoint()
+            .ends_with(&format!(":{}", proxy.port))
+        {
             return client;
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cluster::{Cluster, eventually};
 use jobwatch_etcd::{
-    CasOutcome, Compare, CreateOutcome, EtcdClient, EtcdConfig, Error, Op, OpResult, WatchEvent,
+    CasOutcome, Compare, CreateOutcome, Error, EtcdClient, EtcdConfig, Op, OpResult, WatchEvent,
     WatchMessage, WatchScope,
 };
 
@@ -62,8 +62,7 @@ fn create_lets_exactly_one_of_two_racing_clients_win() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    for round in 0..rounds {
-        let (a, b) = (&outcomes[0][round], &outcomes[1][round]);
+    for (round, (a, b)) in outcomes[0].iter().zip(&outcomes[1]).enumerate() {
         assert!(
             a.created() != b.created(),
             "round {round}: exactly one must win: {a:?} / {b:?}"
@@ -125,7 +124,10 @@ fn compare_and_swap_from_many_threads_counts_every_increment_exactly_once() {
     assert_eq!(parse_count(&end.value), (threads * each) as u64);
     // Each increment is one change after the creation.
     assert_eq!(end.version, (threads * each) as i64 + 1);
-    eprintln!("cas: {} increments, {conflicts} conflicts retried", threads * each);
+    eprintln!(
+        "cas: {} increments, {conflicts} conflicts retried",
+        threads * each
+    );
 }
 
 fn parse_count(value: &[u8]) -> u64 {
@@ -151,7 +153,10 @@ fn prefix_reads_are_one_snapshot_at_a_revision_inside_their_namespace() {
     let before = a.get_prefix(b"jobs/", 0).unwrap();
     assert_eq!(before.kvs.len(), 1100);
     assert!(before.kvs.iter().all(|kv| kv.value == b"v1"));
-    assert_eq!(before.kvs[0].key, b"jobs/0000", "keys are namespace-relative");
+    assert_eq!(
+        before.kvs[0].key, b"jobs/0000",
+        "keys are namespace-relative"
+    );
     a.put(b"jobs/0000", b"v2", None).unwrap();
     a.delete(b"jobs/0001").unwrap();
     let old = a.get_prefix(b"jobs/", before.revision).unwrap();
@@ -161,7 +166,10 @@ fn prefix_reads_are_one_snapshot_at_a_revision_inside_their_namespace() {
     assert_eq!(now.kvs[0].value, b"v2");
     assert_eq!(b.get_prefix(b"", 0).unwrap().kvs.len(), 1);
     assert_eq!(a.delete_prefix(b"jobs/").unwrap(), 1099);
-    assert_eq!(b.get(b"jobs/x").unwrap().kv.unwrap().value, b"other namespace");
+    assert_eq!(
+        b.get(b"jobs/x").unwrap().kv.unwrap().value,
+        b"other namespace"
+    );
 }
 
 #[test]
@@ -225,7 +233,10 @@ fn a_watch_from_a_revision_delivers_later_changes_in_order_and_wakes_poll() {
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while seen.len() < 2 {
-        let mut fds = [rustix::event::PollFd::new(&watch, rustix::event::PollFlags::IN)];
+        let mut fds = [rustix::event::PollFd::new(
+            &watch,
+            rustix::event::PollFlags::IN,
+        )];
         let left = deadline.saturating_duration_since(Instant::now());
         let ts = rustix::event::Timespec::try_from(left).unwrap();
         let ready = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
@@ -246,7 +257,10 @@ fn a_watch_from_a_revision_delivers_later_changes_in_order_and_wakes_poll() {
         }
     );
     // Drained: the fd is no longer readable.
-    let mut fds = [rustix::event::PollFd::new(&watch, rustix::event::PollFlags::IN)];
+    let mut fds = [rustix::event::PollFd::new(
+        &watch,
+        rustix::event::PollFlags::IN,
+    )];
     let zero = rustix::event::Timespec::default();
     assert_eq!(rustix::event::poll(&mut fds, Some(&zero)).unwrap(), 0);
 }
@@ -261,11 +275,16 @@ fn a_watch_from_a_compacted_revision_asks_for_a_re_read_then_goes_on() {
     c.put(b"k", b"2", None).unwrap();
     let compacted = cluster.compact();
     let err = c.get_prefix(b"", old).unwrap_err();
-    assert!(matches!(err, Error::Compacted { requested, .. } if requested == old), "{err}");
+    assert!(
+        matches!(err, Error::Compacted { requested, .. } if requested == old),
+        "{err}"
+    );
     assert!(err.to_string().contains("compacted"), "{err}");
 
     let watch = c.watch(b"k", WatchScope::Key, old).unwrap();
-    let message = watch.recv_timeout(Duration::from_secs(10)).expect("a message");
+    let message = watch
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a message");
     let WatchMessage::ReReadNeeded {
         compact_revision,
         revision,
@@ -273,7 +292,10 @@ fn a_watch_from_a_compacted_revision_asks_for_a_re_read_then_goes_on() {
     else {
         panic!("expected a re-read, got {message:?}")
     };
-    assert!(compact_revision >= compacted, "{compact_revision} < {compacted}");
+    assert!(
+        compact_revision >= compacted,
+        "{compact_revision} < {compacted}"
+    );
     let state = c.get_prefix(b"k", revision).unwrap();
     assert_eq!(state.kvs[0].value, b"2");
     let next = c.put(b"k", b"3", None).unwrap();
@@ -303,7 +325,10 @@ fn a_lease_whose_keeper_stops_expires_between_ttl_and_twice_ttl() {
     assert!(matches!(&events[0], WatchEvent::Delete { key, .. } if key == b"alive"));
     eprintln!("lease ttl {ttl:?}: expiry seen {expired_after:?} after the last keepalive");
     assert!(expired_after >= ttl, "{expired_after:?}");
-    assert!(expired_after <= 2 * ttl + Duration::from_secs(2), "{expired_after:?}");
+    assert!(
+        expired_after <= 2 * ttl + Duration::from_secs(2),
+        "{expired_after:?}"
+    );
     assert_eq!(c.lease_time_to_live(lease).unwrap(), None);
 }
 
@@ -327,5 +352,8 @@ fn a_keeper_reports_its_lease_expired_once_it_is_revoked_elsewhere() {
     // Revoking again (a lost reply's retry) is not an error.
     other.lease_revoke(lease).unwrap();
     let err = c.put(b"alive", b"y", Some(lease)).unwrap_err();
-    assert!(matches!(err, Error::LeaseNotFound { id } if id == lease), "{err}");
+    assert!(
+        matches!(err, Error::LeaseNotFound { id } if id == lease),
+        "{err}"
+    );
 }

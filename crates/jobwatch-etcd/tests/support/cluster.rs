@@ -270,9 +270,12 @@ impl Cluster {
     pub fn compact(&self) -> i64 {
         self.admin(async |mut c| {
             let rev = c.get("x", None).await.unwrap().header().unwrap().revision();
-            c.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical()))
-                .await
-                .unwrap();
+            c.compact(
+                rev,
+                Some(etcd_client::CompactionOptions::new().with_physical()),
+            )
+            .await
+            .unwrap();
             rev
         })
     }
@@ -648,7 +651,9 @@ fn make_certificates(dir: &Path) -> Result<TlsFiles, String> {
 
     let write = |name: &str, pem: String| {
         let path = dir.join(name);
-        std::fs::write(&path, pem).map(|_| path).map_err(|e| e.to_string())
+        std::fs::write(&path, pem)
+            .map(|_| path)
+            .map_err(|e| e.to_string())
     };
     Ok(TlsFiles {
         ca: write("ca.pem", ca.pem())?,
