@@ -199,10 +199,16 @@ impl Shared {
         let mut uncertain = false;
         loop {
             attempts += 1;
-            let budget = self
-                .config
-                .request_timeout
-                .min(deadline.saturating_duration_since(Instant::now()));
+            // A retry gets half the bound: after a leader failure, a request
+            // forwarded by a follower to the dead leader hangs until the
+            // bound (etcd drops it silently), so the bound is what a leader
+            // kill costs; a retry is safe, so cutting it short is too.
+            let bound = if attempts == 1 {
+                self.config.request_timeout
+            } else {
+                self.config.request_timeout / 2
+            };
+            let budget = bound.min(deadline.saturating_duration_since(Instant::now()));
             let attempt = async {
                 let client = self.member_client(idx).await?;
                 op(client).await.map_err(|e| classify(&e))

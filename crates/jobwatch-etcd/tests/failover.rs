@@ -14,18 +14,16 @@ use std::time::{Duration, Instant};
 use cluster::Cluster;
 use jobwatch_etcd::{EtcdClient, EtcdConfig, Watch, WatchEvent, WatchMessage, WatchScope};
 
-/// A client whose current member satisfies `want` (connecting picks the
-/// first member to answer, so try a bounded number of times).
-fn client_on(cluster: &Cluster, namespace: &str, want: impl Fn(usize) -> bool) -> EtcdClient {
-    let endpoints = cluster.endpoints();
-    for _ in 0..50 {
-        let config = EtcdConfig::parse(&cluster.url(namespace)).unwrap();
-        let client = EtcdClient::connect(config).unwrap();
-        if want(member_of(&endpoints, &client)) {
-            return client;
-        }
-    }
-    panic!("no connection landed on the wanted member in 50 tries");
+/// A client that uses member `first` first (connecting prefers the first
+/// listed member that answers).
+fn client_on(cluster: &Cluster, namespace: &str, first: usize) -> EtcdClient {
+    let mut endpoints = cluster.endpoints();
+    let preferred = endpoints.remove(first);
+    endpoints.insert(0, preferred);
+    let url = format!("etcd://{}/{namespace}", endpoints.join(","));
+    let client = EtcdClient::connect(EtcdConfig::parse(&url).unwrap()).unwrap();
+    assert_eq!(member_of(&cluster.endpoints(), &client), first);
+    client
 }
 
 fn member_of(endpoints: &[String], client: &EtcdClient) -> usize {
@@ -118,7 +116,7 @@ fn calls_and_a_watch_go_on_when_the_follower_they_use_is_killed() {
         return;
     };
     let followers = cluster.followers();
-    let client = client_on(&cluster, "f", |m| followers.contains(&m));
+    let client = client_on(&cluster, "f", followers[0]);
     let used = member_of(&cluster.endpoints(), &client);
     let paused = writes_and_watch_through(&cluster, client, || cluster.kill(used));
     eprintln!("measured: writes resumed {paused:?} after killing the follower in use");
@@ -141,7 +139,7 @@ fn calls_and_a_watch_go_on_when_the_leader_they_use_is_killed() {
         return;
     };
     let leader = cluster.leader();
-    let client = client_on(&cluster, "l", |m| m == leader);
+    let client = client_on(&cluster, "l", leader);
     let paused = writes_and_watch_through(&cluster, client, || cluster.kill(leader));
     eprintln!("measured: writes resumed {paused:?} after killing the leader");
     assert!(paused < Duration::from_secs(10), "{paused:?}");
@@ -155,7 +153,7 @@ fn a_kept_lease_outlives_a_leader_change() {
         return;
     };
     let leader = cluster.leader();
-    let client = client_on(&cluster, "k", |m| m == leader);
+    let client = client_on(&cluster, "k", leader);
     let ttl = Duration::from_secs(3);
     let lease = client.lease_grant(ttl).unwrap();
     client.put(b"alive", b"host", Some(lease)).unwrap();
@@ -186,8 +184,8 @@ fn a_lease_whose_keeper_stops_expires_within_the_bound_across_a_leader_kill() {
     let leader = cluster.leader();
     let followers = cluster.followers();
     // The watcher sits on a follower that survives; the keeper anywhere.
-    let watcher = client_on(&cluster, "e", |m| m == followers[0]);
-    let owner = client_on(&cluster, "e", |_| true);
+    let watcher = client_on(&cluster, "e", followers[0]);
+    let owner = client_on(&cluster, "e", leader);
     let ttl = Duration::from_secs(4);
     let lease = owner.lease_grant(ttl).unwrap();
     let rev = owner.put(b"alive", b"host", Some(lease)).unwrap();
@@ -227,7 +225,7 @@ fn a_watch_whose_member_stops_answering_resumes_elsewhere_and_reports_a_compacti
     let Some(cluster) = Cluster::start("stopped-member-compaction") else {
         return;
     };
-    let client = client_on(&cluster, "c", |_| true);
+    let client = client_on(&cluster, "c", 0);
     let start = client.put(b"jobs/a", b"1", None).unwrap();
     let watch = client.watch(b"jobs/", WatchScope::Prefix, start).unwrap();
     let watched_member = member_of(&cluster.endpoints(), &client);
@@ -237,7 +235,7 @@ fn a_watch_whose_member_stops_answering_resumes_elsewhere_and_reports_a_compacti
     // compact away the revisions the watch has not seen.
     cluster.stop(watched_member);
     let stopped = Instant::now();
-    let writer = client_on(&cluster, "c", |m| m != watched_member);
+    let writer = client_on(&cluster, "c", (watched_member + 1) % cluster.size());
     writer.put(b"jobs/b", b"1", None).unwrap();
     writer.put(b"jobs/c", b"1", None).unwrap();
     // Compaction keeps its own revision: the watch's next one (jobs/b's) is
