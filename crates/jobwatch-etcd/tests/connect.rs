@@ -13,15 +13,36 @@ use jobwatch_etcd::{
     Credentials, Error, EtcdClient, EtcdConfig, TlsFiles, WatchMessage, WatchScope,
 };
 
-fn closed_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-    // The listeners close here: nothing listens on these ports any more.
+/// A TCP port held bound but not listening: connections to it are refused,
+/// and no other test can take it while this lives (a port merely closed
+/// again could be picked by a cluster starting in parallel).
+struct RefusingPort {
+    _fd: std::os::fd::OwnedFd,
+    port: u16,
+}
+
+impl RefusingPort {
+    fn new() -> Self {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a fresh descriptor we own.
+        unsafe {
+            let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(raw >= 0);
+            let fd = std::os::fd::OwnedFd::from_raw_fd(raw);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let p = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+            assert_eq!(libc::bind(raw, p, len), 0);
+            let mut got = len;
+            assert_eq!(libc::getsockname(raw, p, &mut got), 0);
+            RefusingPort {
+                _fd: fd,
+                port: u16::from_be(addr.sin_port),
+            }
+        }
+    }
 }
 
 fn assert_one_line_naming(err: &Error, endpoints: &[String]) {
@@ -34,9 +55,10 @@ fn assert_one_line_naming(err: &Error, endpoints: &[String]) {
 
 #[test]
 fn a_refused_endpoint_list_fails_at_once_with_one_line_naming_every_endpoint() {
-    let endpoints: Vec<String> = closed_ports(3)
-        .into_iter()
-        .map(|p| format!("127.0.0.1:{p}"))
+    let ports: Vec<RefusingPort> = (0..3).map(|_| RefusingPort::new()).collect();
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", p.port))
         .collect();
     let url = format!("etcd://{}/ns", endpoints.join(","));
     let started = Instant::now();
@@ -49,6 +71,7 @@ fn a_refused_endpoint_list_fails_at_once_with_one_line_naming_every_endpoint() {
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert_one_line_naming(&err, &endpoints);
     assert!(err.to_string().contains("Connection refused"), "{err}");
+    drop(ports);
 }
 
 #[test]
