@@ -199,14 +199,15 @@ impl Shared {
         let mut uncertain = false;
         loop {
             attempts += 1;
-            // A retry gets half the bound: after a leader failure, a request
-            // forwarded by a follower to the dead leader hangs until the
-            // bound (etcd drops it silently), so the bound is what a leader
-            // kill costs; a retry is safe, so cutting it short is too.
+            // A retry gets a quarter of the bound: after a leader failure, a
+            // request that a follower forwards to the dead leader (before it
+            // noticed) hangs until the bound, so writes resume at the first
+            // retry boundary after the election ends; a finer grain resumes
+            // sooner. A retry is safe, so cutting it short is too.
             let bound = if attempts == 1 {
                 self.config.request_timeout
             } else {
-                self.config.request_timeout / 2
+                self.config.request_timeout / 4
             };
             let budget = bound.min(deadline.saturating_duration_since(Instant::now()));
             let attempt = async {

@@ -135,9 +135,11 @@ impl EtcdConfig {
     /// Default bound on connecting to one member: long enough for a loaded
     /// machine, short enough that a dead cluster is reported quickly.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-    /// Default bound on one attempt at one member. A member without a leader
-    /// answers at once (we require a leader), so this only waits out a member
-    /// that accepted the connection but does not answer (stopped, overloaded).
+    /// Default bound on one attempt at one member (retries get a quarter of
+    /// it). A member without a leader answers at once (we require a leader),
+    /// so this only waits out a member that accepted the connection but does
+    /// not answer (stopped, overloaded), or a request forwarded to a leader
+    /// that just died.
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
     /// Default bound on one operation with its retries: covers a leader
     /// election (about 1–2 s with etcd's defaults) several times over.

@@ -97,12 +97,17 @@ impl Cluster {
     /// it; torn down at process exit. `None` as for [`start`](Self::start).
     pub fn shared() -> Option<&'static Cluster> {
         static SHARED: OnceLock<Option<&'static Cluster>> = OnceLock::new();
-        *SHARED.get_or_init(|| {
+        let shared = *SHARED.get_or_init(|| {
             let cluster = Self::start("shared")?;
             let cluster: &'static Cluster = Box::leak(Box::new(cluster));
             register_at_exit(cluster);
             Some(cluster)
-        })
+        });
+        if shared.is_none() {
+            // Say it for every test that does not run, not just the first.
+            etcd_available("shared");
+        }
+        shared
     }
 
     fn try_start(label: &str, options: &Options) -> Result<Cluster, String> {
@@ -494,10 +499,13 @@ fn etcd_available(label: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("etcd is not installed: CI must install etcd-server (see .ci/run)");
     }
+    // Straight to the process's stderr: libtest's capture would hide an
+    // `eprintln!` of a passing test.
+    let test = std::thread::current().name().unwrap_or(label).to_string();
     let mut err = std::io::stderr();
     let _ = writeln!(
         err,
-        "NOT RUN: {label}: no etcd binary on PATH (apt-get install etcd-server)"
+        "NOT RUN: {test}: no etcd binary on PATH (apt-get install etcd-server)"
     );
     false
 }
