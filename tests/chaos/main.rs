@@ -10,6 +10,7 @@ mod support;
 mod crash;
 mod gate;
 mod many;
+mod outcomes;
 mod parsers;
 mod processes;
 mod storage;

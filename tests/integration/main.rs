@@ -9,6 +9,7 @@ mod liveness;
 mod logs_follow;
 #[cfg(feature = "mcp")]
 mod mcp;
+mod outcomes;
 mod preflight;
 mod protocol;
 mod retries;
