@@ -35,6 +35,11 @@ use crate::sys::proc::{self, ProcessId};
 pub const BREAKER_VERSION: u32 = 1;
 /// Consecutive failures that open a breaker unless told otherwise.
 pub const DEFAULT_MAX_FAILURES: u32 = 3;
+/// The longest anyone waits for a breaker's lock. Every holder keeps it for
+/// one read-modify-write of a small file (milliseconds, even with many jobs
+/// ending together); a holder that keeps it longer is stuck, and a job's
+/// end must not wait on it (its result matters more than its count).
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 /// How many recently counted runs a breaker remembers, so that a run
 /// reported twice (by its wrapper, then by a finisher) counts once.
 const REMEMBERED_RUNS: usize = 32;
@@ -424,6 +429,19 @@ pub enum BreakerError {
         /// What went wrong.
         source: LockError,
     },
+    /// Another process held the breaker's lock for longer than
+    /// [`LOCK_PATIENCE`]: it is stuck, since every update takes milliseconds.
+    #[error(
+        "breaker {key}: {} was held by another process for more than {}s; nothing was counted or changed",
+        path.display(),
+        LOCK_PATIENCE.as_secs()
+    )]
+    Busy {
+        /// The key.
+        key: String,
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The breakers folder could not be created or listed.
     #[error("cannot use {path}: {source}")]
     Folder {
@@ -491,10 +509,18 @@ fn update<T>(
         path: folder.clone(),
         source,
     })?;
-    let _lock = JobLock::acquire(&lock_of(dir, key)).map_err(|source| BreakerError::Lock {
-        key: key.to_string(),
-        source,
-    })?;
+    let lock_path = lock_of(dir, key);
+    let _lock =
+        JobLock::acquire_within(&lock_path, LOCK_PATIENCE).map_err(|source| match source {
+            LockError::Held => BreakerError::Busy {
+                key: key.to_string(),
+                path: lock_path.clone(),
+            },
+            source => BreakerError::Lock {
+                key: key.to_string(),
+                source,
+            },
+        })?;
     let path = file_of(dir, key);
     let mut breaker = read_state(&path, key)?;
     let (changed, answer) = change(&mut breaker);

@@ -40,6 +40,10 @@ pub struct Observed {
     pub heartbeat_mtime: Option<SystemTime>,
     /// mtime of `NAME.log` (not read once a status exists).
     pub log_mtime: Option<SystemTime>,
+    /// Whether the recorded command has exited while its wrapper lives
+    /// ([`command_exited`]; only checked when the wrapper is alive and no
+    /// status exists).
+    pub command_exited: bool,
     /// Whether any of the job's files exists.
     pub any_file: bool,
 }
@@ -47,7 +51,9 @@ pub struct Observed {
 /// What a job is, as far as its files tell.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobState {
-    /// Running and making progress (or too recently started to say).
+    /// Running and making progress (or too recently started to say), or
+    /// ended and being committed by its live wrapper (its command exited,
+    /// or its final record is written): such a run is never overdue.
     Running {
         /// The record.
         record: Box<JobRecord>,
@@ -76,6 +82,14 @@ pub enum JobState {
         /// The last record.
         record: Box<JobRecord>,
     },
+    /// The record holds the run's final outcome, but its wrapper is gone
+    /// (or, on another host, silent) without having created `NAME.status`:
+    /// it died while committing. The recorded outcome is the outcome; a
+    /// finisher writes the status from it.
+    Recorded {
+        /// The final record.
+        record: Box<JobRecord>,
+    },
     /// No files at all for this name.
     Missing,
     /// Files exist but cannot be trusted: the reason says which and why.
@@ -93,6 +107,7 @@ impl JobState {
             JobState::Hung { .. } => "hung",
             JobState::Finished { outcome, .. } => outcome.as_str(),
             JobState::Lost { .. } => "lost",
+            JobState::Recorded { record } => record.outcome.map_or("lost", Outcome::as_str),
             JobState::Missing => "missing",
             JobState::Invalid { .. } => "invalid",
         }
@@ -103,7 +118,8 @@ impl JobState {
         match self {
             JobState::Running { record, .. }
             | JobState::Hung { record, .. }
-            | JobState::Lost { record } => Some(record),
+            | JobState::Lost { record }
+            | JobState::Recorded { record } => Some(record),
             JobState::Finished { record, .. } => record.as_deref(),
             JobState::Missing | JobState::Invalid { .. } => None,
         }
@@ -144,6 +160,8 @@ pub fn observe(paths: &JobPaths) -> Observed {
         mtime(&paths.heartbeat())
     };
     let log_mtime = if over { None } else { mtime(&paths.log()) };
+    let command_exited = wrapper == WrapperState::Alive
+        && matches!(&record, Ok(Some(r)) if r.outcome.is_none() && command_exited(r));
     let any_file = matches!(record, Ok(Some(_)) | Err(_))
         || over
         || heartbeat_mtime.is_some()
@@ -155,8 +173,26 @@ pub fn observe(paths: &JobPaths) -> Observed {
         status,
         heartbeat_mtime,
         log_mtime,
+        command_exited,
         any_file,
     }
+}
+
+/// Whether the command of the run's current attempt has exited: it is a
+/// zombie its wrapper has not reaped yet, or it is gone (reaped, or its PID
+/// reused). While the wrapper backs off between attempts (the attempt is
+/// already listed in `attempts`) this says nothing: `false`.
+///
+/// A run whose command exited is finishing, not hung: its wrapper kills the
+/// leftovers, then commits the exit's outcome. An exit that happened before
+/// any kill request wins (§9.4 of the protocol).
+pub fn command_exited(record: &JobRecord) -> bool {
+    let (Some(pid), Some(start_time)) = (record.child_pid, record.child_start_time) else {
+        return false;
+    };
+    let between_attempts = record.attempts.len() >= record.attempt as usize;
+    // A start time of 0 was unreadable at spawn: it proves nothing.
+    start_time != 0 && !between_attempts && !proc::is_alive(ProcessId { pid, start_time })
 }
 
 /// Checks the wrapper named by a record.
@@ -209,6 +245,7 @@ pub fn classify(obs: Observed, now: SystemTime, stale: Option<Duration>) -> JobS
             obs.wrapper,
             obs.heartbeat_mtime,
             obs.log_mtime,
+            obs.command_exited,
             now,
             stale,
         ),
@@ -240,6 +277,7 @@ fn unfinished(
     wrapper: WrapperState,
     heartbeat_mtime: Option<SystemTime>,
     log_mtime: Option<SystemTime>,
+    command_exited: bool,
     now: SystemTime,
     stale: Option<Duration>,
 ) -> JobState {
@@ -247,14 +285,30 @@ fn unfinished(
     let threshold = observer_threshold(&record.settings, stale);
     let hung_at = last_progress.unwrap_or_else(|| record.started()) + threshold;
     let overdue = now >= hung_at;
+    // A recorded outcome is the outcome, whoever commits it.
+    let recorded = record.outcome.is_some();
     match wrapper {
+        WrapperState::Dead if recorded => JobState::Recorded {
+            record: Box::new(record),
+        },
         WrapperState::Dead => JobState::Lost {
             record: Box::new(record),
         },
         // Another host's wrapper cannot be checked: a heartbeat that stopped
         // for longer than any healthy wrapper allows means it is gone.
+        WrapperState::Elsewhere if overdue && recorded => JobState::Recorded {
+            record: Box::new(record),
+        },
         WrapperState::Elsewhere if overdue => JobState::Lost {
             record: Box::new(record),
+        },
+        // The command has ended and the live wrapper is finishing (killing
+        // leftovers, counting, writing): whatever it takes, that is not a
+        // hang, and the exit it saw decides the outcome.
+        _ if recorded || command_exited => JobState::Running {
+            record: Box::new(record),
+            last_progress,
+            hung_at: now + threshold,
         },
         _ if overdue => JobState::Hung {
             record: Box::new(record),
@@ -331,6 +385,7 @@ mod tests {
             status: Ok(status),
             heartbeat_mtime: Some(t(beat)),
             log_mtime: None,
+            command_exited: false,
             any_file: true,
         }
     }
@@ -384,6 +439,49 @@ mod tests {
             Some(Duration::from_secs(2)),
         );
         assert_eq!(explicit.word(), "hung");
+    }
+
+    #[test]
+    fn a_record_holding_an_outcome_is_that_outcome_when_its_wrapper_died_committing() {
+        let s = classify(
+            obs(
+                Some(record(Some(Outcome::Success))),
+                WrapperState::Dead,
+                None,
+                0,
+            ),
+            t(1),
+            None,
+        );
+        assert!(matches!(s, JobState::Recorded { .. }), "{s:?}");
+        assert_eq!(s.word(), "success", "never lost");
+        // Another host's wrapper that fell silent: the same.
+        let s = classify(
+            obs(
+                Some(record(Some(Outcome::Failed))),
+                WrapperState::Elsewhere,
+                None,
+                0,
+            ),
+            t(100),
+            None,
+        );
+        assert_eq!(s.word(), "failed");
+    }
+
+    #[test]
+    fn a_live_wrapper_whose_command_ended_is_finishing_and_never_overdue() {
+        let committing = obs(
+            Some(record(Some(Outcome::Success))),
+            WrapperState::Alive,
+            None,
+            0,
+        );
+        assert_eq!(classify(committing, t(100), None).word(), "running");
+        let mut exited = obs(Some(record(None)), WrapperState::Alive, None, 0);
+        exited.command_exited = true;
+        let s = classify(exited, t(100), Some(Duration::from_secs(1)));
+        assert_eq!(s.word(), "running", "an exit is not a hang");
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! - it descends from one of the above, or from the wrapper itself (a child
 //!   subreaper, so orphans of the job re-parent to it).
 //!
+//! A detached wrapper of another run (`jobwatch run --detach` from inside
+//! the job) is never a member, nor is anything below it: that run is its own
+//! supervised job. It is recognised as a session leader whose initial
+//! environment carries [`DETACHED_WRAPPER_ENV`].
+//!
 //! The group is signalled with `killpg` (atomic, catches a fork in flight);
 //! every other member through a pidfd after re-checking its start time.
 
@@ -23,6 +28,11 @@ use crate::sys::signal::{Delivery, signal_group, signal_process};
 
 /// Environment variable carrying the job's run id into its processes.
 pub const JOB_ID_ENV: &str = "JOBWATCH_JOB_ID";
+
+/// Set (to `1`) in the initial environment of a detached wrapper, and in
+/// no other process (the wrapper removes it from its command's): it marks
+/// a supervised run of its own, which another job's kill must leave alone.
+pub const DETACHED_WRAPPER_ENV: &str = "JOBWATCH_DETACHED_WRAPPER";
 
 /// How long SIGKILL rounds go on before survivors are reported.
 const KILL_ROUNDS_LIMIT: Duration = Duration::from_secs(5);
@@ -73,9 +83,14 @@ fn members_in(snap: &Snapshot, target: &JobTarget) -> Members {
     let leader = target
         .leader
         .filter(|l| snap.procs().iter().any(|p| p.id == *l));
+    let other_run = |p: &ProcInfo| Some(p.id.pid) != wrapper_pid && is_detached_wrapper(p);
     let mut roots: Vec<ProcInfo> = Vec::new();
     if let Some(l) = leader {
-        roots.extend(snap.procs().iter().filter(|p| p.pgrp == l.pid));
+        roots.extend(
+            snap.procs()
+                .iter()
+                .filter(|p| p.pgrp == l.pid && !other_run(p)),
+        );
     }
     // Only processes born after the job started can carry its id; that
     // bound keeps the environment reads few.
@@ -85,6 +100,7 @@ fn members_in(snap: &Snapshot, target: &JobTarget) -> Members {
                 && !p.is_dead()
                 && Some(p.id.pid) != wrapper_pid
                 && has_env(p.id.pid, JOB_ID_ENV, &target.job_id)
+                && !other_run(p)
         }));
     }
     let mut root_pids: Vec<i32> = roots.iter().map(|p| p.id.pid).collect();
@@ -92,7 +108,7 @@ fn members_in(snap: &Snapshot, target: &JobTarget) -> Members {
     let mut seen = HashSet::new();
     let procs = roots
         .into_iter()
-        .chain(snap.descendants_of(&root_pids))
+        .chain(snap.descendants_short_of(&root_pids, other_run))
         .filter(|p| !p.is_dead() && p.id.pid != me && Some(p.id.pid) != wrapper_pid)
         .filter(|p| seen.insert(p.id))
         .collect();
@@ -100,6 +116,13 @@ fn members_in(snap: &Snapshot, target: &JobTarget) -> Members {
         group: leader,
         procs,
     }
+}
+
+/// Whether `p` is a detached jobwatch wrapper: a session leader (it called
+/// `setsid`) started with [`DETACHED_WRAPPER_ENV`]. Only session leaders
+/// have their environment read, so the check costs little in a big tree.
+fn is_detached_wrapper(p: &ProcInfo) -> bool {
+    p.session == p.id.pid && has_env(p.id.pid, DETACHED_WRAPPER_ENV, "1")
 }
 
 /// Sends `sig` to every member: once to the group, individually to the rest.
@@ -138,7 +161,7 @@ pub fn terminate(
     tick: &mut dyn FnMut() -> bool,
 ) -> KillReport {
     let members = find_members(target);
-    let mut report = KillReport {
+    let report = KillReport {
         found: members.procs.len(),
         ..KillReport::default()
     };
@@ -149,6 +172,38 @@ pub fn terminate(
         return kill_until_gone(target, report);
     }
     signal_members(&members, first);
+    // A stopped process cannot act on the signal until it runs again (as
+    // systemd does): continue it so its handler gets the grace period.
+    signal_members(&members, Signal::CONT);
+    wait_out_grace(target, grace, tick, report)
+}
+
+/// Carries out a kill someone else began: the first signal was theirs, so
+/// only waits up to `grace` for the members to go, then sends SIGKILL until
+/// none is left. `tick` is as for [`terminate`].
+pub fn escalate_after(
+    target: &JobTarget,
+    grace: Duration,
+    tick: &mut dyn FnMut() -> bool,
+) -> KillReport {
+    let report = KillReport {
+        found: find_members(target).procs.len(),
+        ..KillReport::default()
+    };
+    if report.found == 0 {
+        return report;
+    }
+    wait_out_grace(target, grace, tick, report)
+}
+
+/// Re-checks the members every [`RECHECK`] until none is left (done) or the
+/// grace period ends (or `tick` cuts it short), then kills what is left.
+fn wait_out_grace(
+    target: &JobTarget,
+    grace: Duration,
+    tick: &mut dyn FnMut() -> bool,
+    mut report: KillReport,
+) -> KillReport {
     // A grace too long for the clock never runs out.
     let deadline = Instant::now().checked_add(grace);
     loop {
@@ -194,6 +249,8 @@ mod tests {
             },
             ppid,
             pgrp,
+            // No session leaders here: their environment would be read.
+            session: 1,
             state,
             own_ticks: 0,
             reaped_children_ticks: 0,

@@ -119,10 +119,12 @@ impl Launcher for Detached {
         let paths = self.dir.job(name);
         match classify(observe(&paths), SystemTime::now(), None) {
             JobState::Missing => Ok(Seen::Missing),
-            // Hung or lost: the waiter acts on it (kills, finishes).
-            JobState::Running { .. } | JobState::Hung { .. } | JobState::Lost { .. } => {
-                Ok(Seen::Running)
-            }
+            // Hung, lost or recorded-but-uncommitted: the waiter acts on it
+            // (kills, finishes, commits the recorded outcome).
+            JobState::Running { .. }
+            | JobState::Hung { .. }
+            | JobState::Lost { .. }
+            | JobState::Recorded { .. } => Ok(Seen::Running),
             JobState::Finished { outcome, record } => Ok(Seen::Ended(Box::new(ended(
                 &paths,
                 outcome,

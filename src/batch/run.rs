@@ -201,7 +201,7 @@ impl Stopper {
             for name in &names {
                 scope.spawn(move || {
                     if let Err(e) = launcher.kill(name, "the batch was interrupted", grace) {
-                        eprintln!("jobwatch: cannot kill {name}: {e}");
+                        crate::sys::stdio::warn(format_args!("cannot kill {name}: {e}"));
                     }
                 });
             }
@@ -647,7 +647,7 @@ impl Batch<'_> {
             } else if let Some(source) = self.source
                 && let Err(e) = source.remove(&wt)
             {
-                eprintln!("jobwatch: {}: {e}", result.name);
+                crate::sys::stdio::warn(format_args!("{}: {e}", result.name));
             }
         }
         if !result.resumed && verdict != Verdict::Skipped && verdict != Verdict::Killed {
@@ -694,7 +694,7 @@ impl Batch<'_> {
                     let reason = &reason;
                     scope.spawn(move || {
                         if let Err(e) = launcher.kill(name, reason, None) {
-                            eprintln!("jobwatch: cannot kill {name}: {e}");
+                            crate::sys::stdio::warn(format_args!("cannot kill {name}: {e}"));
                         }
                     });
                 }

@@ -45,11 +45,22 @@ pub fn kill(dir: &JobsDir, a: KillArgs) -> CliResult {
         .grace
         .or_else(|| before.record().map(|r| r.settings.grace()))
         .unwrap_or(Duration::from_secs(5));
-    let already = matches!(before, JobState::Finished { .. });
+    // A recorded outcome is the outcome, committed or not yet.
+    let already = matches!(
+        before,
+        JobState::Finished { .. } | JobState::Recorded { .. }
+    );
     let after = kill_job(&paths, Outcome::Killed, "killed by jobwatch kill", grace)?;
     let (outcome, record) = match &after {
         JobState::Finished { outcome, record } => (*outcome, record.as_deref()),
-        other => (Outcome::Killed, other.record()),
+        // Still not committed: what the record holds, if it holds it.
+        other => (
+            other
+                .record()
+                .and_then(|r| r.outcome)
+                .unwrap_or(Outcome::Killed),
+            other.record(),
+        ),
     };
     let mut report = JobReport::new(&paths, outcome, record, 0);
     if already {

@@ -13,9 +13,13 @@ use super::args::{breaker_key, duration, job_name, ms, positive_duration};
 use super::{CliError, CliResult, wants_json};
 use crate::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
 use crate::exit_code;
+use crate::kill::{DETACHED_WRAPPER_ENV, JOB_ID_ENV, find_members};
+use crate::protocol::record::read_record;
 use crate::protocol::{JobName, JobsDir, LivenessMode, Settings};
+use crate::recover;
 use crate::supervise::{RunSpec, StartError, start};
 use crate::sys::child::detach_into_new_session;
+use crate::sys::proc::{self, ProcessId};
 use crate::sys::stdio::{notice, notice_within, say, warn};
 
 const RUN_HELP: &str = concat!(
@@ -338,9 +342,18 @@ pub(crate) fn spawn_detached(
     cmd.envs(place.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // The wrapper runs a job of its own: started from inside another
+        // job, it must not carry that job's id (which would make it a
+        // member of it), and it is marked as a wrapper, which other runs'
+        // kills leave alone with everything below it.
+        .env_remove(JOB_ID_ENV)
+        .env(DETACHED_WRAPPER_ENV, "1");
     detach_into_new_session(&mut cmd);
     let mut child = cmd.spawn()?;
+    // Our unreaped child cannot change identity: this tells its record
+    // from any other run's.
+    let wrapper = proc::identify(child.id() as i32);
     let mut first_line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut first_line);
@@ -356,6 +369,11 @@ pub(crate) fn spawn_detached(
     }
     let status = child.wait()?;
     let message = err.trim().trim_start_matches("jobwatch: ").to_owned();
+    if let Some(lost) =
+        wrapper.and_then(|w| settle_unreported_start(dir, &spec.name, s.grace(), w, &message))
+    {
+        return Err(lost);
+    }
     Err(CliError {
         code: status
             .code()
@@ -367,6 +385,55 @@ pub(crate) fn spawn_detached(
         } else {
             message
         },
+    })
+}
+
+/// The wrapper ended without reporting the start. If it got as far as
+/// writing its own record, its run must not stay as it is: it is finished
+/// (as `lost`, its processes killed) and, when the command had been
+/// spawned, reported as the lost run it is (exit 4) rather than as a job
+/// that never started. `None` when the wrapper left no unfinished run.
+fn settle_unreported_start(
+    dir: &JobsDir,
+    name: &JobName,
+    grace: Duration,
+    wrapper: ProcessId,
+    wrapper_said: &str,
+) -> Option<CliError> {
+    let paths = dir.job(name);
+    let record = read_record(&paths.record()).ok().flatten()?;
+    let ours = record.wrapper_pid == wrapper.pid && record.wrapper_start_time == wrapper.start_time;
+    if !ours || record.outcome.is_some() {
+        return None;
+    }
+    // The command may run without the record naming it yet: its processes
+    // carry the run's id.
+    let spawned =
+        record.child_pid.is_some() || !find_members(&recover::target_of(&record)).is_empty();
+    let why = if spawned {
+        "the detached wrapper died after starting the command, before it reported the start"
+    } else {
+        "the detached wrapper died before it started the command"
+    };
+    let finished = recover::finalize_lost(&paths, grace, why);
+    if !spawned {
+        return None;
+    }
+    let said = if wrapper_said.is_empty() {
+        String::new()
+    } else {
+        format!(" ({wrapper_said})")
+    };
+    let what = match finished {
+        Ok(_) => "the run is lost and its processes were killed".to_owned(),
+        Err(e) => format!("the run is lost; finishing it failed: {e}"),
+    };
+    Some(CliError {
+        code: exit_code::LOST,
+        message: format!(
+            "job {}: the detached wrapper died after starting the command{said}; {what}",
+            name
+        ),
     })
 }
 

@@ -103,6 +103,14 @@ fn look_current(paths: &JobPaths) -> View {
                 paths.name()
             )),
         ))),
+        // The outcome its dead wrapper recorded is the outcome (a waiter
+        // writes the status from it); a hook only reads.
+        JobState::Recorded { record } => View::Ended(Box::new(ending(
+            paths,
+            record.outcome.map_or(Outcome::Lost, |o| o).as_str(),
+            Some(&record),
+            None,
+        ))),
         JobState::Running { hung_at, .. } => View::Running {
             recheck_in: hung_at
                 .duration_since(now)

@@ -6,6 +6,8 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use rustix::fs::{FlockOperation, flock};
 
@@ -45,6 +47,33 @@ impl JobLock {
         Self::lock(path, FlockOperation::LockExclusive)
     }
 
+    /// Takes the lock, waiting at most `patience` for the holder to release
+    /// it: a holder that is stuck (stopped, or blocked on a dead disk) must
+    /// not hold up a caller whose work does not depend on the lock forever.
+    /// [`LockError::Held`] when the time runs out.
+    ///
+    /// The blocking `flock` runs on a helper thread, so waiters still queue
+    /// in the kernel (no polling, no starving). If the caller has given up
+    /// by the time that thread gets the lock, the thread releases it at once.
+    pub fn acquire_within(path: &Path, patience: Duration) -> Result<Self, LockError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let owned = path.to_owned();
+        std::thread::Builder::new()
+            .name("jobwatch-lock".into())
+            .spawn(move || {
+                // A send to a caller that gave up fails and drops the lock.
+                let _ = tx.send(Self::acquire(&owned));
+            })
+            .map_err(|source| LockError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        match rx.recv_timeout(patience) {
+            Ok(result) => result,
+            Err(_) => Err(LockError::Held),
+        }
+    }
+
     fn lock(path: &Path, operation: FlockOperation) -> Result<Self, LockError> {
         let io_err = |source| LockError::Io {
             path: path.to_owned(),
@@ -74,5 +103,26 @@ mod tests {
         assert!(matches!(JobLock::try_acquire(&p), Err(LockError::Held)));
         drop(first);
         assert!(JobLock::try_acquire(&p).is_ok());
+    }
+
+    #[test]
+    fn a_bounded_wait_gives_up_on_a_holder_and_leaves_no_lock_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let first = JobLock::try_acquire(&p).unwrap();
+        assert!(matches!(
+            JobLock::acquire_within(&p, Duration::from_millis(50)),
+            Err(LockError::Held)
+        ));
+        drop(first);
+        // The abandoned waiter takes the lock and drops it: it is free again.
+        let again = JobLock::acquire_within(&p, Duration::from_secs(20));
+        assert!(again.is_ok());
+        drop(again);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while JobLock::try_acquire(&p).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the lock stayed held");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }

@@ -414,9 +414,31 @@ pub struct KillRequest {
     pub reason: String,
     /// When it was requested (RFC 3339, UTC).
     pub at: String,
+    /// The requester's grace period, in ms: if the job still runs this long
+    /// after its wrapper saw the request, the wrapper sends SIGKILL itself
+    /// (the requester may be gone). Absent: the job's own `grace_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ms: Option<u64>,
+    /// The requester found the command already exited (its wrapper had not
+    /// recorded it yet): that exit came first, so the run keeps the exit's
+    /// own outcome; the request only stops leftovers and further attempts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub command_exited: bool,
 }
 
 impl KillRequest {
+    /// The grace period the wrapper allows before it sends SIGKILL itself:
+    /// the requester's, else the job's own (`default`).
+    pub fn grace(&self, default: Duration) -> Duration {
+        self.grace_ms.map_or(default, Duration::from_millis)
+    }
+
+    /// Whether the request decides the run's outcome: it was made while
+    /// the command still ran.
+    pub fn decides_outcome(&self) -> bool {
+        !self.command_exited
+    }
+
     /// Writes the request atomically.
     pub fn write(&self, path: &Path) -> Result<(), WriteError> {
         let json = serde_json::to_vec(self).expect("a kill request always serializes");

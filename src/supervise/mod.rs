@@ -23,7 +23,7 @@ use rustix::process::Signal;
 
 use crate::breaker::{self, Admission, BreakerError, BreakerSpec, BreakerView, RunRef};
 use crate::classify::{JobState, WrapperState, classify, observe, wrapper_state};
-use crate::kill::{JOB_ID_ENV, JobTarget, terminate};
+use crate::kill::{DETACHED_WRAPPER_ENV, JOB_ID_ENV, JobTarget, escalate_after, terminate};
 use crate::liveness::{Observation, ProgressTracker};
 use crate::protocol::atomic::{WriteError, sync_parent, write_atomic};
 use crate::protocol::history::{archive, history_label};
@@ -237,7 +237,16 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
             });
         }
     };
-    record_child(&paths, &mut record, &child)?;
+    if let Err(e) = record_child(&paths, &mut record, &child) {
+        // A command nobody can find in the files must not run on.
+        let target = JobTarget {
+            wrapper: Some(me),
+            ..crate::recover::target_of(&record)
+        };
+        terminate(&target, Signal::KILL, Duration::ZERO, &mut || false);
+        reap(child.id() as i32);
+        return Err(e.into());
+    }
     let tee = start_tee(&spec, &paths);
     Ok(Supervisor {
         dir: dir.clone(),
@@ -343,8 +352,9 @@ fn claim(paths: &JobPaths) -> Result<JobLock, StartError> {
 const BRIEF_HOLDER_WAIT: Duration = Duration::from_secs(2);
 
 /// Moves the previous run's files into history. A run left without a status
-/// (its wrapper died: we hold the lock) is first finished as `lost`, with its
-/// remaining processes killed, so nothing of it is lost or left running.
+/// (its wrapper died: we hold the lock) is first finished: from its record
+/// when that holds the outcome, else as `lost` with its remaining processes
+/// killed, so nothing of it is lost or left running.
 fn retire_previous(dir: &JobsDir, paths: &JobPaths, grace: Duration) -> Result<(), StartError> {
     let previous = |reason: String| StartError::Previous {
         name: paths.name().to_string(),
@@ -366,10 +376,12 @@ fn retire_previous(dir: &JobsDir, paths: &JobPaths, grace: Duration) -> Result<(
     let label_time = match &state {
         JobState::Missing => return Ok(()),
         JobState::Lost { record }
+        | JobState::Recorded { record }
         | JobState::Running { record, .. }
         | JobState::Hung { record, .. } => {
             // Under our lock a "running" record can only be a dead wrapper
-            // whose PID check raced; finish it the same way.
+            // whose PID check raced; finish it the same way. A record that
+            // holds an outcome gets its status from it: it is not lost.
             let why = "the wrapper vanished without a status; found when the name was reused";
             finish_lost(paths, (**record).clone(), grace, why)
                 .map_err(|e| previous(e.to_string()))?
@@ -417,6 +429,9 @@ fn spawn_command(
         .env("JOBWATCH_RESULT", paths.result())
         .env("JOBWATCH_HEARTBEAT", paths.heartbeat())
         .env(JOB_ID_ENV, &record.job_id)
+        // The mark of a detached wrapper is the wrapper's alone: its job is
+        // not another run's wrapper.
+        .env_remove(DETACHED_WRAPPER_ENV)
         .spawn()
 }
 
@@ -474,6 +489,9 @@ enum KillCause {
     Timeout,
     Hung,
     Signal(i32),
+    /// A kill request (`NAME.kill`) for this run, made while the command
+    /// ran: the wrapper carries it out should its requester go away.
+    Request,
 }
 
 impl Supervisor {
@@ -732,6 +750,11 @@ impl Supervisor {
             let mut wake = Duration::from_secs(1);
             if cause.is_none() {
                 match self.check_limits(&mut tracker, &mut next_sample, deadline) {
+                    Ok(_) if self.live_kill_request().is_some() => {
+                        cause = Some(KillCause::Request);
+                        self.carry_out_request();
+                        continue;
+                    }
                     Ok(stale_at) => wake = next_wake(next_sample, deadline, stale_at),
                     Err(c) => {
                         cause = Some(c);
@@ -777,10 +800,37 @@ impl Supervisor {
         Ok(stale_at)
     }
 
+    /// A kill request for this run that decides its outcome: one written
+    /// while the command ran (§9.4).
+    fn live_kill_request(&self) -> Option<KillRequest> {
+        self.kill_request().filter(KillRequest::decides_outcome)
+    }
+
+    /// Carries out a kill request made while the command runs. Its requester
+    /// sends the TERM right after writing it (a second TERM from here could
+    /// make a job's handler run twice); the wrapper gives the job the
+    /// request's grace from the moment it saw it, then sends SIGKILL, so the
+    /// job ends even if the requester went away (an MCP client that left, a
+    /// `jobwatch kill` that was itself killed). A second TERM, INT or HUP to
+    /// the wrapper cuts the grace short.
+    fn carry_out_request(&mut self) {
+        let Some(req) = self.live_kill_request() else {
+            return;
+        };
+        let grace = req.grace(self.record.settings.grace());
+        let child = self.child.id() as i32;
+        let signals = &self.signals;
+        let target = self.target();
+        escalate_after(&target, grace, &mut || {
+            reap_orphans(child);
+            signals.take_terminating().is_some()
+        });
+    }
+
     fn kill_for(&mut self, cause: KillCause) {
         let first = match cause {
             KillCause::Signal(sig) => crate::sys::signal::from_number(sig).unwrap_or(Signal::TERM),
-            KillCause::Timeout | KillCause::Hung => Signal::TERM,
+            KillCause::Timeout | KillCause::Hung | KillCause::Request => Signal::TERM,
         };
         let child = self.child.id() as i32;
         let signals = &self.signals;
@@ -836,7 +886,9 @@ impl Supervisor {
                     "the wrapper received signal {sig}; forwarded to the job"
                 )),
             ),
-            None => match self.kill_request() {
+            // A request made after the command had exited does not decide:
+            // the exit came first and keeps its own outcome.
+            Some(KillCause::Request) | None => match self.live_kill_request() {
                 Some(req) => (req.outcome, Some(req.reason)),
                 None if exit_code == Some(0) => (Outcome::Success, None),
                 None => (Outcome::Failed, None),

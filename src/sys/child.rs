@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, WaitId, WaitIdOptions, WaitOptions, waitid, waitpid};
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGURG};
 
 use super::proc::own_children;
 
@@ -70,12 +70,14 @@ pub struct SignalPipe {
 }
 
 impl SignalPipe {
-    /// Installs handlers for SIGCHLD, SIGTERM, SIGINT and SIGHUP.
+    /// Installs handlers for SIGCHLD, SIGTERM, SIGINT and SIGHUP, and for
+    /// SIGURG: a killer sends it after writing a kill request, to have the
+    /// request looked at now (it only wakes the wrapper).
     pub fn install() -> io::Result<Self> {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         let last_terminating = Arc::new(AtomicUsize::new(0));
-        for sig in [SIGCHLD, SIGTERM, SIGINT, SIGHUP] {
+        for sig in [SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGURG] {
             signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
         }
         for sig in [SIGTERM, SIGINT, SIGHUP] {

@@ -25,6 +25,8 @@ pub struct ProcInfo {
     pub ppid: i32,
     /// Process group.
     pub pgrp: i32,
+    /// Session (equal to the PID for a session leader).
+    pub session: i32,
     /// State letter (`R`, `S`, `D`, `Z`, …).
     pub state: char,
     /// CPU time the process itself used, in clock ticks.
@@ -87,6 +89,7 @@ fn parse_stat(bytes: &[u8]) -> Option<ProcInfo> {
         },
         ppid: n[4] as i32,
         pgrp: n[5] as i32,
+        session: n[6] as i32,
         state,
         own_ticks: (n[14].max(0) + n[15].max(0)) as u64,
         reaped_children_ticks: (n[16].max(0) + n[17].max(0)) as u64,
@@ -137,6 +140,16 @@ impl Snapshot {
     /// The processes descending from any of `roots` (the roots excluded),
     /// following parent links in this snapshot.
     pub fn descendants_of(&self, roots: &[i32]) -> Vec<ProcInfo> {
+        self.descendants_short_of(roots, |_| false)
+    }
+
+    /// Like [`Self::descendants_of`], but a process for which `stop` holds
+    /// is neither included nor descended into: its subtree is not ours.
+    pub fn descendants_short_of(
+        &self,
+        roots: &[i32],
+        stop: impl Fn(&ProcInfo) -> bool,
+    ) -> Vec<ProcInfo> {
         let mut children: HashMap<i32, Vec<&ProcInfo>> = HashMap::new();
         for p in &self.procs {
             children.entry(p.ppid).or_default().push(p);
@@ -145,6 +158,9 @@ impl Snapshot {
         let mut stack: Vec<i32> = roots.to_vec();
         while let Some(pid) = stack.pop() {
             for child in children.get(&pid).into_iter().flatten() {
+                if stop(child) {
+                    continue;
+                }
                 if !out.iter().any(|p: &ProcInfo| p.id == child.id) {
                     out.push(**child);
                     stack.push(child.id.pid);
@@ -237,7 +253,7 @@ mod tests {
                 start_time: 123456
             }
         );
-        assert_eq!((p.ppid, p.pgrp, p.state), (17, 4242, 'S'));
+        assert_eq!((p.ppid, p.pgrp, p.session, p.state), (17, 4242, 4242, 'S'));
         assert_eq!((p.own_ticks, p.reaped_children_ticks), (10, 3));
     }
 

@@ -68,6 +68,35 @@ impl LookSchedule {
     }
 }
 
+/// What remembers the run a waiter is bound to: the log a log-reading
+/// waiter follows, or (for a plain wait) just the run's `job_id`.
+pub(super) trait RunBinding {
+    /// The bound run, once bound.
+    fn run(&self) -> Option<&str>;
+    /// Binds to run `job_id`, unless already bound.
+    fn bind(&mut self, job_id: &str);
+}
+
+impl RunBinding for LogFollower {
+    fn run(&self) -> Option<&str> {
+        LogFollower::run(self)
+    }
+    fn bind(&mut self, job_id: &str) {
+        LogFollower::bind(self, job_id);
+    }
+}
+
+impl RunBinding for Option<String> {
+    fn run(&self) -> Option<&str> {
+        self.as_deref()
+    }
+    fn bind(&mut self, job_id: &str) {
+        if self.is_none() {
+            *self = Some(job_id.to_owned());
+        }
+    }
+}
+
 /// Where the bound run is.
 pub(super) enum Located {
     /// Still (or not yet known not to be) the name's current run.
@@ -78,9 +107,9 @@ pub(super) enum Located {
     Gone,
 }
 
-/// Where the run `log` follows is, binding it to the current run when it
-/// is not bound yet.
-pub(super) fn locate(dir: &JobsDir, job: &JobPaths, log: &mut LogFollower) -> Located {
+/// Where the run `log` is bound to is, binding it to the current run when
+/// it is not bound yet.
+pub(super) fn locate(dir: &JobsDir, job: &JobPaths, log: &mut impl RunBinding) -> Located {
     let current = read_record(&job.record()).ok().flatten().map(|r| r.job_id);
     match (log.run(), current) {
         (Some(bound), Some(current)) if bound != current => {
@@ -100,7 +129,7 @@ pub(super) fn locate(dir: &JobsDir, job: &JobPaths, log: &mut LogFollower) -> Lo
 /// The bound run's verdict, given a verdict read from the name's current
 /// files: that one if it is about the bound run; else the bound run's from
 /// history. `None` when it cannot be told yet.
-pub(super) fn own_verdict(dir: &JobsDir, log: &mut LogFollower, v: Verdict) -> Option<Verdict> {
+pub(super) fn own_verdict(dir: &JobsDir, log: &mut impl RunBinding, v: Verdict) -> Option<Verdict> {
     let current = v.record.as_ref().map(|r| r.job_id.clone());
     match (log.run(), current) {
         (Some(bound), current) if current.as_deref() != Some(bound) => {

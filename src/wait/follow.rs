@@ -118,6 +118,10 @@ fn look(
     let v = match classify(observe(job), now, None) {
         JobState::Finished { outcome, record } => ended(outcome, record.map(|r| *r)),
         JobState::Lost { record } => ended(Outcome::Lost, Some(*record)),
+        // The wrapper died committing: its record is the run's outcome.
+        JobState::Recorded { record } => {
+            ended(record.outcome.unwrap_or(Outcome::Lost), Some(*record))
+        }
         JobState::Running { hung_at, .. } => {
             let until_hung = hung_at.duration_since(now).unwrap_or_default();
             return Ok(Look::Pending(until_hung.max(Duration::from_millis(5))));

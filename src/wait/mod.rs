@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::classify::{JobState, classify, observe};
 use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
-use crate::recover::{RecoverError, WRAPPER_VANISHED, finalize_lost, kill_job};
+use crate::recover::{RecoverError, WRAPPER_VANISHED, finalize_lost, kill_run};
+use bound::{Located, RunBinding, locate, own_verdict};
 
 pub use bound::archived_verdict;
 pub use follow::{FollowError, FollowSpec, follow};
@@ -120,6 +121,8 @@ pub fn wait_with(
     let deadline = spec.timeout.and_then(|t| started.checked_add(t));
     let mut verdicts: Vec<Option<Verdict>> = vec![None; jobs.len()];
     let mut vanished_since: Vec<Option<Instant>> = vec![None; jobs.len()];
+    // The run of each name seen first: its outcome is the one reported.
+    let mut runs: Vec<Option<String>> = vec![None; jobs.len()];
     let mut first_pass = true;
     loop {
         let mut next_check = Duration::from_secs(3600);
@@ -127,7 +130,7 @@ pub fn wait_with(
             if verdicts[i].is_some() {
                 continue;
             }
-            match step(job, spec, first_pass)? {
+            match bound_step(dir, job, spec, first_pass, &mut runs[i])? {
                 Step::Done(v) => verdicts[i] = Some(*v),
                 Step::Pending { recheck_in } => {
                     vanished_since[i] = None;
@@ -154,7 +157,7 @@ pub fn wait_with(
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return time_out(&jobs, verdicts, spec);
+                return time_out(dir, &jobs, verdicts, &runs, spec);
             }
             next_check = next_check.min(left);
         }
@@ -175,13 +178,40 @@ enum Step {
 /// reports it gone.
 const VANISHED_LIMIT: Duration = Duration::from_secs(5);
 
+/// [`step`] for the run `run` of the job (bound to the current run at the
+/// first look): if the name was started again meanwhile, the bound run's own
+/// verdict is read from history, and the new run is neither reported nor
+/// acted on.
+fn bound_step(
+    dir: &JobsDir,
+    job: &JobPaths,
+    spec: &WaitSpec,
+    first_pass: bool,
+    run: &mut impl RunBinding,
+) -> Result<Step, RecoverError> {
+    match locate(dir, job, run) {
+        Located::Archived(v) => return Ok(Step::Done(v)),
+        Located::Gone => return Ok(Step::Vanished),
+        Located::Current => {}
+    }
+    Ok(match step(job, spec, first_pass)? {
+        Step::Done(v) => match own_verdict(dir, run, *v) {
+            Some(v) => Step::Done(Box::new(v)),
+            None => Step::Vanished,
+        },
+        other => other,
+    })
+}
+
 /// Looks at one job once and acts on what its files say.
 fn step(job: &JobPaths, spec: &WaitSpec, first_pass: bool) -> Result<Step, RecoverError> {
     let now = SystemTime::now();
     let state = classify(observe(job), now, spec.stale);
     let grace = |r: &JobRecord| spec.grace.unwrap_or(r.settings.grace());
     let state = match state {
-        JobState::Lost { record } => finalize_lost(job, grace(&record), WRAPPER_VANISHED)?,
+        JobState::Lost { record } | JobState::Recorded { record } => {
+            finalize_lost(job, grace(&record), WRAPPER_VANISHED)?
+        }
         JobState::Hung {
             record,
             last_progress,
@@ -193,7 +223,13 @@ fn step(job: &JobPaths, spec: &WaitSpec, first_pass: bool) -> Result<Step, Recov
                 "no progress for {} (found by wait; the wrapper did not act)",
                 humantime::format_duration(Duration::from_secs(quiet.as_secs()))
             );
-            kill_job(job, Outcome::Hung, &reason, grace(&record))?
+            kill_run(
+                job,
+                Some(&record.job_id),
+                Outcome::Hung,
+                &reason,
+                grace(&record),
+            )?
         }
         other => other,
     };
@@ -215,6 +251,12 @@ fn step(job: &JobPaths, spec: &WaitSpec, first_pass: bool) -> Result<Step, Recov
         JobState::Lost { record } => {
             Step::Done(Box::new(Verdict::ended(job, Outcome::Lost, Some(*record))))
         }
+        // Committed by nobody here (another host's run): the record is the
+        // outcome all the same.
+        JobState::Recorded { record } => {
+            let outcome = record.outcome.unwrap_or(Outcome::Lost);
+            Step::Done(Box::new(Verdict::ended(job, outcome, Some(*record))))
+        }
         JobState::Missing if first_pass => {
             return Err(RecoverError::Missing(job.name().to_string()));
         }
@@ -231,20 +273,32 @@ fn step(job: &JobPaths, spec: &WaitSpec, first_pass: bool) -> Result<Step, Recov
 }
 
 /// The waiter's time limit passed: kill what still runs (unless told not
-/// to) and report `timeout` for it.
+/// to) and report `timeout` for it. `runs` holds the run each job's wait is
+/// bound to (if known): a name that moved on to a new run meanwhile gets
+/// its bound run's own verdict, and the new run is left alone.
 fn time_out(
+    dir: &JobsDir,
     jobs: &[JobPaths],
     verdicts: Vec<Option<Verdict>>,
+    runs: &[Option<String>],
     spec: &WaitSpec,
 ) -> Result<Vec<Verdict>, WaitError> {
     let limit = humantime::format_duration(spec.timeout.unwrap_or_default());
     let mut out = Vec::new();
-    for (job, verdict) in jobs.iter().zip(verdicts) {
+    for (i, (job, verdict)) in jobs.iter().zip(verdicts).enumerate() {
         if let Some(v) = verdict {
             out.push(v);
             continue;
         }
+        let run = runs.get(i).and_then(|r| r.as_deref());
         let record = observe(job).record.ok().flatten();
+        if let (Some(run), Some(current)) = (run, &record)
+            && current.job_id != run
+            && let Some(v) = archived_verdict(dir, job.name(), run)
+        {
+            out.push(v);
+            continue;
+        }
         if !spec.kill_on_timeout {
             out.push(Verdict {
                 paths: job.clone(),
@@ -260,7 +314,7 @@ fn time_out(
                 .as_ref()
                 .map_or(Duration::from_secs(5), |r| r.settings.grace())
         });
-        let state = kill_job(job, Outcome::Timeout, &reason, grace)?;
+        let state = kill_run(job, run, Outcome::Timeout, &reason, grace)?;
         let (outcome, record) = match state {
             JobState::Finished { outcome, record } => (outcome, record.map(|r| *r)),
             other => (Outcome::Timeout, other.record().cloned()),

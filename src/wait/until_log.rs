@@ -13,7 +13,7 @@ use regex::Regex;
 
 use super::bound::{Located, Look, LookSchedule, locate, own_verdict};
 use super::watch::{Wake, Wakeups};
-use super::{Step, Verdict, WaitError, WaitSpec, step, time_out};
+use super::{Step, Verdict, WaitError, WaitSpec, bound_step, time_out};
 use crate::classify::{JobState, classify, observe};
 use crate::logfollow::{LineMatcher, LogFollower};
 use crate::protocol::{JobPaths, JobRecord, JobsDir};
@@ -100,16 +100,8 @@ fn look(
     first_pass: bool,
     log: &mut LogFollower,
 ) -> Result<Look, RecoverError> {
-    match locate(dir, job, log) {
-        Located::Archived(v) => return Ok(Look::Ended(v)),
-        Located::Gone => return Ok(Look::Vanished),
-        Located::Current => {}
-    }
-    Ok(match step(job, spec, first_pass)? {
-        Step::Done(v) => match own_verdict(dir, log, *v) {
-            Some(v) => Look::Ended(Box::new(v)),
-            None => Look::Vanished,
-        },
+    Ok(match bound_step(dir, job, spec, first_pass, log)? {
+        Step::Done(v) => Look::Ended(v),
         Step::Pending { recheck_in } => Look::Pending(recheck_in),
         Step::Vanished => Look::Vanished,
     })
@@ -169,7 +161,8 @@ fn timed_out(
     if let Located::Archived(v) = locate(dir, job, log) {
         return Ok(LogWait::Ended(*v));
     }
-    let verdict = time_out(std::slice::from_ref(job), vec![None], spec)?;
+    let runs = [log.run().map(str::to_owned)];
+    let verdict = time_out(dir, std::slice::from_ref(job), vec![None], &runs, spec)?;
     Ok(LogWait::Ended(
         verdict
             .into_iter()

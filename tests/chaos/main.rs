@@ -12,6 +12,7 @@ mod crash;
 mod gate;
 mod hostile;
 mod many;
+mod outcomes;
 mod parsers;
 mod processes;
 mod storage;

@@ -187,7 +187,7 @@ proptest! {
     fn kill_requests_round_trip(job_id in "\\PC{0,40}", outcome in outcome(), reason in "\\PC{0,60}") {
         let dir = scratch();
         let path = dir.path().join("x.kill");
-        let req = KillRequest { job_id, outcome, reason, at: "2026-11-24T09:00:00.000Z".into() };
+        let req = KillRequest { job_id, outcome, reason, at: "2026-11-24T09:00:00.000Z".into(), grace_ms: None, command_exited: false };
         req.write(&path).expect("write");
         prop_assert_eq!(read_json::<KillRequest>(&path).expect("readable"), Some(req));
     }

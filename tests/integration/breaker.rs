@@ -560,12 +560,13 @@ fn a_run_reported_again_by_the_finisher_of_a_lost_run_counts_once() {
     assert_code(&run_under(&env, "j", "k", &["--max-failures", "2"], 1), 1);
     assert_eq!(stored(&env, "k")["failures"], 1);
     // As if the wrapper had died after counting its run but before writing
-    // the status: the next observer finishes the run as lost and reports
-    // it to the breaker again.
+    // the status: the next observer commits the recorded outcome (a recorded
+    // outcome is never rewritten as lost) and reports it to the breaker
+    // again.
     fs::remove_file(env.file("j", ".status")).unwrap();
     let (w, lines) = env.wait(&["j"]);
-    assert_code(&w, exit::LOST);
-    assert_eq!(line_for(&lines, "j")["outcome"], "lost");
+    assert_code(&w, exit::FAILED);
+    assert_eq!(line_for(&lines, "j")["outcome"], "failed");
     let file = stored(&env, "k");
     assert_eq!(file["failures"], 1, "counted once: {file:#}");
     assert_eq!(file["consecutive_failures"], 1, "{file:#}");

@@ -13,6 +13,7 @@ mod liveness;
 mod logs_follow;
 #[cfg(feature = "mcp")]
 mod mcp;
+mod outcomes;
 mod preflight;
 mod promises;
 mod protocol;
