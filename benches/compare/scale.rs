@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use jobwatch::protocol::record::{Finalizer, RECORD_VERSION, rfc3339, unix_ms};
-use jobwatch::protocol::status_file::status_content;
-use jobwatch::protocol::{JobEnd, JobRecord, LivenessMode, Outcome, Settings};
+use jobwatch_core::protocol::record::{Finalizer, RECORD_VERSION, rfc3339, unix_ms};
+use jobwatch_core::protocol::status_file::status_content;
+use jobwatch_core::protocol::{JobEnd, JobRecord, LivenessMode, Outcome, Settings};
 
 use crate::Opts;
 use crate::stats::{Row, Value};
@@ -67,8 +67,8 @@ fn synthesize(dir: &Path, n: usize) {
             job_id: format!("00000000-0000-0000-0000-{i:012}"),
             command: vec!["make".into(), "-j8".into()],
             cwd: "/src".into(),
-            host: jobwatch::sys::proc::hostname().to_owned(),
-            boot_id: jobwatch::sys::proc::boot_id().to_owned(),
+            host: jobwatch_core::sys::proc::hostname().to_owned(),
+            boot_id: jobwatch_core::sys::proc::boot_id().to_owned(),
             wrapper_pid: 1_000_000 + i as i32,
             wrapper_start_time: 1,
             child_pid: Some(2_000_000 + i as i32),

@@ -11,14 +11,14 @@ use serde::Serialize;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::{CliError, CliResult, wants_json};
-use crate::batch::launch::Detached;
-use crate::batch::plan::{Cell, Plan};
-use crate::batch::render::{Format, Report, RunInfo};
-use crate::batch::run::{Progress, Rerun, Stopper, execute};
-use crate::batch::table::all_passed;
-use crate::batch::worktree::Source;
-use crate::exit_code;
-use crate::protocol::{JobName, JobsDir};
+use jobwatch_core::batch::launch::Detached;
+use jobwatch_core::batch::plan::{Cell, Plan};
+use jobwatch_core::batch::render::{Format, Report, RunInfo};
+use jobwatch_core::batch::run::{Progress, Rerun, Stopper, execute};
+use jobwatch_core::batch::table::all_passed;
+use jobwatch_core::batch::worktree::Source;
+use jobwatch_core::exit_code;
+use jobwatch_core::protocol::{JobName, JobsDir};
 
 const BATCH_HELP: &str = "\
 Every job of the plan is an ordinary job: status, wait, kill, logs and MCP see it.
@@ -58,11 +58,33 @@ pub struct BatchArgs {
 
     /// Run again jobs that already ended: `failed` (did not pass) or `all`.
     #[arg(long, value_enum, value_name = "WHICH")]
-    rerun: Option<Rerun>,
+    rerun: Option<RerunArg>,
 
     /// Print the jobs the plan expands into (JSON lines) and run nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+/// `--rerun`: the core's [`Rerun`], spelled for clap (the core has no clap
+/// types); `none` is the default when the flag is absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RerunArg {
+    /// Reuse every result (only killed and never-run jobs run).
+    None,
+    /// Run again the jobs that did not pass.
+    Failed,
+    /// Run everything again.
+    All,
+}
+
+impl From<RerunArg> for Rerun {
+    fn from(r: RerunArg) -> Self {
+        match r {
+            RerunArg::None => Rerun::None,
+            RerunArg::Failed => Rerun::Failed,
+            RerunArg::All => Rerun::All,
+        }
+    }
 }
 
 /// Runs the `batch` command.
@@ -96,7 +118,7 @@ pub fn batch(dir: &JobsDir, a: BatchArgs) -> CliResult {
             &launcher,
             &stopper,
             source.as_ref(),
-            a.rerun.unwrap_or_default(),
+            a.rerun.map_or(Rerun::None, Rerun::from),
             &mut |p| live.show(p),
         );
         live.finish();

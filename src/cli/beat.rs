@@ -6,10 +6,10 @@ use clap::Args;
 
 use super::args::job_name;
 use super::{CliError, CliResult};
-use crate::classify::{JobState, classify, observe};
-use crate::exit_code;
-use crate::protocol::open::touch;
-use crate::protocol::{JobName, JobsDir};
+use jobwatch_core::classify::{JobState, classify, observe};
+use jobwatch_core::exit_code;
+use jobwatch_core::protocol::open::touch;
+use jobwatch_core::protocol::{JobName, JobsDir};
 
 /// Record progress for a running job (same as touching $JOBWATCH_HEARTBEAT).
 #[derive(Debug, Args)]

@@ -7,11 +7,11 @@ use clap::{Args, Subcommand};
 
 use super::args::{breaker_key, duration};
 use super::{CliResult, wants_json};
-use crate::breaker::{self, BreakerKey, BreakerView, Event, PolicyUpdate};
-use crate::exit_code;
-use crate::protocol::JobsDir;
-use crate::report::human_ms;
-use crate::sys::stdio::{say, warn};
+use jobwatch_core::breaker::{self, BreakerKey, BreakerView, Event, PolicyUpdate};
+use jobwatch_core::exit_code;
+use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::report::human_ms;
+use jobwatch_core::sys::stdio::{say, warn};
 
 const BREAKER_HELP: &str = "\
 A breaker opens after N consecutive failures (failed, hung, timeout, lost; a killed

@@ -4,7 +4,7 @@ use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
 use super::{Cli, CliResult};
-use crate::exit_code;
+use jobwatch_core::exit_code;
 
 const COMPLETIONS_HELP: &str = "\
 Examples:

@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use super::args::duration;
 use super::{CliResult, wants_json};
-use crate::exit_code;
-use crate::gc::{self, ItemKind, Policy, Removal};
-use crate::protocol::JobsDir;
-use crate::sys::stdio::warn;
+use jobwatch_core::exit_code;
+use jobwatch_core::gc::{self, ItemKind, Policy, Removal};
+use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::sys::stdio::warn;
 
 const GC_HELP: &str = concat!(
     "\

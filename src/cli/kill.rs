@@ -6,12 +6,12 @@ use clap::Args;
 
 use super::args::{duration, job_name};
 use super::{CliResult, wants_json};
-use crate::classify::{JobState, classify, observe};
-use crate::exit_code;
-use crate::protocol::{JobName, JobsDir, Outcome};
-use crate::recover::kill_job;
-use crate::report::JobReport;
-use crate::sys::stdio::say;
+use jobwatch_core::classify::{JobState, classify, observe};
+use jobwatch_core::exit_code;
+use jobwatch_core::protocol::{JobName, JobsDir, Outcome};
+use jobwatch_core::recover::kill_job;
+use jobwatch_core::report::JobReport;
+use jobwatch_core::sys::stdio::say;
 
 /// Kill a job: SIGTERM to its process group, a grace period, then SIGKILL
 /// to the group and every descendant that left it. A reused PID is never
@@ -70,7 +70,7 @@ pub fn kill(dir: &JobsDir, a: KillArgs) -> CliResult {
     let _ = if wants_json(a.json) {
         say(report.to_json_line())
     } else {
-        say(report.to_human())
+        say(super::human::job_report(&report))
     };
     Ok(exit_code::SUCCESS)
 }

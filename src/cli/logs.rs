@@ -7,11 +7,11 @@ use clap::Args;
 
 use super::args::job_name;
 use super::{CliError, CliResult};
-use crate::exit_code;
-use crate::protocol::open::open_existing;
-use crate::protocol::{JobName, JobsDir};
-use crate::report::tail_start;
-use crate::wait::{FollowError, FollowSpec, follow};
+use jobwatch_core::exit_code;
+use jobwatch_core::protocol::open::open_existing;
+use jobwatch_core::protocol::{JobName, JobsDir};
+use jobwatch_core::report::tail_start;
+use jobwatch_core::wait::{FollowError, FollowSpec, follow};
 
 const LOGS_HELP: &str = "\
 With --follow, new output is printed as it is written (across truncation

@@ -6,9 +6,9 @@ use clap::Args;
 
 use super::args::positive_duration;
 use super::{CliError, CliResult};
-use crate::exit_code;
 use crate::mcp::{Context, Options, serve};
-use crate::protocol::JobsDir;
+use jobwatch_core::exit_code;
+use jobwatch_core::protocol::JobsDir;
 
 const MCP_HELP: &str = concat!(
     "\

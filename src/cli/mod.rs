@@ -11,12 +11,13 @@ macro_rules! durations_note {
     };
 }
 
-pub(crate) mod args;
+pub mod args;
 mod batch;
 mod beat;
 mod breaker;
 mod completions;
 mod gc;
+pub(crate) mod human;
 mod kill;
 mod logs;
 #[cfg(feature = "mcp")]
@@ -34,9 +35,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::exit_code;
-use crate::protocol::JobsDir;
-use crate::sys::stdio::warn;
+use jobwatch_core::exit_code;
+use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::sys::stdio::warn;
 
 const AFTER_HELP: &str = concat!(
     "\
@@ -116,7 +117,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // It may quote a hostile file (serde names an unknown word it
             // found in a record): safe for a terminal.
-            warn(crate::report::for_terminal(&e.message));
+            warn(human::for_terminal(&e.message));
             ExitCode::from(e.code)
         }
     }
@@ -126,7 +127,7 @@ fn dispatch(cli: Cli) -> CliResult {
     // The wrapper must outlive its reader, and the MCP server ends its own
     // way when its client leaves; every other command is a listing.
     if !is_long_lived(&cli.command) {
-        crate::sys::signal::exit_on_broken_pipe();
+        jobwatch_core::sys::signal::exit_on_broken_pipe();
     }
     let dir = || open_dir(cli.dir.clone());
     match cli.command {

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{CliError, CliResult, wants_json};
-use crate::exit_code;
-use crate::preflight::{self, Config, PreflightError, PreflightReport};
-use crate::report::human_ms;
+use jobwatch_core::exit_code;
+use jobwatch_core::preflight::{self, Config, PreflightError, PreflightReport};
+use jobwatch_core::report::human_ms;
 
 const PREFLIGHT_HELP: &str = "\
 Config (TOML), default ./jobwatch.toml:
@@ -128,7 +128,7 @@ fn unicode_ok() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preflight::{CheckReport, Kind};
+    use jobwatch_core::preflight::{CheckReport, Kind};
 
     fn row(name: &str, kind: Kind, passed: bool, detail: &str) -> CheckReport {
         CheckReport {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::protocol::{JobName, JobsDir};
+use jobwatch_core::protocol::{JobName, JobsDir};
 
 /// How often the spinner turns.
 const TICK: Duration = Duration::from_millis(120);
@@ -133,7 +133,7 @@ fn newest_line(logs: &[PathBuf]) -> Option<String> {
 /// stays intact.
 fn last_line(path: &Path) -> Option<String> {
     // A FIFO or a symlink at the log's place must not stall the spinner.
-    let mut f = crate::protocol::open::open_existing(path).ok()?;
+    let mut f = jobwatch_core::protocol::open::open_existing(path).ok()?;
     let len = f.metadata().ok()?.len();
     f.seek(SeekFrom::Start(len.saturating_sub(TAIL_WINDOW)))
         .ok()?;

@@ -2,25 +2,19 @@
 //! or detached.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
-use serde::{Deserialize, Serialize};
 
 use super::args::{breaker_key, duration, job_name, ms, positive_duration};
 use super::{CliError, CliResult, wants_json};
-use crate::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
-use crate::exit_code;
-use crate::kill::{DETACHED_WRAPPER_ENV, JOB_ID_ENV, find_members};
-use crate::protocol::record::read_record;
-use crate::protocol::{JobName, JobsDir, LivenessMode, Settings};
-use crate::recover;
-use crate::supervise::{RunSpec, StartError, start};
-use crate::sys::child::detach_into_new_session;
-use crate::sys::proc::{self, ProcessId};
-use crate::sys::stdio::{notice, notice_within, say, warn};
+use jobwatch_core::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
+use jobwatch_core::detach::{Placement, Started, spawn_detached};
+use jobwatch_core::exit_code;
+use jobwatch_core::protocol::{JobName, JobsDir, LivenessMode, Settings};
+use jobwatch_core::supervise::{RunSpec, StartError, start};
+use jobwatch_core::sys::stdio::{notice, notice_within, say, warn};
 
 const RUN_HELP: &str = concat!(
     "\
@@ -71,7 +65,7 @@ pub struct RunArgs {
     /// What counts as progress: output, cpu, beat (explicit only), timer
     /// (wrapper alive), or auto (output, CPU or explicit beat).
     #[arg(long, value_enum, default_value = "auto")]
-    liveness: LivenessMode,
+    liveness: Liveness,
 
     /// Time between SIGTERM and SIGKILL when the job is killed.
     #[arg(long, value_parser = duration, default_value = "5s", value_name = "D")]
@@ -117,7 +111,7 @@ pub struct RunArgs {
     /// Run the preflight checks of FILE (default ./jobwatch.toml) first;
     /// refuse to start (exit 7) unless all pass.
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true,
-          default_missing_value = crate::preflight::DEFAULT_FILE)]
+          default_missing_value = jobwatch_core::preflight::DEFAULT_FILE)]
     preflight: Option<std::path::PathBuf>,
 
     /// Internal: this process is the detached wrapper.
@@ -129,17 +123,32 @@ pub struct RunArgs {
     command: Vec<OsString>,
 }
 
-/// The line printed when a detached job has started.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Started {
-    /// The job's name.
-    pub name: String,
-    /// The command's PID.
-    pub pid: i32,
-    /// The wrapper's PID.
-    pub wrapper_pid: i32,
-    /// The job's log.
-    pub log: String,
+/// `--liveness`: the core's [`LivenessMode`], spelled for clap (the core
+/// has no clap types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Liveness {
+    /// New output, CPU use or an explicit beat, whichever shows progress.
+    Auto,
+    /// New output on stdout or stderr (and explicit beats).
+    Output,
+    /// CPU time used by the job's process tree (and explicit beats).
+    Cpu,
+    /// Only explicit beats (`jobwatch beat`, or touching `$JOBWATCH_HEARTBEAT`).
+    Beat,
+    /// The wrapper beats while it lives: the plain pattern, for compatibility.
+    Timer,
+}
+
+impl From<Liveness> for LivenessMode {
+    fn from(l: Liveness) -> Self {
+        match l {
+            Liveness::Auto => LivenessMode::Auto,
+            Liveness::Output => LivenessMode::Output,
+            Liveness::Cpu => LivenessMode::Cpu,
+            Liveness::Beat => LivenessMode::Beat,
+            Liveness::Timer => LivenessMode::Timer,
+        }
+    }
 }
 
 /// Runs the `run` command.
@@ -173,7 +182,7 @@ fn refuse_unless_preflight_passes(
     if report.passed {
         return Ok(());
     }
-    for line in crate::preflight::failure_lines(&report) {
+    for line in jobwatch_core::preflight::failure_lines(&report) {
         warn(line);
     }
     Err(CliError {
@@ -194,7 +203,7 @@ fn spec(a: &RunArgs, echo_output: bool) -> RunSpec {
             stale_ms: ms(a.stale),
             timeout_ms: a.timeout.map(ms),
             grace_ms: ms(a.grace),
-            liveness: a.liveness,
+            liveness: a.liveness.into(),
             retries: a.retries,
             backoff_ms: ms(a.backoff),
             backoff_max_ms: ms(a.backoff_max),
@@ -244,8 +253,10 @@ fn run_in_foreground(dir: &JobsDir, a: &RunArgs) -> CliResult {
             log.display()
         ));
     }
-    let outcome = record.outcome.unwrap_or(crate::protocol::Outcome::Failed);
-    if outcome != crate::protocol::Outcome::Success {
+    let outcome = record
+        .outcome
+        .unwrap_or(jobwatch_core::protocol::Outcome::Failed);
+    if outcome != jobwatch_core::protocol::Outcome::Success {
         let reason = record
             .reason
             .as_deref()
@@ -275,7 +286,7 @@ fn run_as_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
     drop(out);
-    crate::sys::child::release_stdio(&supervisor.paths().log());
+    jobwatch_core::sys::child::release_stdio(&supervisor.paths().log());
     supervisor.run_to_end()?;
     Ok(exit_code::SUCCESS)
 }
@@ -283,158 +294,13 @@ fn run_as_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
 /// Starts a wrapper in a new session (immune to this terminal's hangup) and
 /// returns once it reports the job started, or relays why it could not.
 fn spawn_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
-    let (started, _wrapper) = spawn_detached(dir, &spec(a, false), &Placement::default())?;
+    let (started, _wrapper) =
+        spawn_detached(dir, &spec(a, false), &Placement::default()).map_err(|e| CliError {
+            code: e.code,
+            message: e.message,
+        })?;
     print_started(&started, a.json);
     Ok(exit_code::SUCCESS)
-}
-
-/// Where a detached job starts: its working directory (default: this
-/// process's) and extra environment variables.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Placement {
-    /// The working directory.
-    pub cwd: Option<std::path::PathBuf>,
-    /// Variables added to this process's environment.
-    pub env: Vec<(String, String)>,
-}
-
-/// Starts `spec` as a detached job: a wrapper (this executable with
-/// `run --detached-supervisor`) in a new session, placed per `place`.
-/// Returns once the wrapper reports the job started, with the wrapper's
-/// process, which a long-lived caller reaps once the job has ended; or the
-/// wrapper's reason and exit code when it could not start the job.
-pub(crate) fn spawn_detached(
-    dir: &JobsDir,
-    spec: &RunSpec,
-    place: &Placement,
-) -> Result<(Started, std::process::Child), CliError> {
-    let s = &spec.settings;
-    let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--dir")
-        .arg(dir.path())
-        .arg("run")
-        .arg(spec.name.as_str())
-        .arg("--detached-supervisor")
-        .arg(format!("--stale={}ms", s.stale_ms))
-        .arg(format!("--heartbeat={}ms", s.heartbeat_ms))
-        .arg(format!("--grace={}ms", s.grace_ms))
-        .arg(format!("--liveness={}", s.liveness.as_str()));
-    if let Some(t) = s.timeout_ms {
-        cmd.arg(format!("--timeout={t}ms"));
-    }
-    cmd.arg(format!("--retries={}", s.retries))
-        .arg(format!("--backoff={}ms", s.backoff_ms))
-        .arg(format!("--backoff-max={}ms", s.backoff_max_ms));
-    if let Some(b) = &spec.breaker {
-        cmd.arg(format!("--breaker={}", b.key));
-        if let Some(n) = b.policy.max_failures {
-            cmd.arg(format!("--max-failures={n}"));
-        }
-        if let Some(c) = b.policy.cooldown {
-            cmd.arg(format!("--cooldown={}ms", ms(c)));
-        }
-    }
-    cmd.arg("--").args(&spec.command);
-    if let Some(cwd) = &place.cwd {
-        cmd.current_dir(cwd);
-    }
-    cmd.envs(place.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // The wrapper runs a job of its own: started from inside another
-        // job, it must not carry that job's id (which would make it a
-        // member of it), and it is marked as a wrapper, which other runs'
-        // kills leave alone with everything below it.
-        .env_remove(JOB_ID_ENV)
-        .env(DETACHED_WRAPPER_ENV, "1");
-    detach_into_new_session(&mut cmd);
-    let mut child = cmd.spawn()?;
-    // Our unreaped child cannot change identity: this tells its record
-    // from any other run's.
-    let wrapper = proc::identify(child.id() as i32);
-    let mut first_line = String::new();
-    if let Some(out) = child.stdout.take() {
-        let _ = BufReader::new(out).read_line(&mut first_line);
-    }
-    if let Ok(started) = serde_json::from_str::<Started>(first_line.trim()) {
-        // The wrapper sends later diagnostics to the job's log.
-        drop(child.stderr.take());
-        return Ok((started, child));
-    }
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    let status = child.wait()?;
-    let message = err.trim().trim_start_matches("jobwatch: ").to_owned();
-    if let Some(lost) =
-        wrapper.and_then(|w| settle_unreported_start(dir, &spec.name, s.grace(), w, &message))
-    {
-        return Err(lost);
-    }
-    Err(CliError {
-        code: status
-            .code()
-            .and_then(|c| u8::try_from(c).ok())
-            .filter(|c| *c != 0)
-            .unwrap_or(exit_code::USAGE),
-        message: if message.is_empty() {
-            "the detached wrapper exited before the job started".to_owned()
-        } else {
-            message
-        },
-    })
-}
-
-/// The wrapper ended without reporting the start. If it got as far as
-/// writing its own record, its run must not stay as it is: it is finished
-/// (as `lost`, its processes killed) and, when the command had been
-/// spawned, reported as the lost run it is (exit 4) rather than as a job
-/// that never started. `None` when the wrapper left no unfinished run.
-fn settle_unreported_start(
-    dir: &JobsDir,
-    name: &JobName,
-    grace: Duration,
-    wrapper: ProcessId,
-    wrapper_said: &str,
-) -> Option<CliError> {
-    let paths = dir.job(name);
-    let record = read_record(&paths.record()).ok().flatten()?;
-    let ours = record.wrapper_pid == wrapper.pid && record.wrapper_start_time == wrapper.start_time;
-    if !ours || record.outcome.is_some() {
-        return None;
-    }
-    // The command may run without the record naming it yet: its processes
-    // carry the run's id.
-    let spawned =
-        record.child_pid.is_some() || !find_members(&recover::target_of(&record)).is_empty();
-    let why = if spawned {
-        "the detached wrapper died after starting the command, before it reported the start"
-    } else {
-        "the detached wrapper died before it started the command"
-    };
-    let finished = recover::finalize_lost(&paths, grace, why);
-    if !spawned {
-        return None;
-    }
-    let said = if wrapper_said.is_empty() {
-        String::new()
-    } else {
-        format!(" ({wrapper_said})")
-    };
-    let what = match finished {
-        Ok(_) => "the run is lost and its processes were killed".to_owned(),
-        Err(e) => format!("the run is lost; finishing it failed: {e}"),
-    };
-    Some(CliError {
-        code: exit_code::LOST,
-        message: format!(
-            "job {}: the detached wrapper died after starting the command{said}; {what}",
-            name
-        ),
-    })
 }
 
 /// Prints the start line. A caller that closed its stdout still has a

@@ -8,12 +8,13 @@ use clap::Args;
 use serde::Serialize;
 
 use super::args::job_name;
+use super::human::for_terminal;
 use super::{CliError, CliResult, wants_json};
-use crate::classify::{JobState, classify, observe};
-use crate::exit_code;
-use crate::protocol::{FileKind, JobName, JobsDir};
-use crate::report::{for_terminal, human_ms};
-use crate::sys::stdio::warn;
+use jobwatch_core::classify::{JobState, classify, observe};
+use jobwatch_core::exit_code;
+use jobwatch_core::protocol::{FileKind, JobName, JobsDir};
+use jobwatch_core::report::human_ms;
+use jobwatch_core::sys::stdio::warn;
 
 const STATUS_HELP: &str = "\
 States: running, success, failed, hung, timeout, killed, lost, invalid.

@@ -8,11 +8,11 @@ use regex::Regex;
 use super::args::{duration, job_name, positive_duration};
 use super::progress::Spinner;
 use super::{CliResult, wants_json};
-use crate::exit_code;
-use crate::protocol::{JobName, JobsDir, Outcome};
-use crate::report::{JobReport, MatchReport};
-use crate::sys::stdio::say;
-use crate::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
+use jobwatch_core::exit_code;
+use jobwatch_core::protocol::{JobName, JobsDir, Outcome};
+use jobwatch_core::report::{JobReport, MatchReport};
+use jobwatch_core::sys::stdio::say;
+use jobwatch_core::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
 
 const WAIT_HELP: &str = concat!(
     "\
@@ -120,7 +120,7 @@ pub fn wait(dir: &JobsDir, a: WaitArgs) -> CliResult {
         let _ = if json {
             say(report.to_json_line())
         } else {
-            say(report.to_human())
+            say(super::human::job_report(&report))
         };
     }
     Ok(exit_code_of(&verdicts, spec.mode))
@@ -179,12 +179,20 @@ fn until_log(
     let (line, code) = match waited? {
         LogWait::Matched(m) => {
             let r = MatchReport::new(&m.paths, &m.line, m.running, m.record.as_ref());
-            let line = if json { r.to_json_line() } else { r.to_human() };
+            let line = if json {
+                r.to_json_line()
+            } else {
+                super::human::match_report(&r)
+            };
             (line, exit_code::SUCCESS)
         }
         LogWait::Ended(v) => {
             let r = report_of(&v, a.tail);
-            let line = if json { r.to_json_line() } else { r.to_human() };
+            let line = if json {
+                r.to_json_line()
+            } else {
+                super::human::job_report(&r)
+            };
             (line, exit_code::for_outcome(v.outcome))
         }
     };

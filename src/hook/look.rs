@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use super::session::TrackedJob;
-use crate::classify::{JobState, classify, observe};
-use crate::protocol::record::read_record;
-use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
-use crate::wait::archived_verdict;
-use crate::wait::watch::SAFETY_RECHECK;
+use jobwatch_core::classify::{JobState, classify, observe};
+use jobwatch_core::protocol::record::read_record;
+use jobwatch_core::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
+use jobwatch_core::wait::archived_verdict;
+use jobwatch_core::wait::watch::SAFETY_RECHECK;
 
 /// Log lines an outcome line carries on anything but success.
 pub const TAIL_LINES: usize = 5;
@@ -136,7 +136,7 @@ fn ending(
     let tail = if outcome == Outcome::Success.as_str() {
         Vec::new()
     } else {
-        crate::report::tail_lines(&paths.log(), TAIL_LINES).unwrap_or_default()
+        jobwatch_core::report::tail_lines(&paths.log(), TAIL_LINES).unwrap_or_default()
     };
     Ending {
         name: paths.name().to_string(),

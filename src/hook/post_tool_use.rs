@@ -25,8 +25,8 @@ use serde_json::Value;
 use super::input::{Common, ToolCall, strings_in};
 use super::session::{SessionStore, TrackedJob};
 use super::{HookContext, HookOutput};
-use crate::protocol::record::{read_record, unix_ms};
-use crate::protocol::{JobName, JobRecord, JobsDir};
+use jobwatch_core::protocol::record::{read_record, unix_ms};
+use jobwatch_core::protocol::{JobName, JobRecord, JobsDir};
 
 /// How a call says which process it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -178,7 +178,7 @@ pub fn job_name(command: &str, tool_use_id: &str) -> String {
     let suffix = if id.len() >= 6 {
         id[id.len() - 6..].to_owned()
     } else {
-        crate::sys::proc::random_id().replace('-', "")[..8].to_owned()
+        jobwatch_core::sys::proc::random_id().replace('-', "")[..8].to_owned()
     };
     format!("{base}-{suffix}")
 }
@@ -199,7 +199,7 @@ pub fn run(ctx: &HookContext, args: &PreToolUseArgs, raw: &Value) -> HookOutput 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::JobName;
+    use jobwatch_core::protocol::JobName;
 
     fn policy() -> Policy {
         Policy::from_args(&PreToolUseArgs {

@@ -19,7 +19,7 @@ use super::session::{SessionStore, TrackedJob};
 use super::{HookContext, HookOutput};
 use crate::cli::args::duration;
 use crate::cli::args::ms;
-use crate::sys::child::detach_into_new_session;
+use jobwatch_core::sys::child::detach_into_new_session;
 
 /// Options of `hook session-end`.
 #[derive(Debug, Args)]

@@ -18,8 +18,8 @@ use super::line::wake_line;
 use super::look::{Ending, View, look};
 use super::session::{SessionStore, TrackedJob};
 use super::{HookContext, HookOutput};
-use crate::protocol::JobName;
-use crate::wait::Wakeups;
+use jobwatch_core::protocol::JobName;
+use jobwatch_core::wait::Wakeups;
 
 /// How long a job may be missing (its name mid-restart) before it is
 /// reported gone.

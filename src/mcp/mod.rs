@@ -34,7 +34,7 @@ pub fn serve(ctx: Context, options: Options) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(|e| ServeError(format!("cannot start the async runtime: {e}")))?;
-    let out = crate::sys::child::take_stdout_for_protocol()
+    let out = jobwatch_core::sys::child::take_stdout_for_protocol()
         .map_err(|e| ServeError(format!("cannot take stdout for the protocol: {e}")))?;
     let served = runtime.block_on(async move {
         let transport = (tokio::io::stdin(), tokio::fs::File::from_std(out));

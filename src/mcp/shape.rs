@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::classify::{JobState, classify, observe};
-use crate::protocol::{JobPaths, JobRecord, Outcome};
-use crate::report::tail_lines;
-use crate::wait::Verdict;
+use jobwatch_core::classify::{JobState, classify, observe};
+use jobwatch_core::protocol::{JobPaths, JobRecord, Outcome};
+use jobwatch_core::report::tail_lines;
+use jobwatch_core::wait::Verdict;
 
 /// Longest log line kept in a result, in bytes.
 pub const MAX_LINE: usize = 200;
@@ -91,7 +91,7 @@ pub struct Matched {
 }
 
 /// The result of a `wait` whose `until_log` matched.
-pub fn matched(m: &crate::wait::LogMatch) -> Matched {
+pub fn matched(m: &jobwatch_core::wait::LogMatch) -> Matched {
     Matched {
         name: m.paths.name().to_string(),
         outcome: "matched",
@@ -156,7 +156,7 @@ pub struct FailedCheck {
 }
 
 /// The compact form of a preflight report.
-pub fn preflight(report: &crate::preflight::PreflightReport) -> Preflight {
+pub fn preflight(report: &jobwatch_core::preflight::PreflightReport) -> Preflight {
     Preflight {
         passed: report.passed,
         checks: report.checks.len(),
@@ -305,7 +305,7 @@ pub fn lines(items: impl IntoIterator<Item = String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::JobName;
+    use jobwatch_core::protocol::JobName;
 
     #[test]
     fn cut_keeps_short_text_and_marks_cut_text() {

@@ -11,12 +11,12 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::shape;
-use crate::breaker::{self, BreakerKey};
 use crate::cli::args;
-use crate::exit_code;
-use crate::preflight;
-use crate::protocol::{JobName, JobsDir, Outcome};
-use crate::recover::kill_job;
+use jobwatch_core::breaker::{self, BreakerKey};
+use jobwatch_core::exit_code;
+use jobwatch_core::preflight;
+use jobwatch_core::protocol::{JobName, JobsDir, Outcome};
+use jobwatch_core::recover::kill_job;
 
 /// A tool's failure: one line for the agent.
 pub type ToolError = String;
@@ -407,8 +407,8 @@ pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError>
             let n = p.tail.map_or(DEFAULT_LOG_TAIL, |n| n as usize);
             // Only the bytes that are sent are read: a line of any length
             // is never held whole.
-            let bytes =
-                crate::report::tail_bytes_at_most(&path, n, MAX_LOG_BYTES).map_err(read_err)?;
+            let bytes = jobwatch_core::report::tail_bytes_at_most(&path, n, MAX_LOG_BYTES)
+                .map_err(read_err)?;
             (size.saturating_sub(bytes.len() as u64), bytes)
         }
     };
@@ -426,7 +426,7 @@ pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError>
 
 fn read_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = crate::protocol::open::open_existing(path)?;
+    let mut f = jobwatch_core::protocol::open::open_existing(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     f.take(len).read_to_end(&mut buf)?;
@@ -442,12 +442,15 @@ pub fn kill(ctx: &Context, p: KillParams) -> ToolResult {
         .map(|g| args::duration(g).map_err(|e| format!("grace: {e}")))
         .transpose()?;
     let paths = ctx.dir.job(&job);
-    let before =
-        crate::classify::classify(crate::classify::observe(&paths), SystemTime::now(), None);
+    let before = jobwatch_core::classify::classify(
+        jobwatch_core::classify::observe(&paths),
+        SystemTime::now(),
+        None,
+    );
     let grace = grace
         .or_else(|| before.record().map(|r| r.settings.grace()))
         .unwrap_or(Duration::from_secs(5));
-    let already = matches!(before, crate::classify::JobState::Finished { .. });
+    let already = matches!(before, jobwatch_core::classify::JobState::Finished { .. });
     let after = kill_job(
         &paths,
         Outcome::Killed,
@@ -456,7 +459,9 @@ pub fn kill(ctx: &Context, p: KillParams) -> ToolResult {
     )
     .map_err(|e| e.to_string())?;
     let (outcome, record) = match &after {
-        crate::classify::JobState::Finished { outcome, record } => (*outcome, record.as_deref()),
+        jobwatch_core::classify::JobState::Finished { outcome, record } => {
+            (*outcome, record.as_deref())
+        }
         other => (Outcome::Killed, other.record()),
     };
     let mut result = shape::ended(&paths, outcome, record, 0);

@@ -16,8 +16,8 @@ use regex::Regex;
 
 use super::shape;
 use super::tools::{self, DEFAULT_WAIT_TAIL, Mode, ToolError, WaitParams};
-use crate::protocol::{JobName, JobsDir};
-use crate::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
+use jobwatch_core::protocol::{JobName, JobsDir};
+use jobwatch_core::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
 
 /// A checked `wait` request.
 #[derive(Debug, Clone)]
@@ -192,7 +192,7 @@ pub fn progress_message(dir: &JobsDir, names: &[JobName]) -> String {
         .map(|r| {
             let elapsed = r
                 .elapsed_ms
-                .map(crate::report::human_ms)
+                .map(jobwatch_core::report::human_ms)
                 .unwrap_or_default();
             match r.last_line {
                 Some(l) => format!("{}: running {elapsed}, last: {l}", r.name),

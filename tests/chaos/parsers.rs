@@ -4,13 +4,15 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jobwatch::classify::{classify, observe};
-use jobwatch::protocol::record::{
+use jobwatch_core::classify::{classify, observe};
+use jobwatch_core::protocol::record::{
     Finalizer, KillRequest, RECORD_VERSION, StatusWord, read_json, read_record,
 };
-use jobwatch::protocol::status_file::{read_status, status_content};
-use jobwatch::protocol::{FileKind, JobName, JobPaths, JobRecord, LivenessMode, Outcome, Settings};
-use jobwatch::sys::proc::hostname;
+use jobwatch_core::protocol::status_file::{read_status, status_content};
+use jobwatch_core::protocol::{
+    FileKind, JobName, JobPaths, JobRecord, LivenessMode, Outcome, Settings,
+};
+use jobwatch_core::sys::proc::hostname;
 use proptest::prelude::*;
 
 const NAME_PATTERN: &str = "[A-Za-z0-9][A-Za-z0-9._-]{0,63}";
@@ -94,7 +96,7 @@ prop_compose! {
             attempts: Vec::new(),
         };
         if let Some((outcome, exit_code, signal, reason)) = end {
-            let end = jobwatch::protocol::JobEnd { outcome, exit_code, signal, reason };
+            let end = jobwatch_core::protocol::JobEnd { outcome, exit_code, signal, reason };
             r.finish(&end, Finalizer::Wrapper, started + Duration::from_secs(5));
         }
         r

@@ -83,7 +83,7 @@ impl StatusWord {
 }
 
 /// What counts as progress for the heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LivenessMode {
     /// New output, CPU use or an explicit beat, whichever shows progress.

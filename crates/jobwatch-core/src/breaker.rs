@@ -151,7 +151,7 @@ impl Starter {
 }
 
 /// What happened to a run, as a breaker counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Event {
     /// The work succeeded.

@@ -1,5 +1,6 @@
-//! The compact result of a job, as one JSON line for programs or one short
-//! line for people, plus the last lines of its log on anything but success.
+//! The compact result of a job, as one JSON line for programs (a person's
+//! line is the CLI's to render), plus the last lines of its log on anything
+//! but success.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -74,36 +75,6 @@ impl JobReport {
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).expect("a report always serializes")
     }
-
-    /// A short line for a person, then the tail indented; made safe for a
-    /// terminal ([`for_terminal`]): a log line or a reason cannot drive it.
-    pub fn to_human(&self) -> String {
-        let mut s = format!("{}: {}", self.name, self.outcome);
-        if self.running {
-            s.push_str(" (still running)");
-        }
-        match (self.exit_code, self.signal) {
-            (Some(c), _) if self.outcome != Outcome::Success => s.push_str(&format!(", exit {c}")),
-            (_, Some(sig)) => s.push_str(&format!(", signal {sig}")),
-            _ => {}
-        }
-        if let Some(ms) = self.duration_ms {
-            s.push_str(&format!(" in {}", human_ms(ms)));
-        }
-        if let Some(r) = &self.reason {
-            s.push_str(&format!(" ({})", for_terminal(r)));
-        }
-        if self.outcome != Outcome::Success {
-            s.push_str(&format!("\n  log: {}", for_terminal(&self.log)));
-        }
-        if let Some(result) = &self.result {
-            s.push_str(&format!("\n  result: {}", for_terminal(result)));
-        }
-        for line in self.tail.iter().flatten() {
-            s.push_str(&format!("\n  | {}", for_terminal(line)));
-        }
-        s
-    }
 }
 
 /// The outcome word of a [`MatchReport`]: the waiter's own verdict, not a
@@ -158,21 +129,6 @@ impl MatchReport {
     /// One compact JSON line.
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).expect("a report always serializes")
-    }
-
-    /// A short line for a person, then the matching line indented (made
-    /// safe for a terminal).
-    pub fn to_human(&self) -> String {
-        let state = if self.running {
-            "still running"
-        } else {
-            "the run has ended"
-        };
-        format!(
-            "{}: matched ({state})\n  | {}",
-            self.name,
-            for_terminal(&self.line)
-        )
     }
 }
 
@@ -347,18 +303,6 @@ pub fn tail_start(file: &mut File, n: usize) -> std::io::Result<u64> {
     Ok(before + 1)
 }
 
-/// `s` made safe to show on a terminal: escape sequences (colours, cursor
-/// moves, window titles: CSI, OSC, DCS) removed, and every other control
-/// character (C0, DEL, C1 such as the one-character CSI U+009B) dropped,
-/// except tabs. A job's log must not be able to drive the user's terminal;
-/// JSON output keeps the text, escaped.
-pub fn for_terminal(s: &str) -> String {
-    console::strip_ansi_codes(s)
-        .chars()
-        .filter(|c| !c.is_control() || *c == '\t')
-        .collect()
-}
-
 /// A log line cut to at most [`MAX_TAIL_LINE`] bytes (at a character
 /// boundary, marked with `…`).
 pub fn shorten(line: &str) -> String {
@@ -441,12 +385,5 @@ mod tests {
         assert_eq!(tail_start(&mut f, 1).unwrap(), 500_002);
         assert_eq!(tail_start(&mut f, 2).unwrap(), 0);
         assert_eq!(tail_start(&mut f, 0).unwrap(), 500_008);
-    }
-
-    #[test]
-    fn text_for_a_terminal_has_no_escape_sequences_or_control_characters() {
-        let hostile = "\x1b]0;title\x07\x1b[31mred\x1b[0m\ttab\x07 \u{9b}2J \x1bPdcs\x1b\\end\x08";
-        assert_eq!(for_terminal(hostile), "red\ttab  end");
-        assert_eq!(for_terminal("plain é"), "plain é");
     }
 }

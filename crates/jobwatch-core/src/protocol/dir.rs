@@ -109,7 +109,7 @@ impl JobsDir {
 
     /// A directory that was opened and checked before, such as the folder of
     /// a [`JobPaths`] made by [`JobsDir::job`].
-    pub(crate) fn already_checked(root: &Path) -> Self {
+    pub fn already_checked(root: &Path) -> Self {
         Self {
             root: root.to_owned(),
         }

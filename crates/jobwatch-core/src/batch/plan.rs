@@ -560,7 +560,7 @@ const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::cli::args::duration(s)
+    crate::spec::duration(s)
 }
 
 fn any_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -570,7 +570,7 @@ fn any_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
 
 fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
-    crate::cli::args::positive_duration(&s)
+    crate::spec::positive_duration(&s)
         .map(Some)
         .map_err(de::Error::custom)
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use super::run::{Ended, Launch, LaunchError, Launcher, Seen};
 use crate::classify::{JobState, classify, observe};
-use crate::cli::run::{Placement, spawn_detached};
+use crate::detach::{Placement, spawn_detached};
 use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
 use crate::recover::kill_job;
 use crate::supervise::RunSpec;

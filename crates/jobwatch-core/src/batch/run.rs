@@ -126,7 +126,7 @@ pub trait Launcher: Sync {
 }
 
 /// Which earlier results a run does not reuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Rerun {
     /// Reuse every result (only killed and never-run jobs run).
     #[default]
