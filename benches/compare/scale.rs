@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use jobwatch_core::protocol::record::{Finalizer, RECORD_VERSION, rfc3339, unix_ms};
+use jobwatch_core::model::{Finalizer, RECORD_VERSION, rfc3339, unix_ms};
+use jobwatch_core::model::{JobEnd, JobRecord, LivenessMode, Outcome, Settings};
 use jobwatch_core::protocol::status_file::status_content;
-use jobwatch_core::protocol::{JobEnd, JobRecord, LivenessMode, Outcome, Settings};
 
 use crate::Opts;
 use crate::stats::{Row, Value};

@@ -3,7 +3,7 @@
 //! ([`jobwatch_core::spec`]), shared with the MCP server.
 
 use jobwatch_core::breaker::BreakerKey;
-use jobwatch_core::protocol::JobName;
+use jobwatch_core::model::JobName;
 
 pub use jobwatch_core::spec::{MAX_DURATION, duration, ms, positive_duration};
 

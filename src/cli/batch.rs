@@ -18,7 +18,8 @@ use jobwatch_core::batch::run::{Progress, Rerun, Stopper, execute};
 use jobwatch_core::batch::table::all_passed;
 use jobwatch_core::batch::worktree::Source;
 use jobwatch_core::exit_code;
-use jobwatch_core::protocol::{JobName, JobsDir};
+use jobwatch_core::model::JobName;
+use jobwatch_core::protocol::JobsDir;
 
 const BATCH_HELP: &str = "\
 Every job of the plan is an ordinary job: status, wait, kill, logs and MCP see it.

@@ -8,8 +8,9 @@ use super::args::job_name;
 use super::{CliError, CliResult};
 use jobwatch_core::classify::{JobState, classify, observe};
 use jobwatch_core::exit_code;
+use jobwatch_core::model::JobName;
+use jobwatch_core::protocol::JobsDir;
 use jobwatch_core::protocol::open::touch;
-use jobwatch_core::protocol::{JobName, JobsDir};
 
 /// Record progress for a running job (same as touching $JOBWATCH_HEARTBEAT).
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 //! What a person sees on a terminal: short lines for reports, and any text
 //! from a job (a log line, a reason) made unable to drive the terminal.
 
-use jobwatch_core::protocol::Outcome;
+use jobwatch_core::model::Outcome;
 use jobwatch_core::report::{JobReport, MatchReport, human_ms};
 
 /// A short line for a person, then the tail indented; made safe for a

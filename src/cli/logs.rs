@@ -8,8 +8,9 @@ use clap::Args;
 use super::args::job_name;
 use super::{CliError, CliResult};
 use jobwatch_core::exit_code;
+use jobwatch_core::model::JobName;
+use jobwatch_core::protocol::JobsDir;
 use jobwatch_core::protocol::open::open_existing;
-use jobwatch_core::protocol::{JobName, JobsDir};
 use jobwatch_core::report::tail_start;
 use jobwatch_core::wait::{FollowError, FollowSpec, follow};
 

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use jobwatch_core::protocol::{JobName, JobsDir};
+use jobwatch_core::model::JobName;
+use jobwatch_core::protocol::JobsDir;
 
 /// How often the spinner turns.
 const TICK: Duration = Duration::from_millis(120);

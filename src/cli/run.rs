@@ -12,7 +12,8 @@ use super::{CliError, CliResult, wants_json};
 use jobwatch_core::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
 use jobwatch_core::detach::{Placement, Started, spawn_detached};
 use jobwatch_core::exit_code;
-use jobwatch_core::protocol::{JobName, JobsDir, LivenessMode, Settings};
+use jobwatch_core::model::{JobName, LivenessMode, Settings};
+use jobwatch_core::protocol::JobsDir;
 use jobwatch_core::supervise::{RunSpec, StartError, start};
 use jobwatch_core::sys::stdio::{notice, notice_within, say, warn};
 
@@ -255,8 +256,8 @@ fn run_in_foreground(dir: &JobsDir, a: &RunArgs) -> CliResult {
     }
     let outcome = record
         .outcome
-        .unwrap_or(jobwatch_core::protocol::Outcome::Failed);
-    if outcome != jobwatch_core::protocol::Outcome::Success {
+        .unwrap_or(jobwatch_core::model::Outcome::Failed);
+    if outcome != jobwatch_core::model::Outcome::Success {
         let reason = record
             .reason
             .as_deref()

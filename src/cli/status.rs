@@ -12,7 +12,8 @@ use super::human::for_terminal;
 use super::{CliError, CliResult, wants_json};
 use jobwatch_core::classify::{JobState, classify, observe};
 use jobwatch_core::exit_code;
-use jobwatch_core::protocol::{FileKind, JobName, JobsDir};
+use jobwatch_core::model::JobName;
+use jobwatch_core::protocol::{FileKind, JobsDir};
 use jobwatch_core::report::human_ms;
 use jobwatch_core::sys::stdio::warn;
 

@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use super::session::TrackedJob;
 use jobwatch_core::classify::{JobState, classify, observe};
+use jobwatch_core::model::{JobName, JobRecord, Outcome};
 use jobwatch_core::protocol::record::read_record;
-use jobwatch_core::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
+use jobwatch_core::protocol::{JobPaths, JobsDir};
 use jobwatch_core::wait::archived_verdict;
 use jobwatch_core::wait::watch::SAFETY_RECHECK;
 

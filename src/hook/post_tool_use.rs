@@ -25,8 +25,10 @@ use serde_json::Value;
 use super::input::{Common, ToolCall, strings_in};
 use super::session::{SessionStore, TrackedJob};
 use super::{HookContext, HookOutput};
-use jobwatch_core::protocol::record::{read_record, unix_ms};
-use jobwatch_core::protocol::{JobName, JobRecord, JobsDir};
+use jobwatch_core::model::unix_ms;
+use jobwatch_core::model::{JobName, JobRecord};
+use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::protocol::record::read_record;
 
 /// How a call says which process it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -199,7 +199,7 @@ pub fn run(ctx: &HookContext, args: &PreToolUseArgs, raw: &Value) -> HookOutput 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jobwatch_core::protocol::JobName;
+    use jobwatch_core::model::JobName;
 
     fn policy() -> Policy {
         Policy::from_args(&PreToolUseArgs {

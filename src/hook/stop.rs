@@ -18,7 +18,7 @@ use super::line::wake_line;
 use super::look::{Ending, View, look};
 use super::session::{SessionStore, TrackedJob};
 use super::{HookContext, HookOutput};
-use jobwatch_core::protocol::JobName;
+use jobwatch_core::model::JobName;
 use jobwatch_core::wait::Wakeups;
 
 /// How long a job may be missing (its name mid-restart) before it is

@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use jobwatch_core::classify::{JobState, classify, observe};
-use jobwatch_core::protocol::{JobPaths, JobRecord, Outcome};
+use jobwatch_core::model::{JobRecord, Outcome};
+use jobwatch_core::protocol::JobPaths;
 use jobwatch_core::report::tail_lines;
 use jobwatch_core::wait::Verdict;
 
@@ -305,7 +306,7 @@ pub fn lines(items: impl IntoIterator<Item = String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jobwatch_core::protocol::JobName;
+    use jobwatch_core::model::JobName;
 
     #[test]
     fn cut_keeps_short_text_and_marks_cut_text() {

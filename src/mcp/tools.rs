@@ -14,8 +14,9 @@ use super::shape;
 use crate::cli::args;
 use jobwatch_core::breaker::{self, BreakerKey};
 use jobwatch_core::exit_code;
+use jobwatch_core::model::{JobName, Outcome};
 use jobwatch_core::preflight;
-use jobwatch_core::protocol::{JobName, JobsDir, Outcome};
+use jobwatch_core::protocol::JobsDir;
 use jobwatch_core::recover::kill_job;
 
 /// A tool's failure: one line for the agent.

@@ -16,7 +16,8 @@ use regex::Regex;
 
 use super::shape;
 use super::tools::{self, DEFAULT_WAIT_TAIL, Mode, ToolError, WaitParams};
-use jobwatch_core::protocol::{JobName, JobsDir};
+use jobwatch_core::model::JobName;
+use jobwatch_core::protocol::JobsDir;
 use jobwatch_core::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
 
 /// A checked `wait` request.

@@ -5,13 +5,11 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jobwatch_core::classify::{classify, observe};
-use jobwatch_core::protocol::record::{
-    Finalizer, KillRequest, RECORD_VERSION, StatusWord, read_json, read_record,
-};
+use jobwatch_core::model::{Finalizer, KillRequest, RECORD_VERSION, StatusWord};
+use jobwatch_core::model::{JobName, JobRecord, LivenessMode, Outcome, Settings};
+use jobwatch_core::protocol::record::{read_json, read_record, write_kill_request, write_record};
 use jobwatch_core::protocol::status_file::{read_status, status_content};
-use jobwatch_core::protocol::{
-    FileKind, JobName, JobPaths, JobRecord, LivenessMode, Outcome, Settings,
-};
+use jobwatch_core::protocol::{FileKind, JobPaths};
 use jobwatch_core::sys::proc::hostname;
 use proptest::prelude::*;
 
@@ -96,7 +94,7 @@ prop_compose! {
             attempts: Vec::new(),
         };
         if let Some((outcome, exit_code, signal, reason)) = end {
-            let end = jobwatch_core::protocol::JobEnd { outcome, exit_code, signal, reason };
+            let end = jobwatch_core::model::JobEnd { outcome, exit_code, signal, reason };
             r.finish(&end, Finalizer::Wrapper, started + Duration::from_secs(5));
         }
         r
@@ -169,7 +167,7 @@ proptest! {
     fn records_round_trip_and_any_truncation_is_an_error(r in record(), cut in any::<prop::sample::Index>()) {
         let dir = scratch();
         let path = dir.path().join("x.job.json");
-        r.write(&path).expect("write record");
+        write_record(&path, &r).expect("write record");
         prop_assert_eq!(read_record(&path).expect("readable"), Some(r.clone()));
         if let Some(outcome) = r.outcome {
             let status = dir.path().join("x.status");
@@ -190,7 +188,7 @@ proptest! {
         let dir = scratch();
         let path = dir.path().join("x.kill");
         let req = KillRequest { job_id, outcome, reason, at: "2026-11-24T09:00:00.000Z".into(), grace_ms: None, command_exited: false };
-        req.write(&path).expect("write");
+        write_kill_request(&path, &req).expect("write");
         prop_assert_eq!(read_json::<KillRequest>(&path).expect("readable"), Some(req));
     }
 
@@ -206,7 +204,7 @@ proptest! {
         match &record {
             RecordFile::Absent => {}
             RecordFile::Garbage(bytes) => write(&paths.record(), bytes),
-            RecordFile::Valid(r) => r.write(&paths.record()).expect("write record"),
+            RecordFile::Valid(r) => write_record(&paths.record(), r).expect("write record"),
         }
         if let Some(bytes) = &status {
             write(&paths.status(), bytes);

@@ -24,11 +24,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{JobState, classify, observe};
+use crate::model::{JobName, JobRecord, Outcome};
+use crate::model::{rfc3339, unix_ms};
+use crate::protocol::JobsDir;
 use crate::protocol::atomic::{WriteError, write_atomic};
 use crate::protocol::lock::{JobLock, LockError};
 use crate::protocol::open::create_dirs_within;
-use crate::protocol::record::{RecordError, read_json, rfc3339, unix_ms};
-use crate::protocol::{JobName, JobRecord, JobsDir, Outcome};
+use crate::protocol::record::{RecordError, read_json};
 use crate::sys::proc::{self, ProcessId};
 
 /// The breaker file format this build writes.

@@ -7,10 +7,12 @@
 use std::time::{Duration, SystemTime};
 
 use crate::liveness::{observer_threshold, visible_progress};
+use crate::model::StatusWord;
+use crate::model::{JobRecord, Outcome};
 use crate::protocol::open::{entry, mtime};
-use crate::protocol::record::{RecordError, StatusWord, read_record};
+use crate::protocol::record::{RecordError, read_record};
 use crate::protocol::status_file::{StatusError, read_status};
-use crate::protocol::{FileKind, JobPaths, JobRecord, Outcome};
+use crate::protocol::{FileKind, JobPaths};
 use crate::sys::proc::{self, ProcessId};
 
 /// Whether the wrapper process is still there.
@@ -325,8 +327,8 @@ fn unfinished(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::record::RECORD_VERSION;
-    use crate::protocol::{LivenessMode, Settings};
+    use crate::model::RECORD_VERSION;
+    use crate::model::{LivenessMode, Settings};
     use std::time::UNIX_EPOCH;
 
     fn t(secs: u64) -> SystemTime {
@@ -358,7 +360,7 @@ mod tests {
                 backoff_max_ms: 0,
             },
             started_at: "x".into(),
-            started_unix_ms: crate::protocol::record::unix_ms(t(0)),
+            started_unix_ms: crate::model::unix_ms(t(0)),
             ended_at: None,
             exit_code: None,
             signal: None,

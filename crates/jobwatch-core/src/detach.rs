@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit_code;
 use crate::kill::{DETACHED_WRAPPER_ENV, JOB_ID_ENV, find_members};
+use crate::model::JobName;
+use crate::protocol::JobsDir;
 use crate::protocol::record::read_record;
-use crate::protocol::{JobName, JobsDir};
 use crate::recover;
 use crate::spec::ms;
 use crate::supervise::RunSpec;

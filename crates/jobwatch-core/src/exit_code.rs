@@ -1,7 +1,7 @@
 //! The documented exit codes of `jobwatch`, one per outcome, so a loop can
 //! branch on `$?` without parsing output.
 
-use crate::protocol::Outcome;
+use crate::model::Outcome;
 
 /// The job succeeded.
 pub const SUCCESS: u8 = 0;

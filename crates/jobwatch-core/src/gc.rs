@@ -35,11 +35,13 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::classify::{JobState, WrapperState, classify, observe, wrapper_state};
+use crate::model::JobName;
+use crate::model::{KillRequest, rfc3339};
 use crate::protocol::history::RUN_FILES;
 use crate::protocol::lock::{JobLock, LockError};
 use crate::protocol::paths::ATTEMPTS_DIR;
-use crate::protocol::record::{KillRequest, read_json, read_record, rfc3339};
-use crate::protocol::{FileKind, JobName, JobPaths, JobsDir};
+use crate::protocol::record::{read_json, read_record};
+use crate::protocol::{FileKind, JobPaths, JobsDir};
 
 /// Archived runs kept per name when no limit is given.
 pub const DEFAULT_KEEP: usize = 10;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::protocol::{LivenessMode, Settings};
+use crate::model::{LivenessMode, Settings};
 
 /// What the wrapper observed about the job at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -363,7 +363,7 @@ mod tests {
     }
 
     fn job(dir: &std::path::Path) -> JobPaths {
-        JobPaths::new(dir, &crate::protocol::JobName::parse("j").unwrap())
+        JobPaths::new(dir, &crate::model::JobName::parse("j").unwrap())
     }
 
     fn read_all(f: &mut LogFollower) -> (Vec<u8>, usize) {

@@ -10,11 +10,13 @@ use rustix::process::Signal;
 use crate::breaker;
 use crate::classify::{JobState, WrapperState, classify, command_exited, observe, wrapper_state};
 use crate::kill::{JobTarget, KillReport, terminate};
+use crate::model::{Finalizer, KillRequest, rfc3339};
+use crate::model::{JobEnd, JobRecord, Outcome};
 use crate::protocol::atomic::WriteError;
 use crate::protocol::lock::{JobLock, LockError};
-use crate::protocol::record::{Finalizer, KillRequest, read_json, rfc3339};
+use crate::protocol::record::read_json;
 use crate::protocol::status_file::write_status_once;
-use crate::protocol::{JobEnd, JobPaths, JobRecord, JobsDir, Outcome};
+use crate::protocol::{JobPaths, JobsDir};
 use crate::sys::proc::{self, ProcessId};
 use crate::sys::signal::signal_process;
 
@@ -160,7 +162,7 @@ pub fn finish_lost(
         reason: Some(lost_reason(why, &report)),
     };
     record.finish(&end, Finalizer::Waiter, SystemTime::now());
-    record.write(&paths.record())?;
+    crate::protocol::record::write_record(&paths.record(), &record)?;
     // A lost run is a failure to its breaker, counted before the status
     // appears (as the wrapper would have done).
     if let Err(e) = breaker::record_job(&JobsDir::already_checked(paths.dir()), &record) {
@@ -282,7 +284,7 @@ fn request_kill(
         // Checked before the request exists: an exit seen now came first.
         command_exited: command_exited(record),
     };
-    request.write(&paths.kill_request())?;
+    crate::protocol::record::write_kill_request(&paths.kill_request(), &request)?;
     let wrapper = ProcessId {
         pid: record.wrapper_pid,
         start_time: record.wrapper_start_time,

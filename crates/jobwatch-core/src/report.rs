@@ -10,8 +10,9 @@ use std::path::Path;
 use memchr::{memrchr, memrchr2};
 use serde::Serialize;
 
+use crate::model::{JobRecord, Outcome};
+use crate::protocol::JobPaths;
 use crate::protocol::open::open_existing;
-use crate::protocol::{JobPaths, JobRecord, Outcome};
 
 /// Longest log line kept in a report, in bytes; longer lines are cut, so a
 /// report stays small whatever the job printed.

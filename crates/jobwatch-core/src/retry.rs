@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::protocol::{Outcome, Settings};
+use crate::model::{Outcome, Settings};
 
 /// Whether an attempt that ended this way (by itself or by the wrapper's
 /// own limits) is worth another try. `killed` is a decision, not a fault;
@@ -55,7 +55,7 @@ pub fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::LivenessMode;
+    use crate::model::LivenessMode;
 
     fn settings(backoff_ms: u64, backoff_max_ms: u64) -> Settings {
         Settings {

@@ -19,7 +19,7 @@ use super::plan::{
 };
 use super::template::{Template, Values};
 use crate::breaker::BreakerSpec;
-use crate::protocol::{JobName, Settings};
+use crate::model::{JobName, Settings};
 
 /// One job of `jobs:` as parsed, before expansion.
 #[derive(Debug, Clone)]

@@ -38,7 +38,7 @@ use serde_saphyr::{Location, Spanned};
 use super::expand::{self, JobTemplate};
 use super::template::{Template, is_identifier};
 use crate::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
-use crate::protocol::{JobName, LivenessMode, Settings};
+use crate::model::{JobName, LivenessMode, Settings};
 
 /// Most concrete jobs one plan may expand into.
 pub const MAX_JOBS: usize = 100_000;
@@ -970,7 +970,7 @@ pub fn judge_name(name: &JobName) -> Result<JobName, String> {
     JobName::parse(&format!("{name}{JUDGE_SUFFIX}")).map_err(|_| {
         format!(
             "job name {name} is too long for its judge (the judge runs as {name}{JUDGE_SUFFIX}, at most {} characters)",
-            crate::protocol::name::MAX_NAME_LEN
+            crate::model::name::MAX_NAME_LEN
         )
     })
 }

@@ -36,7 +36,7 @@ use super::plan::{AfterCondition, HaltLimit, HaltWhen, JobSpec, Keep, Plan};
 use super::table::{JobOutcome, JobResult, JudgeResult, Verdict};
 use super::worktree::{Source, Worktree};
 use crate::breaker::BreakerSpec;
-use crate::protocol::{JobName, Outcome, Settings};
+use crate::model::{JobName, Outcome, Settings};
 
 /// With `halt: {fail: N%}`, the share is judged once this many jobs ended.
 pub const HALT_PERCENT_MIN_DONE: usize = 3;

@@ -24,7 +24,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::plan::Cell;
-use crate::protocol::Outcome;
+use crate::model::Outcome;
 
 /// How a batch job ended: a jobwatch outcome, or `skipped` when it never
 /// started.

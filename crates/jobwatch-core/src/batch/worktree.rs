@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::plan::WorktreePlan;
-use crate::protocol::JobName;
+use crate::model::JobName;
 
 /// A worktree operation failed; the message is one line saying why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,8 +5,8 @@ use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::name::JobName;
 use super::paths::JobPaths;
+use crate::model::JobName;
 
 /// Environment variable that names the jobs directory.
 pub const DIR_ENV: &str = "JOBWATCH_DIR";

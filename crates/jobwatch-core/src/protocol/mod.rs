@@ -7,13 +7,10 @@ pub mod dir;
 pub mod heartbeat;
 pub mod history;
 pub mod lock;
-pub mod name;
 pub mod open;
 pub mod paths;
 pub mod record;
 pub mod status_file;
 
 pub use dir::JobsDir;
-pub use name::JobName;
 pub use paths::{FileKind, JobPaths};
-pub use record::{Attempt, JobEnd, JobRecord, LivenessMode, Outcome, Settings};

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::name::JobName;
+use crate::model::JobName;
 
 /// Every per-job file kind, by its suffix after `NAME`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,14 +25,14 @@ use crate::breaker::{self, Admission, BreakerError, BreakerSpec, BreakerView, Ru
 use crate::classify::{JobState, WrapperState, classify, observe, wrapper_state};
 use crate::kill::{DETACHED_WRAPPER_ENV, JOB_ID_ENV, JobTarget, escalate_after, terminate};
 use crate::liveness::{Observation, ProgressTracker};
+use crate::model::{Attempt, JobEnd, JobName, JobRecord, Outcome, Settings};
+use crate::model::{Finalizer, KillRequest, RECORD_VERSION, rfc3339, unix_ms};
 use crate::protocol::atomic::{WriteError, sync_parent, write_atomic};
 use crate::protocol::history::{archive, history_label};
 use crate::protocol::lock::{JobLock, LockError};
-use crate::protocol::record::{
-    Finalizer, KillRequest, RECORD_VERSION, read_json, rfc3339, unix_ms,
-};
+use crate::protocol::record::read_json;
 use crate::protocol::status_file::write_status_once;
-use crate::protocol::{Attempt, JobEnd, JobName, JobPaths, JobRecord, JobsDir, Outcome, Settings};
+use crate::protocol::{JobPaths, JobsDir};
 use crate::recover::finish_lost;
 use crate::retry;
 use crate::sys::child::{ExitStatus, SignalPipe, become_subreaper, peek_exit, reap, reap_orphans};
@@ -221,7 +221,7 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
     };
     // The record comes first: from here on a reader sees a running job,
     // never job files without a record (which would read as invalid).
-    record.write(&paths.record())?;
+    crate::protocol::record::write_record(&paths.record(), &record)?;
     let log = create_log(&paths)?;
     write_atomic(&paths.heartbeat(), b"")?;
 
@@ -301,7 +301,7 @@ fn record_child(paths: &JobPaths, record: &mut JobRecord, child: &Child) -> Resu
     record.child_pid = Some(child_id.pid);
     record.child_start_time = Some(child_id.start_time);
     record.pgid = Some(child_id.pid);
-    record.write(&paths.record())?;
+    crate::protocol::record::write_record(&paths.record(), record)?;
     write_atomic(&paths.pid(), format!("{}\n", child_id.pid).as_bytes())?;
     sync_parent(&paths.pid()).map_err(|source| WriteError {
         path: paths.dir().to_owned(),
@@ -474,7 +474,7 @@ fn spawn_failure(record: &JobRecord, err: &io::Error) -> JobEnd {
 /// breaker's new state). A breaker that cannot be updated is reported on
 /// stderr; it never costs the job its result.
 fn write_final(dir: &JobsDir, paths: &JobPaths, record: &JobRecord) -> Result<(), WriteError> {
-    record.write(&paths.record())?;
+    crate::protocol::record::write_record(&paths.record(), record)?;
     if let Err(e) = breaker::record_job(dir, record) {
         notice(format_args!("{}: {e}", record.name));
     }
@@ -628,9 +628,11 @@ impl Supervisor {
                 ))
             ));
         }
-        self.record.write(&self.paths.record()).inspect_err(|_| {
-            self.record.attempts.pop();
-        })
+        crate::protocol::record::write_record(&self.paths.record(), &self.record).inspect_err(
+            |_| {
+                self.record.attempts.pop();
+            },
+        )
     }
 
     /// Waits out the backoff while beating (the wrapper is idle on purpose,

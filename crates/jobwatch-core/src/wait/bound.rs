@@ -13,8 +13,9 @@ use super::watch::{SAFETY_RECHECK, Wake};
 use super::{VANISHED_LIMIT, Verdict};
 use crate::classify::{JobState, classify, observe};
 use crate::logfollow::LogFollower;
+use crate::model::{JobName, JobRecord, Outcome};
 use crate::protocol::record::read_record;
-use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
+use crate::protocol::{JobPaths, JobsDir};
 
 /// What one look at the bound run's state found.
 pub(super) enum Look {

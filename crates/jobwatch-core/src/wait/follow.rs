@@ -14,7 +14,8 @@ use super::bound::{Located, Look, LookSchedule, locate, own_verdict};
 use super::watch::{SAFETY_RECHECK, Wake, Wakeups};
 use crate::classify::{JobState, classify, observe};
 use crate::logfollow::{LogChunk, LogFollower};
-use crate::protocol::{JobName, JobPaths, JobsDir, Outcome};
+use crate::model::{JobName, Outcome};
+use crate::protocol::{JobPaths, JobsDir};
 
 /// How to follow.
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,8 @@ pub mod watch;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::classify::{JobState, classify, observe};
-use crate::protocol::{JobName, JobPaths, JobRecord, JobsDir, Outcome};
+use crate::model::{JobName, JobRecord, Outcome};
+use crate::protocol::{JobPaths, JobsDir};
 use crate::recover::{RecoverError, WRAPPER_VANISHED, finalize_lost, kill_run};
 use bound::{Located, RunBinding, locate, own_verdict};
 

@@ -16,7 +16,8 @@ use super::watch::{Wake, Wakeups};
 use super::{Step, Verdict, WaitError, WaitSpec, bound_step, time_out};
 use crate::classify::{JobState, classify, observe};
 use crate::logfollow::{LineMatcher, LogFollower};
-use crate::protocol::{JobPaths, JobRecord, JobsDir};
+use crate::model::JobRecord;
+use crate::protocol::{JobPaths, JobsDir};
 use crate::recover::RecoverError;
 
 /// A line of the bound run's log matched.

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 
-use crate::protocol::{FileKind, JobName};
+use crate::model::JobName;
+use crate::protocol::FileKind;
 use crate::sys::child::hold_until_exit;
 
 /// With events, the state is still re-read this often: a safety net for a

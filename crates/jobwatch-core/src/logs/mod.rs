@@ -1,0 +1,120 @@
+//! This host's logs of a store's jobs: `NAME.log` (the current attempt),
+//! `attempts/NAME/K.log` (earlier attempts), archived runs' logs, and the
+//! jobs' own result files. A distributed store keeps state, not output: the
+//! output stays where the job runs, and only this module knows where.
+//!
+//! Every file is opened as protocol §3 says (never through a symlink, never
+//! blocking on a FIFO), and reads are bounded (tails are read from the end).
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::model::JobName;
+use crate::protocol::JobPaths;
+use crate::protocol::open::{create_dirs_within, entry, open_append};
+
+/// Which run of a name: the current one, or an archived one (by its label).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RunAt {
+    /// The name's current run.
+    Current,
+    /// An archived run, by its history label.
+    Archived(String),
+}
+
+/// The logs under one root (the jobs directory, for the file store).
+#[derive(Debug, Clone)]
+pub struct LocalLogs {
+    root: PathBuf,
+}
+
+impl LocalLogs {
+    /// The logs kept under `root`.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+        }
+    }
+
+    /// The root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The files of the run `at` of `name`: in the root for the current
+    /// run, in its history folder for an archived one.
+    fn files(&self, name: &JobName, at: &RunAt) -> JobPaths {
+        match at {
+            RunAt::Current => JobPaths::new(&self.root, name),
+            RunAt::Archived(label) => JobPaths::new(&self.history_of(name).join(label), name),
+        }
+    }
+
+    /// The folder of a name's archived runs.
+    pub(crate) fn history_of(&self, name: &JobName) -> PathBuf {
+        self.root.join("history").join(name.as_str())
+    }
+
+    /// The log of run `at`.
+    pub fn log_path(&self, name: &JobName, at: &RunAt) -> PathBuf {
+        self.files(name, at).log()
+    }
+
+    /// The result file of run `at`, if the job wrote one.
+    pub fn result_path(&self, name: &JobName, at: &RunAt) -> Option<PathBuf> {
+        let path = self.files(name, at).result();
+        path.exists().then_some(path)
+    }
+
+    /// Where the job may write its result (`$JOBWATCH_RESULT`); jobwatch
+    /// does not create it.
+    pub fn result_target(&self, name: &JobName) -> PathBuf {
+        JobPaths::new(&self.root, name).result()
+    }
+
+    /// The last `n` lines of run `at`'s log as a terminal would show them,
+    /// each cut at [`crate::report::MAX_TAIL_LINE`]; none when there is no
+    /// readable log.
+    pub fn tail(&self, name: &JobName, at: &RunAt, n: usize) -> Vec<String> {
+        crate::report::tail_lines(&self.log_path(name, at), n).unwrap_or_default()
+    }
+
+    /// The log of attempt `k` of the current run, once a later attempt
+    /// took over `NAME.log`.
+    pub fn attempt_log(&self, name: &JobName, k: u32) -> PathBuf {
+        JobPaths::new(&self.root, name).attempt_log(k)
+    }
+
+    /// Opens the current run's log for appending, creating it (0600) when
+    /// missing: every writer's bytes land at the end. Never through a
+    /// symlink (a log swapped for one fails loudly).
+    pub fn open_for_append(&self, name: &JobName) -> io::Result<File> {
+        open_append(&self.log_path(name, &RunAt::Current), true)
+    }
+
+    /// Moves the current log to `attempts/NAME/K.log` (creating the folder,
+    /// 0700) and creates a fresh empty `NAME.log`, so a reader never finds
+    /// the log missing between attempts. A log the job removed leaves
+    /// nothing to move.
+    pub fn put_attempt_aside(&self, name: &JobName, k: u32) -> io::Result<()> {
+        let paths = JobPaths::new(&self.root, name);
+        create_dirs_within(&self.root, &paths.attempts())?;
+        match std::fs::rename(paths.log(), paths.attempt_log(k)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.open_for_append(name).map(drop)
+    }
+
+    /// The current log's size and last change: the wrapper's evidence of
+    /// output.
+    pub fn output_mark(&self, name: &JobName) -> (u64, Option<SystemTime>) {
+        let meta = entry(&self.log_path(name, &RunAt::Current));
+        (
+            meta.as_ref().map_or(0, |m| m.len()),
+            meta.and_then(|m| m.modified().ok()),
+        )
+    }
+}

@@ -1,0 +1,12 @@
+//! The store-agnostic domain types: job names, run records, outcomes,
+//! settings, kill requests and times. Every store keeps these; none of
+//! them knows where they are kept.
+
+pub mod name;
+pub mod record;
+
+pub use name::{JobName, MAX_NAME_LEN, NameError};
+pub use record::{
+    Attempt, Finalizer, JobEnd, JobRecord, KillRequest, LivenessMode, Outcome, RECORD_VERSION,
+    Settings, StatusWord, rfc3339, unix_ms,
+};
