@@ -36,7 +36,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::store::file::protocol::JobsDir;
 
 const HOOK_HELP: &str = "\
 Reads Claude Code's hook JSON on stdin. Register in hooks.json (exec form), e.g.

@@ -27,8 +27,8 @@ use super::session::{SessionStore, TrackedJob};
 use super::{HookContext, HookOutput};
 use jobwatch_core::model::unix_ms;
 use jobwatch_core::model::{JobName, JobRecord};
-use jobwatch_core::protocol::JobsDir;
-use jobwatch_core::protocol::record::read_record;
+use jobwatch_core::store::file::protocol::JobsDir;
+use jobwatch_core::store::file::protocol::record::read_record;
 
 /// How a call says which process it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

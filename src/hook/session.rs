@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use jobwatch_core::protocol::JobsDir;
-use jobwatch_core::protocol::atomic::write_atomic;
-use jobwatch_core::protocol::lock::JobLock;
-use jobwatch_core::protocol::record::{RecordError, read_json};
+use jobwatch_core::store::file::protocol::JobsDir;
+use jobwatch_core::store::file::protocol::atomic::write_atomic;
+use jobwatch_core::store::file::protocol::lock::JobLock;
+use jobwatch_core::store::file::protocol::record::{RecordError, read_json};
 
 /// The session file format this build writes; readers reject newer ones.
 pub const SESSION_VERSION: u32 = 1;

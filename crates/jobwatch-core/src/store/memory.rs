@@ -542,10 +542,7 @@ impl Claim for MemoryClaim<'_> {
     }
 
     fn kill_request(&self) -> Option<KillRequest> {
-        let state = self.store.lock();
-        let job = state.jobs.get(&self.name)?;
-        let current = job.record.as_ref()?;
-        job.kill.clone().filter(|k| k.job_id == current.job_id)
+        self.store.lock().jobs.get(&self.name)?.kill.clone()
     }
 
     fn finished(&self) -> bool {
@@ -789,6 +786,78 @@ impl GcStore for MemoryStore {
     fn remove_empty(&self, _claim: &mut dyn Claim, _folder: &GcItem) -> Result<bool, StoreError> {
         // A memory store has no folders: an empty history is no history.
         Ok(false)
+    }
+}
+
+/// Records for tests over a [`MemoryStore`].
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::time::{Duration, SystemTime};
+
+    use crate::model::{JobName, JobRecord, LivenessMode, Outcome, RECORD_VERSION, Settings};
+    use crate::model::{rfc3339, unix_ms};
+
+    /// A job name.
+    pub fn name(s: &str) -> JobName {
+        JobName::parse(s).unwrap()
+    }
+
+    /// The record of run `job_id` of `name`, started at `started` on
+    /// another host with PIDs no process has (nothing here ever signals
+    /// one), output liveness, stale 10 s, heartbeat 1 s.
+    pub fn record(name: &str, job_id: &str, started: SystemTime) -> JobRecord {
+        JobRecord {
+            version: RECORD_VERSION,
+            name: name.into(),
+            job_id: job_id.into(),
+            command: vec!["true".into()],
+            cwd: "/".into(),
+            host: "elsewhere.invalid".into(),
+            boot_id: "b".into(),
+            // Beyond any pid_max: no process is ever these.
+            wrapper_pid: 999_999_999,
+            wrapper_start_time: 1,
+            child_pid: Some(999_999_998),
+            child_start_time: Some(2),
+            pgid: Some(999_999_998),
+            settings: Settings {
+                heartbeat_ms: 1_000,
+                stale_ms: 10_000,
+                timeout_ms: None,
+                grace_ms: 0,
+                liveness: LivenessMode::Output,
+                retries: 0,
+                backoff_ms: 0,
+                backoff_max_ms: 0,
+            },
+            started_at: rfc3339(started),
+            started_unix_ms: unix_ms(started),
+            ended_at: None,
+            exit_code: None,
+            signal: None,
+            outcome: None,
+            duration_ms: None,
+            reason: None,
+            finalized_by: None,
+            breaker: None,
+            attempt: 1,
+            max_attempts: 1,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// `record` ended at `ended` with `outcome`.
+    pub fn ended(mut record: JobRecord, outcome: Outcome, ended: SystemTime) -> JobRecord {
+        record.outcome = Some(outcome);
+        record.exit_code = Some(if outcome == Outcome::Success { 0 } else { 1 });
+        record.ended_at = Some(rfc3339(ended));
+        record.duration_ms = Some(
+            ended
+                .duration_since(record.started())
+                .unwrap_or(Duration::ZERO)
+                .as_millis() as u64,
+        );
+        record
     }
 }
 
