@@ -10,7 +10,6 @@ use super::session::TrackedJob;
 use jobwatch_core::classify::{JobState, classify};
 use jobwatch_core::model::{JobName, JobRecord, Outcome};
 use jobwatch_core::store::file::FileStore;
-use jobwatch_core::store::file::protocol::JobsDir;
 use jobwatch_core::store::{RunAt, SAFETY_RECHECK, Snapshot, Store};
 use jobwatch_core::wait::archived_verdict;
 
@@ -69,7 +68,7 @@ pub fn look(job: &TrackedJob) -> View {
     if !job.dir.is_dir() {
         return View::Gone;
     }
-    let store = FileStore::new(JobsDir::already_checked(&job.dir));
+    let store = FileStore::already_checked(&job.dir);
     let snapshot = store.snapshot(&name);
     match &snapshot.record {
         Ok(Some(r)) if r.job_id == job.job_id => look_current(&store, &name, snapshot),

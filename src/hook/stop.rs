@@ -19,7 +19,6 @@ use super::look::{Ending, View, look};
 use super::session::{SessionStore, TrackedJob};
 use super::{HookContext, HookOutput};
 use jobwatch_core::model::JobName;
-use jobwatch_core::store::file::protocol::JobsDir;
 use jobwatch_core::store::file::{FileStore, FileWatch};
 use jobwatch_core::store::{Store, Watch, WatchFor};
 
@@ -89,7 +88,7 @@ fn gone_ending(job: &TrackedJob) -> Ending {
 
 /// Runs the hook.
 pub fn run(ctx: &HookContext, common: &Common) -> HookOutput {
-    let store = SessionStore::new(&ctx.dir);
+    let store = SessionStore::new(&ctx.store);
     let mut jobs = match store.load(&common.session) {
         Ok(f) => f.unreported(),
         Err(e) => return HookOutput::note(e),
@@ -155,7 +154,7 @@ fn wakeups_for(jobs: &[TrackedJob]) -> Box<dyn Watch> {
         .iter()
         .filter_map(|j| JobName::parse(&j.name).ok())
         .collect();
-    let store = FileStore::new(JobsDir::already_checked(first));
+    let store = FileStore::already_checked(first);
     store.watch(
         &names,
         WatchFor {

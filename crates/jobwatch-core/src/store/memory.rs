@@ -665,6 +665,7 @@ pub struct MemoryDocs {
 fn kind_code(kind: DocKind) -> u8 {
     match kind {
         DocKind::Breaker => 0,
+        DocKind::Session => 1,
     }
 }
 
@@ -679,8 +680,11 @@ impl MemoryDocs {
 }
 
 impl DocStore for MemoryDocs {
-    fn describe(&self, _kind: DocKind, key: &str) -> String {
-        format!("memory:breakers/{key}")
+    fn describe(&self, kind: DocKind, key: &str) -> String {
+        match kind {
+            DocKind::Breaker => format!("memory:breakers/{key}"),
+            DocKind::Session => format!("memory:sessions/{key}"),
+        }
     }
 
     fn read(&self, kind: DocKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -344,6 +344,16 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// A lock (a claim's, a document's) could not be taken for a reason
+    /// other than its being held.
+    #[error("cannot lock {what}: {source}")]
+    Lock {
+        /// The lock (a file, a key).
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// The place data goes (a folder) cannot be made or used.
     #[error("cannot use {}: {source}", path.display())]
     Folder {
@@ -395,6 +405,9 @@ pub enum ClaimError {
 pub enum DocKind {
     /// A circuit breaker (`breakers/KEY.json` in the file store).
     Breaker,
+    /// An agent session's tracked jobs (`sessions/ID.json` in the file
+    /// store, protocol §17); updaters wait for each other without a bound.
+    Session,
 }
 
 /// What a [`DocStore::update`] closure sees: the current bytes (`None`:

@@ -1,7 +1,10 @@
-//! Documents of the file store: `breakers/KEY.json`, each changed only by
-//! a holder of an exclusive `flock` on `breakers/KEY.lock` (one
-//! read-modify-write, then released) and replaced atomically (§15).
+//! Documents of the file store: `breakers/KEY.json` (§15) and
+//! `sessions/ID.json` (§17), each changed only by a holder of an exclusive
+//! `flock` on the `.lock` file beside it (one read-modify-write, then
+//! released) and replaced atomically.
 
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,7 +37,51 @@ impl FileDocs {
     fn folder(&self, kind: DocKind) -> PathBuf {
         match kind {
             DocKind::Breaker => self.root.join("breakers"),
+            DocKind::Session => self.root.join("sessions"),
         }
+    }
+
+    /// Makes the kind's folder. A real one for breakers: a symlinked
+    /// `breakers/` would carry the state (and its lock) out of the jobs
+    /// directory. Sessions' folder is made as protocol §17 says (0700).
+    fn make_folder(&self, kind: DocKind) -> Result<(), StoreError> {
+        let folder = self.folder(kind);
+        match kind {
+            DocKind::Breaker => {
+                create_dirs_within(&self.root, &folder).map_err(|source| StoreError::Folder {
+                    path: folder.clone(),
+                    source,
+                })
+            }
+            DocKind::Session => DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&folder)
+                .map_err(|source| StoreError::Io {
+                    context: format!("cannot create {}", folder.display()),
+                    source,
+                }),
+        }
+    }
+
+    /// Takes the document's lock: breakers wait at most
+    /// [`LOCK_PATIENCE`]; sessions as long as it takes.
+    fn take_lock(&self, kind: DocKind, key: &str) -> Result<JobLock, StoreError> {
+        let lock_path = self.lock(kind, key);
+        let taken = match kind {
+            DocKind::Breaker => JobLock::acquire_within(&lock_path, LOCK_PATIENCE),
+            DocKind::Session => JobLock::acquire(&lock_path),
+        };
+        taken.map_err(|e| match e {
+            LockError::Held => StoreError::Busy {
+                what: lock_path.display().to_string(),
+                waited: LOCK_PATIENCE,
+            },
+            LockError::Io { path, source } => StoreError::Lock {
+                what: path.display().to_string(),
+                source,
+            },
+        })
     }
 
     fn file(&self, kind: DocKind, key: &str) -> PathBuf {
@@ -75,24 +122,8 @@ impl DocStore for FileDocs {
         key: &str,
         f: &mut dyn FnMut(DocRead<'_>) -> Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        // A real folder: a symlinked `breakers/` would carry the state (and
-        // its lock) out of the jobs directory.
-        let folder = self.folder(kind);
-        create_dirs_within(&self.root, &folder).map_err(|source| StoreError::Folder {
-            path: folder.clone(),
-            source,
-        })?;
-        let lock_path = self.lock(kind, key);
-        let _lock = JobLock::acquire_within(&lock_path, LOCK_PATIENCE).map_err(|e| match e {
-            LockError::Held => StoreError::Busy {
-                what: lock_path.display().to_string(),
-                waited: LOCK_PATIENCE,
-            },
-            LockError::Io { path, source } => StoreError::Io {
-                context: format!("cannot lock {}", path.display()),
-                source,
-            },
-        })?;
+        self.make_folder(kind)?;
+        let _lock = self.take_lock(kind, key)?;
         let path = self.file(kind, key);
         let current = read(&path);
         let new = match &current {

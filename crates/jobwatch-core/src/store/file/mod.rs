@@ -67,6 +67,12 @@ impl FileStore {
         Ok(Self::new(JobsDir::open_or_create(&path)?))
     }
 
+    /// The store of a jobs directory opened and checked before (a path
+    /// recorded by an earlier command of this user).
+    pub fn already_checked(path: &Path) -> Self {
+        Self::new(JobsDir::already_checked(path))
+    }
+
     /// The jobs directory.
     pub fn dir(&self) -> &JobsDir {
         &self.dir
@@ -246,8 +252,8 @@ impl Store for FileStore {
                     std::thread::sleep(CLAIM_RETRY);
                 }
                 Err(LockError::Io { path, source }) => {
-                    return Err(StoreError::Io {
-                        context: format!("cannot lock {}", path.display()),
+                    return Err(StoreError::Lock {
+                        what: path.display().to_string(),
                         source,
                     }
                     .into());
