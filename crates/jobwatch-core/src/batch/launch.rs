@@ -3,7 +3,6 @@
 //! `wait`, `kill`, `logs` and the MCP server see it like any other; the
 //! batch waits for them with the library's event-driven waiter.
 
-use std::path::Path;
 use std::process::Child;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -163,19 +162,14 @@ fn ended(
         attempts: record.map_or(1, |r| r.attempt),
         reason: record.and_then(|r| r.reason.clone()),
         log: Some(store.log_path(name, at)),
-        result: read_result(&result_file),
+        result: read_result(store, name, at),
         result_file: Some(result_file),
     }
 }
 
-/// The job's result file as JSON, if it wrote a small valid one.
-fn read_result(path: &Path) -> Option<serde_json::Value> {
-    use std::io::Read;
-    let mut text = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_RESULT_BYTES)
-        .read_to_end(&mut text)
-        .ok()?;
+/// The job's result file as JSON, if it wrote a small valid one (read
+/// safely: a FIFO there never holds up the batch).
+fn read_result(store: &dyn Store, name: &JobName, at: &RunAt) -> Option<serde_json::Value> {
+    let text = store.logs().read_result(name, at, MAX_RESULT_BYTES)?;
     serde_json::from_slice(&text).ok()
 }

@@ -86,6 +86,18 @@ impl LocalLogs {
         self.files(name, at).result()
     }
 
+    /// The first `cap` bytes of run `at`'s result file, if the job wrote
+    /// one that is a regular file: opened as every job file is, so a FIFO
+    /// or a device the job put there never blocks the reader, and a symlink
+    /// is not followed.
+    pub fn read_result(&self, name: &JobName, at: &RunAt, cap: u64) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let file = open_existing(&self.result_file(name, at)).ok()?;
+        let mut bytes = Vec::new();
+        file.take(cap).read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    }
+
     /// The result file of run `at`, if the job wrote one.
     pub fn result_path(&self, name: &JobName, at: &RunAt) -> Option<PathBuf> {
         let path = self.result_file(name, at);
