@@ -425,3 +425,35 @@ impl Claim for FileClaim {
         gc::remove_path(&self.paths.kill_request())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Outcome, rfc3339};
+    use crate::store::memory::fixture::{ended, record};
+
+    /// Protocol §16: a symlink in `history/` is neither followed nor
+    /// removed; a run found through one would be another folder's record.
+    #[test]
+    fn an_archived_run_is_never_found_through_a_symlink_in_history() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::open(Some(&tmp.path().join("jobs"))).unwrap();
+        let name = JobName::parse("j").unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let now = SystemTime::now();
+        let foreign = ended(record("j", "r1", now), Outcome::Success, now);
+        write_record(&outside.join("j.job.json"), &foreign).unwrap();
+        let history = store.dir().history_of(&name);
+        std::fs::create_dir_all(&history).unwrap();
+        std::os::unix::fs::symlink(&outside, history.join(rfc3339(now))).unwrap();
+        assert!(store.archived_run(&name, "r1").is_none());
+        assert!(store.archived(&name).is_empty(), "not a run of the name");
+        // A real folder with the same record is found.
+        let real = history.join("20330101T000000.000Z");
+        std::fs::create_dir(&real).unwrap();
+        write_record(&real.join("j.job.json"), &foreign).unwrap();
+        let found = store.archived_run(&name, "r1").unwrap();
+        assert_eq!(found.at, RunAt::Archived("20330101T000000.000Z".into()));
+    }
+}
