@@ -883,6 +883,64 @@ mod tests {
     }
 
     #[test]
+    fn a_name_held_by_a_live_wrapper_is_already_running_and_by_anyone_else_held() {
+        let store = MemoryStore::new();
+        let j = fixture::name("j");
+        let wrapper = store.claim(&j, ClaimWait::No).unwrap();
+        let brief = ClaimWait::Briefly(Duration::from_secs(2));
+        assert!(matches!(
+            store.claim(&j, brief),
+            Err(ClaimError::Held { .. })
+        ));
+        store.put_record(&j, fixture::record("j", "r1", store.now()));
+        store.set_holder("r1", Holder::Alive);
+        match store.claim(&j, brief) {
+            Err(e @ ClaimError::AlreadyRunning { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "job j is already running (wrapper pid 999999999)"
+                );
+            }
+            other => panic!("{:?}", other.err()),
+        }
+        drop(wrapper);
+        assert!(!store.is_claimed(&j));
+    }
+
+    #[test]
+    fn a_commit_is_create_once_and_only_after_the_final_record() {
+        let store = MemoryStore::new();
+        let j = fixture::name("j");
+        let t0 = store.now();
+        let mut claim = store.claim(&j, ClaimWait::No).unwrap();
+        claim.write_record(&fixture::record("j", "r1", t0)).unwrap();
+        let done = fixture::ended(
+            fixture::record("j", "r1", t0),
+            crate::model::Outcome::Success,
+            t0,
+        );
+        assert!(
+            claim.commit(&done).is_err(),
+            "the final record was not written"
+        );
+        assert_eq!(store.status(&j), None);
+        claim.write_record(&done).unwrap();
+        assert_eq!(claim.commit(&done).unwrap(), Commit::Committed);
+        let other = fixture::ended(
+            fixture::record("j", "r1", t0),
+            crate::model::Outcome::Failed,
+            t0,
+        );
+        claim.write_record(&other).unwrap();
+        assert_eq!(claim.commit(&other).unwrap(), Commit::AlreadyFinished);
+        assert_eq!(
+            store.status(&j),
+            Some(StatusWord::Success),
+            "never replaced"
+        );
+    }
+
+    #[test]
     fn a_watch_wakes_for_its_names_only_and_never_loses_a_change() {
         let store = MemoryStore::new();
         let (a, b) = (JobName::parse("a").unwrap(), JobName::parse("b").unwrap());
