@@ -196,6 +196,7 @@ mod tests {
             state,
             own_ticks: 0,
             reaped_children_ticks: 0,
+            threads: 1,
         }
     }
 
