@@ -3,6 +3,7 @@
 //! without a start time, nor write `unsafe`.
 
 pub mod child;
+pub mod cpu;
 pub mod exec;
 pub mod proc;
 pub mod signal;
