@@ -770,10 +770,15 @@ impl Supervisor {
             // A hung verdict rests only on a full look (see sys::cpu): a
             // cheap sample that leaves the job stale is followed by one.
             for look in [Look::Routine, Look::Verdict] {
-                if let Some(t) = tracker.progress_since_last(&self.observe(look)) {
+                let progress = tracker.progress_since_last(&self.observe(look));
+                if let Some(t) = progress {
                     self.beat(t);
                 }
-                stale_at = self.last_beat() + stale;
+                // Without progress the heartbeat moved only if someone else
+                // beat, which matters only once the deadline has passed.
+                if progress.is_some() || SystemTime::now() >= stale_at {
+                    stale_at = self.last_beat() + stale;
+                }
                 if SystemTime::now() < stale_at {
                     return Ok(stale_at);
                 }

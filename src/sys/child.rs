@@ -101,8 +101,10 @@ impl SignalPipe {
             tv_nsec: timeout.subsec_nanos() as i64,
         };
         let mut fds = [PollFd::new(&self.read, PollFlags::IN)];
-        let _ = poll(&mut fds, Some(&ts));
-        self.drain();
+        // A timeout left nothing to read: no syscall to find that out.
+        if poll(&mut fds, Some(&ts)) != Ok(0) {
+            self.drain();
+        }
     }
 
     fn drain(&self) {
