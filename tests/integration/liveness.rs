@@ -238,12 +238,12 @@ fn two_processes_blocked_on_each_other_are_hung_under_cpu_liveness() {
 }
 
 /// A job whose leader and child only wait, and whose grandchild, forked
-/// half a second after the start (after the wrapper has sampled the quiet
-/// tree several times), burns CPU until released.
+/// 0.3 s after the start (after the wrapper has sampled the quiet tree a
+/// few times at a 100 ms heartbeat), burns CPU until released.
 fn late_burning_grandchild(env: &Env, prefix: &str) -> Vec<String> {
     let go = env.scratch(&format!("{prefix}.go"));
     let burner = format!("sh -c \"while [ ! -e '{}' ]; do :; done\"", go.display());
-    env.tree_script(prefix, "sleep 0.5", &burner)
+    env.tree_script(prefix, "sleep 0.3", &burner)
 }
 
 /// Waits until the grandchild of [`Env::tree_script`] has written its PID.
@@ -257,12 +257,21 @@ fn grandchild_started(env: &Env, prefix: &str) -> i32 {
 #[test]
 fn a_job_whose_only_progress_is_a_late_grandchilds_cpu_stays_alive() {
     let env = Env::new();
-    let mut opts = vec!["--liveness", "cpu"];
-    opts.extend_from_slice(FAST);
+    // A 2 s threshold leaves room for a slow start on a loaded machine.
+    let opts = [
+        "--liveness",
+        "cpu",
+        "--heartbeat",
+        "100ms",
+        "--stale",
+        "2s",
+        "--grace",
+        "300ms",
+    ];
     env.detach("late", &opts, &late_burning_grandchild(&env, "late"));
     grandchild_started(&env, "late");
-    // Four stale periods (1 s each) after the grandchild started.
-    assert_heartbeat_advances(&env, "late", SystemTime::now(), Duration::from_secs(4));
+    // Three stale periods after the grandchild started.
+    assert_heartbeat_advances(&env, "late", SystemTime::now(), Duration::from_secs(6));
     env.release("late");
     let (w, lines) = env.wait(&["late"]);
     assert_code(&w, exit::SUCCESS);
@@ -278,7 +287,7 @@ fn a_waiter_sees_a_late_grandchilds_cpu_as_progress_within_a_heartbeat() {
     let opts = ["--liveness", "cpu", "--heartbeat", "100ms", "--stale", "1h"];
     env.detach("late", &opts, &late_burning_grandchild(&env, "late"));
     grandchild_started(&env, "late");
-    let (w, lines) = env.wait(&["late", "--stale", "1s", "--timeout", "4s", "--no-kill"]);
+    let (w, lines) = env.wait(&["late", "--stale", "2s", "--timeout", "5s", "--no-kill"]);
     assert_code(&w, exit::TIMEOUT);
     assert_ne!(line_for(&lines, "late")["outcome"], "hung");
     env.release("late");
