@@ -254,6 +254,7 @@ mod tests {
             state,
             own_ticks: 0,
             reaped_children_ticks: 0,
+            threads: 1,
         }
     }
 
