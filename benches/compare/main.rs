@@ -12,6 +12,7 @@
 //! for every tool.
 
 mod hang;
+mod idle_jobs;
 mod latency;
 mod overhead;
 mod pueue;
@@ -52,13 +53,23 @@ pub struct Opts {
     /// Running (sleeping, detached) jobs for the `wait --all` CPU figure.
     #[arg(long, default_value_t = 1000)]
     running: usize,
+    /// Idle detached jobs whose wrappers' total CPU is measured.
+    #[arg(long, value_delimiter = ',', default_value = "300,1000")]
+    idle_jobs: Vec<usize>,
+    /// How long the idle jobs' wrappers are measured.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_window: Duration,
+    /// The CPU samplers measured over the idle jobs: `full-scan` (the old
+    /// one, a full /proc scan at every sample) and `new`.
+    #[arg(long, value_delimiter = ',', default_value = "full-scan,new")]
+    idle_samplers: Vec<String>,
     /// Finished-job counts for the `status`/`ls` figures.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     finished: Vec<usize>,
     /// Directory holding `pueue` and `pueued`; pueue rows are skipped without it.
     #[arg(long)]
     pueue_bin: Option<PathBuf>,
-    /// Only these sections (latency, hang, overhead, scale).
+    /// Only these sections (latency, hang, overhead, scale, idle-jobs).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Helper modes used by the timed jobs themselves.
@@ -99,6 +110,9 @@ fn main() {
     }
     if wants("scale") {
         rows.extend(scale::run(&ctx, &opts));
+    }
+    if wants("idle-jobs") {
+        rows.extend(idle_jobs::run(&ctx, &opts));
     }
     println!();
     stats::print_table(&rows);
