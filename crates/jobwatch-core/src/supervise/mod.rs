@@ -769,7 +769,7 @@ impl Supervisor<'_> {
             return Err(KillCause::Timeout);
         }
         let stale = self.record.settings.stale();
-        let mut stale_at = self.last_beat() + stale;
+        let mut stale_at = stale_deadline(self.last_beat(), stale);
         if now >= *next_sample || SystemTime::now() >= stale_at {
             // A fresh look before any verdict: progress since the last
             // sample still counts.
@@ -784,7 +784,7 @@ impl Supervisor<'_> {
                 // Without progress the heartbeat moved only if someone else
                 // beat, which matters only once the deadline has passed.
                 if progress.is_some() || SystemTime::now() >= stale_at {
-                    stale_at = self.last_beat() + stale;
+                    stale_at = stale_deadline(self.last_beat(), stale);
                 }
                 if SystemTime::now() < stale_at {
                     return Ok(stale_at);
@@ -970,6 +970,14 @@ fn failed_to_start(why: String) -> JobEnd {
         signal: None,
         reason: Some(format!("cannot start the next attempt: {why}")),
     }
+}
+
+/// When a job whose last progress was at `last_beat` becomes stale. A mark
+/// too far in the future for the clock (a job may date its heartbeat at the
+/// end of time, on a filesystem that keeps it) never goes stale: adding to
+/// it must not overflow.
+fn stale_deadline(last_beat: SystemTime, stale: Duration) -> SystemTime {
+    last_beat.checked_add(stale).unwrap_or(last_beat)
 }
 
 /// How long the wrapper may sleep: until the next progress sample, the time
