@@ -511,6 +511,41 @@ fn a_log_swapped_for_a_symlink_during_the_backoff_is_not_followed_by_the_next_at
 }
 
 #[test]
+fn an_attempt_that_cannot_create_its_log_is_listed_from_when_it_was_tried() {
+    let env = Env::new();
+    let (victim, _) = aged_file(&env, "victim", b"untouched\n");
+    env.detach(
+        "r",
+        &["--retries", "1", "--backoff", "4s"],
+        &sh("sleep 0.2; exit 1"),
+    );
+    eventually("the first attempt is put aside", || {
+        env.file("r", ".job.json").exists()
+            && env.record("r")["attempts"]
+                .as_array()
+                .is_some_and(|a| a.len() == 1)
+    });
+    swap_for_symlink(&env, &env.file("r", ".log"), &victim);
+    assert_code(&env.wait(&["r"]).0, exit::FAILED);
+    let record = env.record("r");
+    let attempts = record["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{record:#}");
+    let time = |a: &Value, key: &str| {
+        humantime::parse_rfc3339(a[key].as_str().unwrap()).unwrap_or_else(|e| panic!("{key}: {e}"))
+    };
+    let (first, second) = (&attempts[0], &attempts[1]);
+    assert_eq!(second["attempt"], 2);
+    assert!(
+        time(second, "started_at") >= time(first, "ended_at"),
+        "the second attempt was tried after the first ended: {record:#}"
+    );
+    assert!(
+        second["duration_ms"].as_u64().unwrap() < first["backoff_ms"].as_u64().unwrap(),
+        "its duration is its own, not the first attempt's and the backoff: {record:#}"
+    );
+}
+
+#[test]
 fn a_symlinked_heartbeat_is_replaced_by_the_wrapper_and_refused_by_beat() {
     let env = Env::new();
     // The wrapper beats every 100 ms (timer liveness): it must replace the

@@ -143,26 +143,22 @@ impl Supervisor<'_> {
             });
         let log = match fresh {
             Ok(log) => log,
-            Err(end) => return Event::StartFailed { end, tried: None },
+            Err(end) => return Event::StartFailed(end),
         };
         let started = Now {
             wall: SystemTime::now(),
             mono: Instant::now(),
         };
-        let failed = |end| Event::StartFailed {
-            end,
-            tried: Some(started.wall),
-        };
         match spawn_command(self.store, &self.spec, &self.record, &log) {
             Ok(child) => self.child = child,
-            Err(e) => return failed(spawn_failure(&self.record, &e)),
+            Err(e) => return Event::StartFailed(spawn_failure(&self.record, &e)),
         }
         if let Err(e) = record_child(self.claim.as_mut(), &mut self.record, &self.child) {
             // A command nobody can find in the files must not run on.
             let pid = self.child.id() as i32;
             self.kill_leftovers();
             reap(pid);
-            return failed(failed_to_start(e.to_string()));
+            return Event::StartFailed(failed_to_start(e.to_string()));
         }
         if let Some(tee) = &self.tee {
             tee.follow(&self.log_path());

@@ -97,12 +97,7 @@ pub(crate) enum Event {
         started: Now,
     },
     /// The attempt's command could not be started: the job ends so.
-    StartFailed {
-        /// How the job ends.
-        end: JobEnd,
-        /// When the command was tried, if it got that far.
-        tried: Option<SystemTime>,
-    },
+    StartFailed(JobEnd),
     /// A look at the job (answers [`Action::Sample`]).
     Sampled {
         /// How thorough it was.
@@ -450,12 +445,7 @@ fn step(s: &mut State, phase: Phase, event: Event, now: Now) -> Step {
             (phase, Vec::new())
         }
         (Phase::Spawning, Event::Spawned { started }) => spawned(s, started),
-        (Phase::Spawning, Event::StartFailed { end, tried }) => {
-            if let Some(t) = tried {
-                s.attempt_started = t;
-            }
-            finish(s, end, true, now)
-        }
+        (Phase::Spawning, Event::StartFailed(end)) => finish(s, end, true, now),
         (
             Phase::Starting {
                 started,
@@ -806,7 +796,9 @@ fn backoff_look(
         return finish(s, end, false, now);
     }
     if now.mono >= until {
+        // The attempt starts now, even if its command never runs.
         s.attempt += 1;
+        s.attempt_started = now.wall;
         return (Phase::Spawning, vec![Action::StartAttempt(s.attempt)]);
     }
     let mut actions = Vec::new();
@@ -1709,15 +1701,16 @@ mod tests {
             signal: None,
             reason: Some("cannot run \"gone\"".into()),
         };
-        let event = Event::StartFailed {
-            end: failed.clone(),
-            tried: Some(wall(2_000)),
-        };
+        let event = Event::StartFailed(failed.clone());
         let (end, last) = committed(&decide(&mut s, event, at(2_001)));
         assert_eq!(end, failed);
         let last = last.unwrap();
         assert_eq!((last.attempt, last.exit_code), (2, Some(127)));
-        assert_eq!(last.started_at, crate::model::rfc3339(wall(2_000)));
+        assert_eq!(
+            (last.started_at, last.duration_ms),
+            (crate::model::rfc3339(wall(2_000)), 1),
+            "from when it was tried, not from the first attempt's start"
+        );
     }
 
     #[test]
