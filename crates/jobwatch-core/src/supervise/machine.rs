@@ -253,8 +253,9 @@ pub(crate) enum Phase {
 /// What a starting attempt looks at next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StartStep {
-    /// A kill request written while the wrapper backed off, after its last
-    /// look: its requester found no process of this attempt to signal.
+    /// A kill request written before this attempt's command existed (while
+    /// the wrapper backed off, or started): its requester found no process
+    /// of this attempt to signal.
     LookForRequest,
     /// The first look at the job: the baseline of its progress.
     FirstLook,
@@ -489,19 +490,12 @@ fn step(s: &mut State, phase: Phase, event: Event, now: Now) -> Step {
     }
 }
 
-/// The attempt's command runs. A later attempt first looks for a kill
-/// request its killer could not carry out (it searched for the job's
-/// processes before this attempt existed).
+/// The attempt's command runs. It first looks for a kill request its
+/// killer could not carry out: one written while the wrapper backed off, or
+/// before the first command was spawned (its record already named the run),
+/// whose killer searched for the job's processes before this one existed.
 fn spawned(s: &mut State, started: Now) -> Step {
     s.attempt_started = started.wall;
-    if s.attempt == 1 {
-        let step = StartStep::FirstLook;
-        let phase = Phase::Starting {
-            started: started.mono,
-            step,
-        };
-        return (phase, vec![Action::Sample(Look::Routine)]);
-    }
     let phase = Phase::Starting {
         started: started.mono,
         step: StartStep::LookForRequest,
@@ -509,9 +503,9 @@ fn spawned(s: &mut State, started: Now) -> Step {
     (phase, vec![Action::ReadKillRequest])
 }
 
-/// A request for this run found as a later attempt starts is honoured at
-/// once, with a TERM of the wrapper's own (its requester's went to no
-/// process of this attempt); the attempt's verdict reports it.
+/// A request for this run found as an attempt starts is honoured at once,
+/// with a TERM of the wrapper's own (its requester's went to no process of
+/// this attempt); the attempt's verdict reports it.
 fn look_before_watching(s: &mut State, started: Instant, req: Option<KillRequest>) -> Step {
     let mut actions = Vec::new();
     if s.ours(req).is_some() {
@@ -913,7 +907,9 @@ mod tests {
     fn running(settings: Settings) -> State {
         let mut s = new_state(settings);
         let first = decide(&mut s, Event::Spawned { started: at(0) }, at(0));
-        assert_eq!(first, [Action::Sample(Look::Routine)]);
+        assert_eq!(first, [Action::ReadKillRequest]);
+        let none = decide(&mut s, Event::KillRequest(None), at(0));
+        assert_eq!(none, [Action::Sample(Look::Routine)]);
         let obs = Event::Sampled {
             look: Look::Routine,
             obs: look(0, 0, 0),
@@ -1682,11 +1678,20 @@ mod tests {
     }
 
     #[test]
-    fn the_first_attempt_is_watched_without_looking_for_a_request() {
+    fn the_first_attempt_honours_a_request_written_before_its_command_existed() {
+        // `jobwatch kill` read the start record and found no process.
         let mut s = new_state(settings());
         assert_eq!(
             decide(&mut s, Event::Spawned { started: at(0) }, at(0)),
-            [Action::Sample(Look::Routine)]
+            [Action::ReadKillRequest]
+        );
+        let req = Event::KillRequest(Some(request(Outcome::Killed, Some(20_000), false)));
+        assert_eq!(
+            decide(&mut s, req, at(0)),
+            [
+                terminate(Some(Signal::TERM), 5_000),
+                Action::Sample(Look::Routine)
+            ]
         );
     }
 
