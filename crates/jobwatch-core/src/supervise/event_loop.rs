@@ -16,15 +16,18 @@
 //! Terminating a process tree is one blocking action ([`Action::Terminate`],
 //! `kill::terminate`): it is inherently sequential (signal, re-check every
 //! 10 ms over the grace, KILL rounds). What happens around it is decided by
-//! the machine: a signal that arrives meanwhile is fed to it, and it
-//! answers [`Action::EndGrace`] when that ends the grace.
+//! the machine: at each re-check it is fed a signal that arrived meanwhile,
+//! else a tick, and answers [`Action::EndGrace`] when the grace ends (a
+//! second signal, or `grace_until` passed).
 //!
 //! Adding an input (for example a store's "the claim is no longer safely
 //! held") is one line in [`EventLoop::gather`] feeding a new [`Event`], and
 //! its decision in `machine.rs`.
 
 use std::collections::VecDeque;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use rustix::process::Signal;
 
 use super::Supervisor;
 use super::machine::{Action, EndLook, Event, Job, Now, State, decide};
@@ -173,11 +176,7 @@ impl EventLoop<'_, '_> {
     /// tick, and decides whether the grace ends (`kill::terminate` keeps a
     /// deadline of the same length too, a backstop); whatever else it
     /// decides is carried out afterwards.
-    fn terminate(
-        &mut self,
-        first: Option<rustix::process::Signal>,
-        grace: std::time::Duration,
-    ) -> Vec<Event> {
+    fn terminate(&mut self, first: Option<Signal>, grace: Duration) -> Vec<Event> {
         let target = self.sup.target();
         let child = self.sup.child_pid();
         let signals = &self.sup.signals;
@@ -233,7 +232,7 @@ impl Supervisor<'_> {
         let target = self.target();
         terminate(
             &target,
-            rustix::process::Signal::TERM,
+            Signal::TERM,
             self.record.settings.grace(),
             &mut || {
                 reap_orphans(child);
