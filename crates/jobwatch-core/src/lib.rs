@@ -21,7 +21,8 @@
 //! - Pure rules: [`liveness`] (what counts as progress), [`classify`] (a
 //!   snapshot's state), [`wait::decide`] (the waiter's verdict on one
 //!   look), the breaker's `count`/`view`/`admit`, [`gc::PrunePlan`],
-//!   [`retry`] (the backoff between attempts).
+//!   [`retry`] (the backoff between attempts), and the wrapper's state
+//!   machine (`supervise/machine.rs`: every decision of a running job).
 //! - Operations over a `&dyn Store`: [`supervise`] (the wrapper that runs a
 //!   command, under its claim); [`detach`] (starting one in its own
 //!   session); [`recover`] (finishing a lost run, kill requests); [`wait`]
