@@ -11,7 +11,9 @@ use crate::breaker;
 use crate::classify::{JobState, classify};
 use crate::kill::{JobTarget, KillReport, command_exited, terminate};
 use crate::model::{Finalizer, JobEnd, JobName, JobRecord, KillRequest, Outcome, rfc3339};
-use crate::store::{Claim, ClaimError, ClaimWait, Holder, Store, StoreError};
+use crate::store::{
+    Claim, ClaimError, ClaimWait, Holder, SAFETY_RECHECK, Store, StoreError, WatchFor,
+};
 use crate::sys::proc::{self, ProcessId};
 use crate::sys::signal::signal_process;
 
@@ -90,7 +92,7 @@ pub fn finalize_lost(
         Err(ClaimError::Held { .. } | ClaimError::AlreadyRunning { .. }) => {
             let deadline = Instant::now() + grace + WRAPPER_FINISH_WAIT;
             let settled = |s: &JobState| !needs_finisher(s);
-            return Ok(poll_state(store, name, deadline, settled));
+            return Ok(wait_for_state(store, name, deadline, settled));
         }
         Err(e) => return Err(RecoverError::Claim(e)),
     };
@@ -109,20 +111,28 @@ pub fn finalize_lost(
     Ok(classify(store.snapshot(name), store.now(), None))
 }
 
-/// Re-reads the name's state every 5 ms until `settled` holds for what it
-/// says, or `deadline` passes; returns the last state read.
-fn poll_state(
+/// Reads the name's state until `settled` holds for what it says, or
+/// `deadline` passes; returns the last state read. Between looks it sleeps
+/// on the store's [`Watch`](crate::store::Watch), which wakes it when the
+/// status appears, the record changes or the wrapper's claim is released
+/// (its death); the state is re-read at least every [`SAFETY_RECHECK`] all
+/// the same, and a store that cannot see changes (a network filesystem)
+/// polls. The watch exists before the first look, so no change after it
+/// is missed.
+fn wait_for_state(
     store: &dyn Store,
     name: &JobName,
     deadline: Instant,
     settled: impl Fn(&JobState) -> bool,
 ) -> JobState {
+    let watch = store.watch(std::slice::from_ref(name), WatchFor::default());
     loop {
         let state = classify(store.snapshot(name), store.now(), None);
-        if settled(&state) || Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if settled(&state) || left.is_zero() {
             return state;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        watch.wait(left.min(SAFETY_RECHECK));
     }
 }
 
@@ -311,7 +321,7 @@ fn wait_for_final(
 ) -> Result<JobState, RecoverError> {
     let same_run = |s: &JobState| s.record().is_some_and(|r| r.job_id == record.job_id);
     let deadline = Instant::now() + WRAPPER_FINISH_WAIT;
-    let state = poll_state(store, name, deadline, |s| {
+    let state = wait_for_state(store, name, deadline, |s| {
         matches!(s, JobState::Finished { .. }) || needs_finisher(s) || !same_run(s)
     });
     match state {
@@ -327,6 +337,7 @@ mod tests {
     use super::*;
     use crate::breaker::BreakerKey;
     use crate::model::StatusWord;
+    use crate::store::ClaimWait;
     use crate::store::memory::MemoryStore;
     use crate::store::memory::fixture::{ended, name, record};
 
@@ -403,6 +414,59 @@ mod tests {
         assert_eq!(state.word(), "lost");
         assert_eq!(store.status(&j), None);
         assert_eq!(store.record(&j).unwrap().outcome, None);
+    }
+
+    /// Polls `cond` until it holds, for at most 10 s.
+    fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "never happened: {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_killer_sleeps_on_the_stores_wake_ups_until_the_wrapper_commits() {
+        let store = MemoryStore::new();
+        let t0 = store.now();
+        let j = name("j");
+        store.put_record(&j, record("j", "r1", t0));
+        store.set_holder("r1", Holder::Alive);
+        let state = std::thread::scope(|s| {
+            let killer =
+                s.spawn(|| kill_job(&store, &j, Outcome::Killed, "by the test", Duration::ZERO));
+            // Its request stored (the fixture's PIDs are nobody's: nothing
+            // is signalled), the killer waits for the wrapper's status:
+            // asleep on the store's watch, not re-reading on a timer.
+            eventually("the killer sleeps on the store's watch", || {
+                store.sleepers() == 1
+            });
+            let req = store.kill_request(&j).unwrap().expect("a kill request");
+            let mut claim = store.claim(&j, ClaimWait::No).unwrap();
+            let mut done = record("j", "r1", t0);
+            done.finish(
+                &JobEnd {
+                    outcome: req.outcome,
+                    exit_code: None,
+                    signal: Some(15),
+                    reason: Some(req.reason),
+                },
+                Finalizer::Wrapper,
+                t0,
+            );
+            claim.write_record(&done).unwrap();
+            claim.commit(&done).unwrap();
+            drop(claim);
+            killer.join().unwrap()
+        })
+        .unwrap();
+        match state {
+            JobState::Finished { outcome, record } => {
+                assert_eq!(outcome, Outcome::Killed);
+                assert_eq!(record.unwrap().reason.as_deref(), Some("by the test"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
