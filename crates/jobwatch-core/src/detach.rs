@@ -182,7 +182,7 @@ fn settle_unreported_start(
     } else {
         "the detached wrapper died before it started the command"
     };
-    let finished = recover::finalize_lost(store, name, grace, why);
+    let finished = recover::claim_and_finish_lost(store, name, grace, why);
     if !spawned {
         return None;
     }

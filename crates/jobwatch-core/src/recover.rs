@@ -73,12 +73,15 @@ pub fn needs_finisher(state: &JobState) -> bool {
     matches!(state, JobState::Lost { .. } | JobState::Recorded { .. })
 }
 
-/// Finishes a job whose wrapper is gone, under the name's claim so that
-/// only one observer does it: a run whose record already holds its outcome
-/// gets its status from that record; any other is finished as `lost`, with
-/// what is left of it killed. Returns the final state, which may be another
-/// observer's verdict if one was faster.
-pub fn finalize_lost(
+/// Claims the name and, under the claim, finishes a job whose wrapper is
+/// gone ([`finish_lost`]), so that only one observer does it: a run whose
+/// record already holds its outcome gets its status from that record; any
+/// other is finished as `lost`, with what is left of it killed. When
+/// someone else holds the claim, waits (bounded) for what they do. Returns
+/// the final state, which may be another observer's verdict if one was
+/// faster. (The name says what it does first: [`finish_lost`] is the part
+/// that needs the claim, and takes it as an argument.)
+pub fn claim_and_finish_lost(
     store: &dyn Store,
     name: &JobName,
     grace: Duration,
@@ -262,7 +265,7 @@ pub fn kill_run(
             });
         }
         JobState::Lost { .. } | JobState::Recorded { .. } => {
-            return finalize_lost(store, name, grace, WRAPPER_VANISHED);
+            return claim_and_finish_lost(store, name, grace, WRAPPER_VANISHED);
         }
         JobState::Running { record, .. } | JobState::Hung { record, .. } => record,
     };
@@ -326,7 +329,7 @@ fn wait_for_final(
     });
     match state {
         s if needs_finisher(&s) && same_run(&s) => {
-            finalize_lost(store, name, grace, WRAPPER_VANISHED)
+            claim_and_finish_lost(store, name, grace, WRAPPER_VANISHED)
         }
         other => Ok(other),
     }
@@ -350,7 +353,7 @@ mod tests {
         final_record.breaker = Some("k".into());
         store.put_record(&j, final_record.clone());
         // Its wrapper wrote the final record and died before the status.
-        let state = finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        let state = claim_and_finish_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
         assert!(
             matches!(
                 state,
@@ -373,7 +376,7 @@ mod tests {
             1
         );
         // A second finisher finds nothing left to do, and counts nothing.
-        finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        claim_and_finish_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
         assert_eq!(
             breaker::status(&store, &key).unwrap().consecutive_failures,
             1
@@ -386,7 +389,7 @@ mod tests {
         let t0 = store.now();
         let j = name("j");
         store.put_record(&j, record("j", "r1", t0));
-        let state = finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        let state = claim_and_finish_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
         assert!(matches!(
             state,
             JobState::Finished {
@@ -410,7 +413,7 @@ mod tests {
         store.set_holder("r1", Holder::Elsewhere);
         // Silent for longer than any healthy wrapper allows.
         store.advance(Duration::from_secs(60));
-        let state = finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        let state = claim_and_finish_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
         assert_eq!(state.word(), "lost");
         assert_eq!(store.status(&j), None);
         assert_eq!(store.record(&j).unwrap().outcome, None);

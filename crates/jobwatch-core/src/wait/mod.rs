@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::classify::{JobState, classify};
 use crate::model::{JobName, JobRecord, Outcome};
-use crate::recover::{RecoverError, WRAPPER_VANISHED, finalize_lost, kill_run};
+use crate::recover::{RecoverError, WRAPPER_VANISHED, claim_and_finish_lost, kill_run};
 use crate::store::{RunAt, Store, Watch, WatchFor};
 use bound::{Located, RunBinding, locate, own_verdict};
 
@@ -323,7 +323,7 @@ fn step(
     let state = classify(store.snapshot(name), store.now(), spec.stale);
     let decision = match decide(state, store.now(), first_pass) {
         Decision::Finish { record } => {
-            let state = finalize_lost(store, name, grace(&record), WRAPPER_VANISHED)?;
+            let state = claim_and_finish_lost(store, name, grace(&record), WRAPPER_VANISHED)?;
             settle(state, store.now(), first_pass)
         }
         Decision::KillHung { record, reason } => {
