@@ -173,6 +173,9 @@ pub struct PreflightParams {
     pub config: Option<String>,
 }
 
+/// `run`'s default `--heartbeat`.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+
 /// Most bytes of log text one `logs` call returns.
 pub const MAX_LOG_BYTES: u64 = 16 * 1024;
 /// Default tail of `logs`.
@@ -308,6 +311,11 @@ fn run_flags(p: &StartParams) -> Result<Vec<String>, ToolError> {
         if let Some(s) = value {
             let d = parse(s).map_err(|e| format!("{}: {e}", flag.replace('-', "_")))?;
             flags.push(format!("--{flag}={}ms", args::ms(d)));
+            // The tool has no `heartbeat`: it fits within a short `stale`
+            // rather than have the job refused over it.
+            if flag == "stale" && d < DEFAULT_HEARTBEAT {
+                flags.push(format!("--heartbeat={}ms", args::ms(d)));
+            }
         }
     }
     if let Some(l) = p.liveness {

@@ -1053,3 +1053,30 @@ fn typical_result_sizes() {
         mcp
     });
 }
+
+/// `start` has no `heartbeat`: a `stale` shorter than the default heartbeat
+/// (10 s) must not be refused over a setting the agent cannot give.
+#[test]
+fn start_with_a_stale_shorter_than_the_default_heartbeat_runs_the_job() {
+    let env = &Env::new();
+    with_server(env, &[], |mcp| async move {
+        mcp.call(
+            "start",
+            json!({"name": "quick", "command": ["true"], "stale": "2s"}),
+        )
+        .await
+        .ok_small();
+        let done = mcp
+            .call("wait", json!({"names": ["quick"]}))
+            .await
+            .ok_small();
+        assert_eq!(done["outcome"], "success", "{done}");
+        let settings = env.record("quick")["settings"].clone();
+        assert_eq!(settings["stale_ms"], 2000, "{settings}");
+        assert_eq!(
+            settings["heartbeat_ms"], 2000,
+            "the heartbeat shrinks to fit: {settings}"
+        );
+        mcp
+    });
+}
