@@ -455,7 +455,11 @@ pub fn kill(ctx: &Context, p: KillParams) -> ToolResult {
     let grace = grace
         .or_else(|| before.record().map(|r| r.settings.grace()))
         .unwrap_or(Duration::from_secs(5));
-    let already = matches!(before, JobState::Finished { .. });
+    // A recorded outcome is the outcome, committed or not yet.
+    let already = matches!(
+        before,
+        JobState::Finished { .. } | JobState::Recorded { .. }
+    );
     let after = kill_job(
         &ctx.store,
         &job,
@@ -466,7 +470,14 @@ pub fn kill(ctx: &Context, p: KillParams) -> ToolResult {
     .map_err(|e| e.to_string())?;
     let (outcome, record) = match &after {
         JobState::Finished { outcome, record } => (*outcome, record.as_deref()),
-        other => (Outcome::Killed, other.record()),
+        // Still not committed: what the record holds, if it holds it.
+        other => (
+            other
+                .record()
+                .and_then(|r| r.outcome)
+                .unwrap_or(Outcome::Killed),
+            other.record(),
+        ),
     };
     let mut result = shape::ended(&ctx.store, &job, &RunAt::Current, outcome, record, 0);
     if already {

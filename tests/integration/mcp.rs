@@ -1080,3 +1080,25 @@ fn start_with_a_stale_shorter_than_the_default_heartbeat_runs_the_job() {
         mcp
     });
 }
+
+/// A recorded outcome is the outcome (issue 9): `kill` of a run whose
+/// wrapper died after recording it, before its status, kills nothing and
+/// says so, as the CLI's `kill` does.
+#[test]
+fn kill_of_a_run_whose_outcome_is_recorded_says_it_had_already_finished() {
+    let env = &Env::new();
+    assert_code(&env.run("rec", &["--quiet"], &sh("exit 3")), 3);
+    std::fs::remove_file(env.file("rec", ".status")).unwrap();
+    with_server(env, &[], |mcp| async move {
+        let killed = mcp.call("kill", json!({"name": "rec"})).await.ok_small();
+        assert_eq!(killed["outcome"], "failed", "{killed}");
+        assert_eq!(killed["exit_code"], 3, "{killed}");
+        assert_eq!(
+            killed["reason"], "already finished (failed); nothing to kill",
+            "{killed}"
+        );
+        mcp
+    });
+    let cli = json_line(&env.jw(&["kill", "rec", "--json"]));
+    assert_eq!(cli["reason"], "already finished (failed); nothing to kill");
+}
