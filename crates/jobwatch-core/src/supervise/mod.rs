@@ -12,7 +12,6 @@
 
 mod tee;
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -21,11 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::Signal;
 
-use crate::breaker::{self, Admission, BreakerError, BreakerSpec, BreakerView, RunRef};
+use crate::breaker::{self, Admission, BreakerError, BreakerView, RunRef};
 use crate::classify::{JobState, classify};
 use crate::kill::{DETACHED_WRAPPER_ENV, JOB_ID_ENV, JobTarget, escalate_after, terminate};
 use crate::liveness::{Observation, ProgressTracker};
-use crate::model::{Attempt, JobEnd, JobName, JobRecord, Outcome, Settings};
+use crate::model::{Attempt, JobEnd, JobName, JobRecord, Outcome};
 use crate::model::{Finalizer, KillRequest, RECORD_VERSION, archive_label, rfc3339, unix_ms};
 use crate::recover::finish_lost;
 use crate::retry;
@@ -37,20 +36,8 @@ use crate::sys::stdio::notice;
 
 pub use tee::Tee;
 
-/// What to run, and how.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    /// The job's name.
-    pub name: JobName,
-    /// The command and its arguments.
-    pub command: Vec<OsString>,
-    /// Supervision policy.
-    pub settings: Settings,
-    /// Copy the command's output to stdout as well (foreground runs).
-    pub echo_output: bool,
-    /// The circuit breaker that admits this job and counts its outcome.
-    pub breaker: Option<BreakerSpec>,
-}
+/// What to run, and how: the core's one run spec ([`crate::spec`]).
+pub use crate::spec::RunSpec;
 
 /// Starting a job failed; nothing was left running.
 #[derive(Debug, thiserror::Error)]
@@ -190,9 +177,7 @@ pub fn start(store: &dyn Store, spec: RunSpec) -> Result<Supervisor<'_>, StartEr
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
-        cwd: std::env::current_dir()
-            .map(|d| d.display().to_string())
-            .unwrap_or_default(),
+        cwd: spec.cwd.display().to_string(),
         host: proc::hostname().to_owned(),
         boot_id: proc::boot_id().to_owned(),
         wrapper_pid: me.pid,
@@ -408,6 +393,8 @@ fn spawn_command(
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     Command::new(program)
         .args(args)
+        .current_dir(&spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
