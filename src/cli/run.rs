@@ -66,8 +66,8 @@ pub struct RunArgs {
 
     /// What counts as progress: output, cpu, beat (explicit only), timer
     /// (wrapper alive), or auto (output, CPU or explicit beat).
-    #[arg(long, value_enum, default_value = "auto")]
-    liveness: Liveness,
+    #[arg(long, value_parser = liveness(), default_value = "auto")]
+    liveness: LivenessMode,
 
     /// Time between SIGTERM and SIGKILL when the job is killed.
     #[arg(long, value_parser = duration, default_value = "5s", value_name = "D")]
@@ -121,32 +121,14 @@ pub struct RunArgs {
     command: Vec<OsString>,
 }
 
-/// `--liveness`: the core's [`LivenessMode`], spelled for clap (the core
-/// has no clap types).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Liveness {
-    /// New output, CPU use or an explicit beat, whichever shows progress.
-    Auto,
-    /// New output on stdout or stderr (and explicit beats).
-    Output,
-    /// CPU time used by the job's process tree (and explicit beats).
-    Cpu,
-    /// Only explicit beats (`jobwatch beat`, or touching `$JOBWATCH_HEARTBEAT`).
-    Beat,
-    /// The wrapper beats while it lives: the plain pattern, for compatibility.
-    Timer,
-}
-
-impl From<Liveness> for LivenessMode {
-    fn from(l: Liveness) -> Self {
-        match l {
-            Liveness::Auto => LivenessMode::Auto,
-            Liveness::Output => LivenessMode::Output,
-            Liveness::Cpu => LivenessMode::Cpu,
-            Liveness::Beat => LivenessMode::Beat,
-            Liveness::Timer => LivenessMode::Timer,
-        }
-    }
+/// `--liveness`: the core's [`LivenessMode`], its words and their help
+/// offered as clap's possible values (the core has no clap types).
+fn liveness() -> impl clap::builder::TypedValueParser<Value = LivenessMode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(
+        LivenessMode::ALL.map(|m| PossibleValue::new(m.as_str()).help(m.help())),
+    )
+    .map(|word| word.parse::<LivenessMode>().expect("one of its own words"))
 }
 
 /// Runs the `run` command.
@@ -173,7 +155,7 @@ fn spec(a: &RunArgs) -> RunSpec {
             stale_ms: ms(a.stale),
             timeout_ms: a.timeout.map(ms),
             grace_ms: ms(a.grace),
-            liveness: a.liveness.into(),
+            liveness: a.liveness,
             retries: a.retries,
             backoff_ms: ms(a.backoff),
             backoff_max_ms: ms(a.backoff_max),
@@ -269,8 +251,6 @@ mod tests {
         let crate::cli::Commands::Run(a) = cli.command else {
             panic!("not run")
         };
-        let mut defaults = jobwatch_core::spec::default_settings();
-        defaults.liveness = LivenessMode::Auto;
-        assert_eq!(spec(&a).settings, defaults);
+        assert_eq!(spec(&a).settings, jobwatch_core::spec::default_settings());
     }
 }

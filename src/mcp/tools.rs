@@ -26,32 +26,18 @@ pub type ToolError = String;
 /// A tool's answer: its text, or a tool error.
 pub type ToolResult = Result<String, ToolError>;
 
-/// What counts as progress for the job's heartbeat.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Liveness {
-    /// New output, CPU use or an explicit beat (default).
-    Auto,
-    /// New output only.
-    Output,
-    /// CPU used by the job's process tree.
-    Cpu,
-    /// Only explicit beats (`jobwatch beat NAME`).
-    Beat,
-    /// The wrapper being alive (the plain pattern).
-    Timer,
-}
-
-impl From<Liveness> for LivenessMode {
-    fn from(l: Liveness) -> Self {
-        match l {
-            Liveness::Auto => LivenessMode::Auto,
-            Liveness::Output => LivenessMode::Output,
-            Liveness::Cpu => LivenessMode::Cpu,
-            Liveness::Beat => LivenessMode::Beat,
-            Liveness::Timer => LivenessMode::Timer,
-        }
-    }
+/// The schema of `start`'s `liveness`: the core's modes, each with its
+/// help, or nothing (the default, auto).
+fn liveness_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let modes: Vec<serde_json::Value> = LivenessMode::ALL
+        .iter()
+        .map(
+            |m| serde_json::json!({"const": m.as_str(), "description": m.help(), "type": "string"}),
+        )
+        .collect();
+    schemars::json_schema!({
+        "anyOf": [{"oneOf": modes}, {"type": "null"}],
+    })
 }
 
 /// Parameters of `start`.
@@ -71,7 +57,9 @@ pub struct StartParams {
     /// Kill the job (outcome hung) after this long without progress (default "60s").
     pub stale: Option<String>,
     /// What counts as progress (default auto).
-    pub liveness: Option<Liveness>,
+    #[serde(default)]
+    #[schemars(schema_with = "liveness_schema")]
+    pub liveness: Option<LivenessMode>,
     /// Run again up to N more times after a failure, hang or timeout.
     pub retries: Option<u32>,
     /// Delay before the first retry, doubling each time, e.g. "5s".
@@ -249,7 +237,7 @@ fn run_spec(p: StartParams) -> Result<RunSpec, ToolError> {
     }
     settings.timeout_ms = timeout.map(args::ms);
     if let Some(l) = p.liveness {
-        settings.liveness = l.into();
+        settings.liveness = l;
     }
     if let Some(n) = p.retries {
         settings.retries = n;
