@@ -285,7 +285,7 @@ fn start_failure(e: &StartError) -> ToolError {
         StartError::PreflightFailed { report, .. } => preflight::failure_lines(report).join("; "),
         other => other.to_string(),
     };
-    let msg = shape::cut(msg.trim().trim_start_matches("jobwatch: "), 300);
+    let msg = shape::cut(msg.trim(), 300);
     match e.exit_code() {
         exit_code::BREAKER_OPEN => format!("{msg} (exit 6: breaker open)"),
         exit_code::PREFLIGHT_FAILED => format!("{msg} (exit 7: preflight failed)"),
