@@ -20,24 +20,32 @@ use jobwatch_core::ops::{self, Wrapper, kill::KillJob, logs::Slice};
 use jobwatch_core::preflight;
 use jobwatch_core::spec::{self as args, RunSpec};
 use jobwatch_core::store::file::FileStore;
+use jobwatch_core::wait::WaitMode;
 
 /// A tool's failure: one line for the agent.
 pub type ToolError = String;
 /// A tool's answer: its text, or a tool error.
 pub type ToolResult = Result<String, ToolError>;
 
-/// The schema of `start`'s `liveness`: the core's modes, each with its
-/// help, or nothing (the default, auto).
-fn liveness_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let modes: Vec<serde_json::Value> = LivenessMode::ALL
-        .iter()
-        .map(
-            |m| serde_json::json!({"const": m.as_str(), "description": m.help(), "type": "string"}),
-        )
+/// The schema of an optional word of the core's (a liveness mode, a wait
+/// mode): each word with its help, or nothing (the default).
+fn words_schema<'a>(words: impl Iterator<Item = (&'a str, &'a str)>) -> schemars::Schema {
+    let one_of: Vec<serde_json::Value> = words
+        .map(|(word, help)| serde_json::json!({"const": word, "description": help, "type": "string"}))
         .collect();
     schemars::json_schema!({
-        "anyOf": [{"oneOf": modes}, {"type": "null"}],
+        "anyOf": [{"oneOf": one_of}, {"type": "null"}],
     })
+}
+
+/// `start`'s `liveness`: the core's modes.
+fn liveness_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    words_schema(LivenessMode::ALL.iter().map(|m| (m.as_str(), m.help())))
+}
+
+/// `wait`'s `mode`: the core's modes.
+fn mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    words_schema(WaitMode::ALL.iter().map(|m| (m.as_str(), m.help())))
 }
 
 /// Parameters of `start`.
@@ -78,17 +86,6 @@ pub struct StartParams {
     pub preflight_config: Option<String>,
 }
 
-/// How several jobs are waited for.
-#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Return when every job has an outcome (default).
-    #[default]
-    All,
-    /// Return when the first job has one.
-    Any,
-}
-
 /// Parameters of `wait`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -96,7 +93,9 @@ pub struct WaitParams {
     /// The jobs to wait for.
     pub names: Vec<String>,
     /// all (default) or any.
-    pub mode: Option<Mode>,
+    #[serde(default)]
+    #[schemars(schema_with = "mode_schema")]
+    pub mode: Option<WaitMode>,
     /// How long this call may block, e.g. "30s"; capped by the server (default: the cap). The job is never killed when it passes.
     pub timeout: Option<String>,
     /// Log lines to include on any outcome but success (default 20, at most 50).

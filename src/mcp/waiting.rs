@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 
 use super::shape;
-use super::tools::{self, DEFAULT_WAIT_TAIL, Mode, ToolError, WaitParams};
+use super::tools::{self, DEFAULT_WAIT_TAIL, ToolError, WaitParams};
 use jobwatch_core::model::JobName;
 use jobwatch_core::ops::{
     self,
@@ -60,10 +60,7 @@ impl Plan {
         };
         let plan = Self {
             names,
-            mode: match p.mode.unwrap_or_default() {
-                Mode::All => WaitMode::All,
-                Mode::Any => WaitMode::Any,
-            },
+            mode: p.mode.unwrap_or_default(),
             timeout,
             tail: p.tail.map_or(DEFAULT_WAIT_TAIL, |n| n as usize),
             until_log,

@@ -23,13 +23,37 @@ pub use bound::archived_verdict;
 pub use follow::{FollowError, FollowSpec, follow};
 pub use until_log::{LogMatch, LogWait, wait_until_log};
 
-/// Whether to return when all jobs are done or when the first one is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether to return when all jobs are done or when the first one is
+/// (`all`, `any` where a front end takes a word).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WaitMode {
-    /// Every job must reach an outcome.
+    /// Every job must reach an outcome (the default).
+    #[default]
     All,
     /// The first outcome ends the wait.
     Any,
+}
+
+impl WaitMode {
+    /// Both modes, in the order they are offered.
+    pub const ALL: [WaitMode; 2] = [WaitMode::All, WaitMode::Any];
+
+    /// The word for the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitMode::All => "all",
+            WaitMode::Any => "any",
+        }
+    }
+
+    /// What the mode waits for, in one line.
+    pub fn help(self) -> &'static str {
+        match self {
+            WaitMode::All => "Return when every job has an outcome (default).",
+            WaitMode::Any => "Return when the first job has one.",
+        }
+    }
 }
 
 /// What to wait for and how.
