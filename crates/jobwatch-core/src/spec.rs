@@ -608,6 +608,20 @@ mod tests {
         assert!(bad(&|s| s.settings.grace_ms = u64::MAX).contains("grace is too long"));
     }
 
+    /// (Moved with the rule from the MCP server's `start`.)
+    #[test]
+    fn env_entries_no_process_can_take_are_named() {
+        let env_entry = |k: &str, v: &str| {
+            super::env_entry(OsStr::new(k), OsStr::new(v)).map_err(|e| e.to_string())
+        };
+        assert!(env_entry("PATH", "/bin").is_ok());
+        assert!(env_entry("EMPTY", "").is_ok());
+        for (key, value) in [("", "v"), ("A=B", "v"), ("A\0B", "v"), ("OK", "a\0b")] {
+            let e = env_entry(key, value).unwrap_err();
+            assert!(e.starts_with(&format!("env key {key:?} ")), "{e}");
+        }
+    }
+
     #[test]
     fn a_short_stale_shrinks_the_default_heartbeat() {
         let s = default_settings().with_stale(Duration::from_secs(2));
