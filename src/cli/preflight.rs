@@ -54,7 +54,13 @@ pub fn preflight(a: PreflightArgs) -> CliResult {
     };
     // A closed stdout (`| head`) must not hide the verdict: the exit code.
     let _ = writeln!(out, "{text}");
-    Ok(exit_code::for_preflight(&report))
+    Ok(verdict(&report))
+}
+
+/// The exit code of the report's verdict (the core's mapping): 7 when a
+/// check failed.
+fn verdict(report: &PreflightReport) -> u8 {
+    exit_code::for_preflight(report)
 }
 
 /// One aligned row per check, then a summary line.
@@ -139,9 +145,6 @@ mod tests {
         assert_eq!(col(lines[0], "connected"), col(lines[1], "exit 127"), "{t}");
         assert_eq!(lines[2], "1 of 2 checks failed");
         assert!(table(&report, true).starts_with("✓  db"));
-        assert_eq!(
-            exit_code::for_preflight(&report),
-            exit_code::PREFLIGHT_FAILED
-        );
+        assert_eq!(verdict(&report), exit_code::PREFLIGHT_FAILED);
     }
 }
