@@ -12,6 +12,11 @@ use crate::report::{JobReport, KillReport};
 use crate::spec::DEFAULT_GRACE;
 use crate::store::{RunAt, Store};
 
+/// A kill failed: no such job, its state cannot be trusted, it runs on
+/// another host, or its state could not be written (the finisher's and
+/// killer's error, [`RecoverError`]).
+pub type KillError = RecoverError;
+
 /// What to kill, and how.
 #[derive(Debug, Clone)]
 pub struct KillJob<'a> {
@@ -24,7 +29,7 @@ pub struct KillJob<'a> {
 }
 
 /// Kills the job and reports its result (with no log tail).
-pub fn kill(store: &dyn Store, req: &KillJob<'_>) -> Result<KillReport, RecoverError> {
+pub fn kill(store: &dyn Store, req: &KillJob<'_>) -> Result<KillReport, KillError> {
     let name = req.name;
     let before = classify(store.snapshot(name), store.now(), None);
     let grace = req
