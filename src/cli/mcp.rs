@@ -8,6 +8,7 @@ use super::args::positive_duration;
 use super::{CliError, CliResult};
 use crate::mcp::{Context, Options, serve};
 use jobwatch_core::exit_code;
+use jobwatch_core::ops::Wrapper;
 use jobwatch_core::store::file::FileStore;
 
 const MCP_HELP: &str = concat!(
@@ -47,11 +48,9 @@ pub struct McpArgs {
 
 /// Runs the `mcp` command.
 pub fn mcp(store: &FileStore, a: McpArgs) -> CliResult {
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::from(format!("cannot find this executable: {e}")))?;
     let ctx = Context {
         store: store.clone(),
-        exe,
+        wrapper: std::sync::Arc::new(Wrapper::this_executable()?),
     };
     let options = Options {
         max_wait: a.max_wait,

@@ -29,6 +29,7 @@ pub(crate) mod status;
 mod usage;
 mod wait;
 
+use std::ffi::OsStr;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use jobwatch_core::exit_code;
+use jobwatch_core::ops::start::WRAPPER_ARG;
 use jobwatch_core::store::file::FileStore;
 use jobwatch_core::sys::stdio::warn;
 
@@ -63,11 +65,11 @@ pub struct Cli {
     dir: Option<PathBuf>,
 
     #[command(subcommand)]
-    command: Commands,
+    pub(crate) command: Commands,
 }
 
 #[derive(Debug, Subcommand)]
-enum Commands {
+pub(crate) enum Commands {
     Run(run::RunArgs),
     Wait(wait::WaitArgs),
     Status(status::StatusArgs),
@@ -94,10 +96,22 @@ pub struct CliError {
     pub message: String,
 }
 
-impl<E: std::fmt::Display> From<E> for CliError {
-    fn from(e: E) -> Self {
+impl CliError {
+    /// Bad input the command line itself found: exit 2.
+    pub fn usage(message: impl std::fmt::Display) -> Self {
         CliError {
             code: exit_code::USAGE,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// An operation's error, with the exit code the core maps it to (only
+/// errors that have one convert: `exit_code::Coded`).
+impl<E: exit_code::Coded> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError {
+            code: e.exit_code(),
             message: e.to_string(),
         }
     }
@@ -107,7 +121,12 @@ impl<E: std::fmt::Display> From<E> for CliError {
 pub type CliResult = Result<u8, CliError>;
 
 /// Parses the command line, runs the command and returns its exit code.
+/// `jobwatch __wrapper` is a detached wrapper, which reads its run spec
+/// on stdin: it has no flags to parse.
 pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(WRAPPER_ARG)) {
+        return ExitCode::from(crate::wrapper::main());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -87,6 +88,8 @@ struct Pipe {
     write: OwnedFd,
     names: Vec<JobName>,
     what: WatchFor,
+    /// The store's count of threads asleep in a watch's `wait`.
+    sleepers: Arc<AtomicUsize>,
 }
 
 /// A store in memory. See the module docs.
@@ -94,6 +97,8 @@ struct Pipe {
 pub struct MemoryStore {
     state: Mutex<State>,
     watchers: Mutex<Vec<Weak<Pipe>>>,
+    /// Threads asleep in [`Watch::wait`] on one of this store's watches.
+    sleepers: Arc<AtomicUsize>,
     docs: MemoryDocs,
     logs: LocalLogs,
 }
@@ -119,6 +124,7 @@ impl MemoryStore {
                 claimed: HashSet::new(),
             }),
             watchers: Mutex::new(Vec::new()),
+            sleepers: Arc::new(AtomicUsize::new(0)),
             docs: MemoryDocs::default(),
             logs: LocalLogs::new(Path::new(NO_LOGS)),
         }
@@ -213,6 +219,13 @@ impl MemoryStore {
     /// Whether a claim on the name is held.
     pub fn is_claimed(&self, name: &JobName) -> bool {
         self.lock().claimed.contains(name)
+    }
+
+    /// How many threads sleep in a watch's [`Watch::wait`] now: a test
+    /// tells a waiter that sleeps on the store's wake-ups from one that
+    /// re-reads on a timer.
+    pub fn sleepers(&self) -> usize {
+        self.sleepers.load(Ordering::SeqCst)
     }
 
     /// The memory store's documents, for a test to look into.
@@ -442,6 +455,7 @@ impl Store for MemoryStore {
             write,
             names: names.to_vec(),
             what,
+            sleepers: Arc::clone(&self.sleepers),
         });
         self.watchers
             .lock()
@@ -640,6 +654,7 @@ impl Watch for MemoryWatch {
             tv_sec: max.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: max.subsec_nanos() as i64,
         };
+        let _asleep = Asleep::count(&self.0.sleepers);
         loop {
             let mut fds = [PollFd::new(&self.0.read, PollFlags::IN)];
             match poll(&mut fds, Some(&ts)) {
@@ -653,6 +668,22 @@ impl Watch for MemoryWatch {
                 Err(_) => return Wake::State,
             }
         }
+    }
+}
+
+/// Counts a thread asleep in a watch for as long as it lives.
+struct Asleep<'a>(&'a AtomicUsize);
+
+impl<'a> Asleep<'a> {
+    fn count(sleepers: &'a AtomicUsize) -> Self {
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        Self(sleepers)
+    }
+}
+
+impl Drop for Asleep<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -133,6 +133,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Housekeeping: what the store holds beyond the current runs (archived
     /// runs, debris) and removing it.
     fn gc(&self) -> &dyn GcStore;
+
+    /// How another process (a detached wrapper) opens this same store;
+    /// `None` for a store that lives in this process only (the memory
+    /// store), whose jobs cannot be detached.
+    fn spec(&self) -> Option<crate::spec::StoreSpec> {
+        None
+    }
 }
 
 /// A held claim on a name: the lock is held for as long as the value

@@ -34,16 +34,15 @@ mod machine;
 mod retire;
 mod tee;
 
-use std::ffi::OsString;
 use std::io;
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::Signal;
 
-use crate::breaker::{self, BreakerError, BreakerSpec, BreakerView};
+use crate::breaker::{self, BreakerError, BreakerView};
 use crate::kill::{JobTarget, terminate};
-use crate::model::{Attempt, Finalizer, JobEnd, JobName, JobRecord, RECORD_VERSION, Settings};
+use crate::model::{Attempt, Finalizer, JobEnd, JobRecord, RECORD_VERSION};
 use crate::model::{rfc3339, unix_ms};
 use crate::store::{Claim, RunAt, Store, StoreError};
 use crate::sys::child::{SignalPipe, become_subreaper, reap};
@@ -54,20 +53,8 @@ use machine::Now;
 
 pub use tee::Tee;
 
-/// What to run, and how.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    /// The job's name.
-    pub name: JobName,
-    /// The command and its arguments.
-    pub command: Vec<OsString>,
-    /// Supervision policy.
-    pub settings: Settings,
-    /// Copy the command's output to stdout as well (foreground runs).
-    pub echo_output: bool,
-    /// The circuit breaker that admits this job and counts its outcome.
-    pub breaker: Option<BreakerSpec>,
-}
+/// What to run, and how: the core's one run spec ([`crate::spec`]).
+pub use crate::spec::RunSpec;
 
 /// Starting a job failed; nothing was left running.
 #[derive(Debug, thiserror::Error)]
@@ -230,9 +217,7 @@ fn start_record(spec: &RunSpec, job_id: String, me: ProcessId, now: SystemTime) 
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
-        cwd: std::env::current_dir()
-            .map(|d| d.display().to_string())
-            .unwrap_or_default(),
+        cwd: spec.cwd.display().to_string(),
         host: proc::hostname().to_owned(),
         boot_id: proc::boot_id().to_owned(),
         wrapper_pid: me.pid,

@@ -181,6 +181,12 @@ pub fn wrapper_holder(record: &JobRecord) -> Holder {
 const CLAIM_RETRY: Duration = Duration::from_millis(10);
 
 impl Store for FileStore {
+    fn spec(&self) -> Option<crate::spec::StoreSpec> {
+        Some(crate::spec::StoreSpec::File {
+            dir: self.path().to_owned(),
+        })
+    }
+
     fn describe(&self) -> String {
         format!("jobs directory {}", self.dir.path().display())
     }
