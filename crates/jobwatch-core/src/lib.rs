@@ -40,6 +40,7 @@ pub mod batch;
 pub mod breaker;
 pub mod classify;
 pub mod detach;
+pub mod events;
 pub mod exit_code;
 pub mod gc;
 pub mod kill;
