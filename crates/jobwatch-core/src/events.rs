@@ -481,7 +481,7 @@ mod tests {
     use crate::model::{Finalizer, JobEnd, Outcome};
     use crate::store::memory::MemoryStore;
     use crate::store::memory::fixture::{name, record};
-    use crate::store::{Claim, Commit};
+    use crate::store::Commit;
 
     /// Collects what a follow emits.
     #[derive(Default)]
