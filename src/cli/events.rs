@@ -17,7 +17,7 @@ use jobwatch_core::model::{EventKind, JobEvent};
 use jobwatch_core::report::human_ms;
 use jobwatch_core::store::{Cursor, Positioned, Since, Store};
 use jobwatch_core::sys::signal::ignore_broken_pipe;
-use jobwatch_core::sys::stdio::warn;
+use jobwatch_core::sys::stdio::{say, warn};
 
 const EVENTS_HELP: &str = "\
 Prints one line per job event, oldest first: a run `started` (its command
@@ -35,10 +35,15 @@ stopped. Like `wait`, it finishes a run whose wrapper vanished (outcome
 lost, its leftover processes killed), so that run's end is in the stream
 too; it never kills a running job.
 
+--cursor prints where the journal ends now (`start` while it is empty): a
+follower started later with --since that cursor misses nothing that
+happened in between (re-arming a watcher that expired, for example).
+
 Examples:
   jobwatch events                         # the history kept
   jobwatch events --follow --since now    # only what happens from now on
-  jobwatch events --follow --since 3f9a0c1d2e4b5a69:4711";
+  jobwatch events --follow --since 3f9a0c1d2e4b5a69:4711
+  c=$(jobwatch events --cursor); ...; jobwatch events --follow --since \"$c\"";
 
 /// Print job events (started, ended); with --follow, as they happen.
 #[derive(Debug, Args)]
@@ -48,10 +53,15 @@ pub struct EventsArgs {
     #[arg(long, short = 'f')]
     follow: bool,
 
-    /// Start right after this event's cursor, or at `now` (only new
-    /// events). Default: the oldest event kept.
+    /// Start right after this event's cursor, at `now` (only new events)
+    /// or at `start` (the oldest event kept, the default).
     #[arg(long, value_name = "CURSOR", value_parser = since)]
     since: Option<Since>,
+
+    /// Print the cursor of the journal's end (`start` while it is empty)
+    /// and exit.
+    #[arg(long, conflicts_with_all = ["follow", "since"])]
+    cursor: bool,
 
     /// Print JSON lines even on a terminal.
     #[arg(long)]
@@ -62,10 +72,12 @@ pub struct EventsArgs {
     poll: Option<Duration>,
 }
 
-/// `now`, or a cursor as printed.
+/// `now`, `start`, or a cursor as printed.
 fn since(s: &str) -> Result<Since, String> {
-    if s == "now" {
-        return Ok(Since::Now);
+    match s {
+        "now" => return Ok(Since::Now),
+        "start" => return Ok(Since::Start),
+        _ => {}
     }
     Cursor::parse(s)
         .map(Since::After)
@@ -74,6 +86,9 @@ fn since(s: &str) -> Result<Since, String> {
 
 /// Runs the `events` command.
 pub fn events(store: &dyn Store, a: EventsArgs) -> CliResult {
+    if a.cursor {
+        return print_cursor(store);
+    }
     // A reader that goes away ends the stream with exit 0, not SIGPIPE.
     ignore_broken_pipe();
     let stdout = io::stdout();
@@ -94,6 +109,16 @@ pub fn events(store: &dyn Store, a: EventsArgs) -> CliResult {
         Err(EventsError::Output(e)) => Err(CliError::from(format!("cannot print events: {e}"))),
         Err(e) => Err(CliError::from(e)),
     }
+}
+
+/// `--cursor`: where `--since now` would start, as a cursor to keep.
+fn print_cursor(store: &dyn Store) -> CliResult {
+    let end = store.events().read_events(&Since::Now)?;
+    let _ = say(match &end.next {
+        Since::After(c) => c.as_str(),
+        _ => "start",
+    });
+    Ok(exit_code::SUCCESS)
 }
 
 /// An event's JSON line: the event and its cursor.

@@ -655,3 +655,33 @@ fn events_on_a_terminal_are_short_lines_that_cannot_drive_it() {
         "no JSON on a terminal: {shown}"
     );
 }
+
+#[test]
+fn a_cursor_taken_now_lets_a_follower_started_later_miss_nothing_in_between() {
+    let env = Env::new();
+    let out = env.jw(&["events", "--cursor"]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "start\n", "an empty journal");
+    let empty = stdout(&out).trim().to_owned();
+    assert_code(&env.run("a", &[], &["true"]), 0);
+    let out = env.jw(&["events", "--cursor"]);
+    assert_code(&out, 0);
+    let after_a = stdout(&out).trim().to_owned();
+    assert_eq!(
+        after_a,
+        history(&env, &[])[1]["cursor"],
+        "the end is a's end"
+    );
+    // What happens between taking the cursor and following is not missed
+    // (a watcher that expired, re-armed from its cursor).
+    assert_code(&env.run("b", &[], &["false"]), 1);
+    let mut follower = Follower::start(&env, &["--since", &after_a]);
+    let lines = follower.until_ended("b");
+    let names: Vec<&str> = lines.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["b", "b"]);
+    follower.sentinel(&env, "c");
+    let from_start = history(&env, &["--since", &empty]);
+    assert_eq!(from_start.len(), 6);
+    let out = env.jw(&["events", "--cursor", "--follow"]);
+    assert_usage_error(&out, &["--cursor", "--follow"]);
+}

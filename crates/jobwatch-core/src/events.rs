@@ -479,9 +479,9 @@ fn sleep(wake: &Wakes<'_>, timeout: Duration) -> Slept {
 mod tests {
     use super::*;
     use crate::model::{Finalizer, JobEnd, Outcome};
+    use crate::store::Commit;
     use crate::store::memory::MemoryStore;
     use crate::store::memory::fixture::{name, record};
-    use crate::store::Commit;
 
     /// Collects what a follow emits.
     #[derive(Default)]
