@@ -96,7 +96,9 @@ pub fn events(store: &dyn Store, a: EventsArgs) -> CliResult {
         since: a.since.unwrap_or(Since::Start),
         follow: a.follow,
         poll: a.poll,
-        exits_after: true,
+        // A one-shot read exits right after: the slow close of its watch
+        // goes to a helper. A follower lives on; no helper for it.
+        exits_after: !a.follow,
         // Noticed while no event comes, too.
         hangup: a.follow.then(|| stdout.as_fd()),
     };
