@@ -181,7 +181,14 @@ struct Follower<'s> {
     runs: Runs,
     /// Runs whose repair failed, reported once each.
     reported: HashSet<String>,
+    /// Open runs found in no place, since when.
+    gone: BTreeMap<String, Instant>,
+    /// How long an open run must stay gone to be forgotten.
+    gone_after: Duration,
 }
+
+/// An open run found neither current nor archived this long is forgotten.
+const GONE_AFTER: Duration = SAFETY_RECHECK;
 
 impl<'s> Follower<'s> {
     /// A follower at `since`, knowing the open runs of the whole kept
@@ -206,6 +213,8 @@ impl<'s> Follower<'s> {
             next: since.clone(),
             runs,
             reported: HashSet::new(),
+            gone: BTreeMap::new(),
+            gone_after: GONE_AFTER,
         })
     }
 
@@ -295,6 +304,7 @@ impl<'s> Follower<'s> {
             }
             let state = classify(self.store.snapshot(&name), self.store.now(), None);
             if state.record().is_some_and(|r| r.job_id == job_id) {
+                self.gone.remove(&job_id);
                 match &state {
                     JobState::Finished {
                         outcome,
@@ -320,6 +330,7 @@ impl<'s> Follower<'s> {
             match self.store.archived_run(&name, &job_id) {
                 // Archived: its committer let the name go long ago.
                 Some(archived) => {
+                    self.gone.remove(&job_id);
                     if let Ok(Some(word)) = archived.snapshot.status {
                         let outcome = archived.record.outcome.unwrap_or(match word {
                             StatusWord::Success => Outcome::Success,
@@ -329,26 +340,25 @@ impl<'s> Follower<'s> {
                         self.repair(&job_id, &ended, &started, sink);
                     }
                 }
-                None => self.forget_if_gone(&name, &job_id),
+                None => self.forget_if_gone(&job_id),
             }
         }
     }
 
     /// Forgets an open run that is neither the name's current run nor
-    /// archived (gc removed it): nothing is left to tell. Made sure under
-    /// the name's claim, since an archive in progress (under the claim)
-    /// may have it in neither place for a moment.
-    fn forget_if_gone(&mut self, name: &JobName, job_id: &str) {
-        let Ok(claim) = self.store.claim(name, ClaimWait::No) else {
-            return;
-        };
-        let current = classify(claim.snapshot(), self.store.now(), None)
-            .record()
-            .is_some_and(|r| r.job_id == job_id);
-        if !current && self.store.archived_run(name, job_id).is_none() {
+    /// archived (gc removed it): nothing is left to tell. An archive in
+    /// progress may have it in neither place for a moment (it moves the
+    /// files under the name's claim, in milliseconds), so only a run gone
+    /// at two looks [`GONE_AFTER`] apart is forgotten. (Taking the name's
+    /// claim to be sure would create a lock file for a name that may never
+    /// have been a job here: a foreign journal line names any.)
+    fn forget_if_gone(&mut self, job_id: &str) {
+        let now = Instant::now();
+        let since = *self.gone.entry(job_id.to_owned()).or_insert(now);
+        if now.duration_since(since) >= self.gone_after {
+            self.gone.remove(job_id);
             self.runs.open.remove(job_id);
         }
-        drop(claim);
     }
 
     /// Repairs the `ended` of the name's current, finished run, under the
@@ -790,8 +800,10 @@ mod tests {
         let mut follower = Follower::new(&store, &Since::Now).unwrap();
         follower.read_all(&mut Collect::default()).unwrap();
         assert_eq!(follower.runs.open.len(), 1);
+        follower.gone_after = Duration::ZERO;
         look_once(&mut follower, &mut Collect::default());
         assert!(follower.runs.open.is_empty());
+        assert!(!store.is_claimed(&name("a")) && store.journal().len() == 1);
     }
 
     /// A sink that, on its `at`-th event (the last of the history), has

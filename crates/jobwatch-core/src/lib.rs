@@ -9,7 +9,8 @@
 //! - [`model`]: the store-agnostic vocabulary: job names, run records,
 //!   outcomes, settings, kill requests.
 //! - [`store`]: THE SEAM: the traits every store implements (`Store`,
-//!   `Claim` — a held claim is a value —, `Watch`, `DocStore`, `GcStore`),
+//!   `Claim` — a held claim is a value —, `Watch`, `DocStore`, `GcStore`,
+//!   `EventLog`),
 //!   their contract, and two stores: [`store::file`] (protocol v1, the only
 //!   code that knows job file names, `flock`, inotify and `statfs`) and
 //!   [`store::memory`] (the test double of the deciding code).
@@ -28,7 +29,8 @@
 //!   (the event-driven waiter, `--until-log`, `logs --follow`);
 //!   [`breaker`] (persisted circuit breakers, through `DocStore`); [`gc`]
 //!   (housekeeping); [`preflight`] (named checks before work starts);
-//!   [`batch`] (many jobs from one plan).
+//!   [`batch`] (many jobs from one plan); [`events`] (following the event
+//!   journal every store keeps: each run's start and end, from a cursor).
 //! - [`report`]: the result types the front ends render; [`spec`]: the
 //!   values both front ends parse (durations); [`exit_code`]: the
 //!   documented exit codes.
