@@ -96,9 +96,9 @@ pub fn events(store: &dyn Store, a: EventsArgs) -> CliResult {
         since: a.since.unwrap_or(Since::Start),
         follow: a.follow,
         poll: a.poll,
-        // A one-shot read exits right after: the slow close of its watch
-        // goes to a helper. A follower lives on; no helper for it.
-        exits_after: !a.follow,
+        // A follower lives on: its watch's slow close is no exit delay
+        // worth a helper process for (a one-shot read takes no watch).
+        exits_after: false,
         // Noticed while no event comes, too.
         hangup: a.follow.then(|| stdout.as_fd()),
     };

@@ -97,21 +97,22 @@ pub fn follow(
     spec: &FollowSpec<'_>,
     sink: &mut dyn EventSink,
 ) -> Result<FollowEnd, EventsError> {
-    let log = store.events();
     // Before any read: whatever is appended after a read wakes this watch.
-    let watch = log.watch_events(WatchFor {
-        poll: spec.poll,
-        exits_after: spec.exits_after,
-        ..WatchFor::default()
+    let watch = spec.follow.then(|| {
+        store.events().watch_events(WatchFor {
+            poll: spec.poll,
+            exits_after: spec.exits_after,
+            ..WatchFor::default()
+        })
     });
     let mut follower = Follower::new(store, &spec.since)?;
     if let Some(end) = follower.read_all(sink)? {
         return Ok(end);
     }
     follower.runs.forget_ended();
-    if !spec.follow {
+    let Some(watch) = watch else {
         return Ok(FollowEnd::CaughtUp);
-    }
+    };
     let interval = spec.poll.unwrap_or(DEFAULT_POLL);
     let shared = Mutex::new(Shared::default());
     std::thread::scope(|scope| {
