@@ -161,7 +161,7 @@ impl MemoryStore {
         self.wake_if(Wake::State, |p| p.journal);
     }
 
-    /// A claim's append (rule 7), unless the test asked to lose it.
+    /// A claim's append (rule 8), unless the test asked to lose it.
     fn append_event(&self, event: JobEvent) {
         {
             let mut journal = self.journal_lock();
@@ -724,7 +724,7 @@ impl Claim for MemoryClaim<'_> {
         job.status = Some(outcome.status_word());
         drop(state);
         self.store.notify(&self.name, Wake::State);
-        // After the status, from the commit that created it only (rule 7).
+        // After the status, from the commit that created it only (rule 8).
         if let Some(ended) = JobEvent::ended(final_record) {
             self.store.append_event(ended);
         }

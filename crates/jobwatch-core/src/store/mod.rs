@@ -31,7 +31,9 @@
 //!    cannot be used is [`Invalid`], with a one-line reason.
 //! 6. **Watches never lose a change**: at worst they wake spuriously, or
 //!    at the safety recheck.
-//! 7. **Events once** ([`EventLog`]): a run's `started` is journaled when
+//! 7. **Claims are exclusive**: a second claim of a held name is refused
+//!    ([`ClaimError::Held`], or [`ClaimError::AlreadyRunning`]).
+//! 8. **Events once** ([`EventLog`]): a run's `started` is journaled when
 //!    its first attempt is spawned ([`Claim::mark_spawned`]), its `ended`
 //!    when [`Claim::commit`] creates its status (never for
 //!    [`Commit::AlreadyFinished`]), each after the change it reports is
@@ -616,7 +618,7 @@ pub struct EventRead {
 /// The most events one read returns.
 pub const EVENT_BATCH: usize = 4096;
 
-/// A store's event journal (rule 7). Appends are the store's own, made by
+/// A store's event journal (rule 8). Appends are the store's own, made by
 /// its claims; readers read from a cursor and sleep on a watch.
 pub trait EventLog: Send + Sync {
     /// Names the journal for messages (`/x/jobs/events.jsonl`).
@@ -634,7 +636,7 @@ pub trait EventLog: Send + Sync {
     /// commit and the append).
     fn watch_events(&self, what: WatchFor) -> Box<dyn Watch>;
 
-    /// The repair of rule 7: appends `ended` unless the journal already
+    /// The repair of rule 8: appends `ended` unless the journal already
     /// holds the `ended` event of its run after `after` (the cursor of the
     /// run's `started`). Exclusive with every other repair. The caller
     /// makes sure the run's committer is gone: it holds the name's claim,

@@ -367,7 +367,7 @@ struct FileClaim<'s> {
 }
 
 impl FileClaim<'_> {
-    /// Appends an event after the change it reports is durable (rule 7): a
+    /// Appends an event after the change it reports is durable (rule 8): a
     /// failure is reported (without blocking on stderr) and never undoes
     /// or fails that change. A missing event is repaired by a reader.
     fn journal(&self, event: &JobEvent) {
