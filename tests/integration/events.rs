@@ -685,3 +685,29 @@ fn a_cursor_taken_now_lets_a_follower_started_later_miss_nothing_in_between() {
     let out = env.jw(&["events", "--cursor", "--follow"]);
     assert_usage_error(&out, &["--cursor", "--follow"]);
 }
+
+#[test]
+fn a_journal_that_cannot_be_written_never_costs_a_job_its_result() {
+    let env = Env::new();
+    assert_code(&env.run("first", &[], &["true"]), 0);
+    // Something that is not a file where the journal belongs.
+    fs::remove_file(journal(&env)).unwrap();
+    fs::create_dir(journal(&env)).unwrap();
+    let out = env.run("bad", &[], &sh("exit 3"));
+    assert_code(&out, 3);
+    assert!(
+        stderr(&out).contains("is not in the event journal"),
+        "the lost events are reported: {}",
+        describe(&out)
+    );
+    assert_eq!(env.await_status("bad"), "FAILED");
+    assert_eq!(env.record("bad")["outcome"], "failed");
+    let (out, lines) = env.wait(&["bad"]);
+    assert_code(&out, 1);
+    assert_eq!(lines[0]["exit_code"], 3);
+    // The reader says what is wrong, on one line.
+    let out = env.jw(&["events"]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("events.jsonl"), "{}", describe(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", describe(&out));
+}
