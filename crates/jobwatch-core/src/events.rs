@@ -105,7 +105,7 @@ pub fn follow(
             ..WatchFor::default()
         })
     });
-    let mut follower = Follower::new(store, &spec.since)?;
+    let mut follower = Follower::new(store, &spec.since, spec.follow)?;
     if let Some(end) = follower.read_all(sink)? {
         return Ok(end);
     }
@@ -192,12 +192,13 @@ struct Follower<'s> {
 const GONE_AFTER: Duration = SAFETY_RECHECK;
 
 impl<'s> Follower<'s> {
-    /// A follower at `since`, knowing the open runs of the whole kept
-    /// journal (read quietly up to `since` when it is not the start).
-    fn new(store: &'s dyn Store, since: &Since) -> Result<Self, StoreError> {
+    /// A follower at `since`; one that will `live` learns the open runs of
+    /// the whole kept journal (read quietly up to `since`, unless that is
+    /// the start: then the replay teaches them).
+    fn new(store: &'s dyn Store, since: &Since, live: bool) -> Result<Self, StoreError> {
         let log = store.events();
         let mut runs = Runs::default();
-        if *since != Since::Start {
+        if live && *since != Since::Start {
             let mut at = Since::Start;
             loop {
                 let read = log.read_events(&at)?;
@@ -701,7 +702,7 @@ mod tests {
         assert_eq!(history(&store, Since::Start).lines(), ["started a"]);
 
         let mut sink = Collect::default();
-        let mut follower = Follower::new(&store, &Since::Now).unwrap();
+        let mut follower = Follower::new(&store, &Since::Now, true).unwrap();
         follower.read_all(&mut Collect::default()).unwrap();
         // While the committer holds the name, nothing is appended: it may
         // still be about to append.
@@ -717,7 +718,8 @@ mod tests {
             sink.notes
         );
         // A second reader, or the same one again, appends nothing more.
-        let mut again = Follower::new(&store, &Since::Start).unwrap();
+        let mut again = Follower::new(&store, &Since::Start, true).unwrap();
+        again.read_all(&mut Collect::default()).unwrap();
         look_once(&mut again, &mut Collect::default());
         look_once(&mut follower, &mut Collect::default());
         assert_eq!(
@@ -753,7 +755,7 @@ mod tests {
         store.set_holder("r2", Holder::Alive);
         run(&store, "a", "r2", None);
         let mut sink = Collect::default();
-        let mut follower = Follower::new(&store, &Since::Now).unwrap();
+        let mut follower = Follower::new(&store, &Since::Now, true).unwrap();
         follower.read_all(&mut Collect::default()).unwrap();
         look_once(&mut follower, &mut sink);
         follower.read_all(&mut sink).unwrap();
@@ -768,7 +770,7 @@ mod tests {
         // holders are dead unless set alive).
         run(&store, "a", "r1", None);
         let mut sink = Collect::default();
-        let mut follower = Follower::new(&store, &Since::Now).unwrap();
+        let mut follower = Follower::new(&store, &Since::Now, true).unwrap();
         follower.read_all(&mut Collect::default()).unwrap();
         look_once(&mut follower, &mut sink);
         follower.read_all(&mut sink).unwrap();
@@ -782,7 +784,7 @@ mod tests {
         run(&store, "a", "r1", None);
         store.set_holder("r1", Holder::Alive);
         let mut sink = Collect::default();
-        let mut follower = Follower::new(&store, &Since::Now).unwrap();
+        let mut follower = Follower::new(&store, &Since::Now, true).unwrap();
         follower.read_all(&mut Collect::default()).unwrap();
         look_once(&mut follower, &mut sink);
         follower.read_all(&mut sink).unwrap();
@@ -798,7 +800,7 @@ mod tests {
             let mut claim = store.claim(&name("a"), ClaimWait::No).unwrap();
             claim.remove_current().unwrap();
         }
-        let mut follower = Follower::new(&store, &Since::Now).unwrap();
+        let mut follower = Follower::new(&store, &Since::Now, true).unwrap();
         follower.read_all(&mut Collect::default()).unwrap();
         assert_eq!(follower.runs.open.len(), 1);
         follower.gone_after = Duration::ZERO;
