@@ -298,7 +298,7 @@ fn claude_code_runs_a_matching_bash_command_as_a_job_and_is_woken_when_it_ends()
 
 /// How long the scripted model's Monitor lives: `claude -p` returns once it
 /// expired (it waits for its background tasks).
-const MONITOR_MS: u64 = 15_000;
+const MONITOR_MS: u64 = 30_000;
 
 #[test]
 fn claude_code_s_monitor_on_jobwatch_events_wakes_the_model_once_per_job_end() {

@@ -402,6 +402,22 @@ fn a_follower_whose_reader_goes_away_ends_quietly_with_exit_0() {
     assert_eq!(status.code(), Some(0), "{status}");
     assert_eq!(idle.stop(), "", "quietly");
 
+    // A one-shot read whose stdout is already closed: its write fails with
+    // EPIPE (SIGPIPE ignored), and it ends with 0, not by the signal.
+    let (read_end, write_end) = rustix::pipe::pipe().unwrap();
+    drop(read_end);
+    let mut cmd = env.cmd();
+    cmd.args(["events", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let status = wait_for("the one-shot read exits", || child.try_wait().unwrap());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{status}: {err}");
+    assert_eq!(err, "", "quietly");
+
     // Writing: the reader leaves, then an event comes.
     let mut busy = Follower::start(&env, &["--since", "now"]);
     await_blocked_on_events(busy.pid());
