@@ -352,6 +352,11 @@ impl Journal {
             },
             Since::After(c) => {
                 let (id, offset) = parse_cursor(c)?;
+                if !kept.iter().any(|s| s.id == id) {
+                    // A rotation between the two opens of `kept` may have
+                    // hidden the file: look once more before calling it gone.
+                    kept = self.kept()?;
+                }
                 let found = kept.iter().position(|s| s.id == id);
                 match found.map(|i| kept.swap_remove(i)) {
                     Some(seg)
