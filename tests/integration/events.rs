@@ -189,6 +189,44 @@ fn append_raw(path: &Path, bytes: &[u8]) {
     f.write_all(bytes).unwrap();
 }
 
+/// A gate many jobs wait on without using the CPU: each job reads a line
+/// from a FIFO; the test writes one line per job at once. (A polling gate
+/// for 16 jobs would load a small machine enough to disturb other tests.)
+struct Gate {
+    path: PathBuf,
+}
+
+impl Gate {
+    fn new(env: &Env, name: &str) -> Self {
+        let path = env.scratch(&format!("{name}.fifo"));
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        Self { path }
+    }
+
+    /// A job that waits for the gate, then exits 0.
+    fn job(&self) -> Vec<String> {
+        sh(&format!("read go < '{}'; exit 0", self.path.display()))
+    }
+
+    /// Lets `n` jobs through at once. The returned writer keeps the FIFO
+    /// open, so a job that opens it late still finds its line: keep it
+    /// until the jobs have ended.
+    #[track_caller]
+    fn release(&self, n: usize) -> fs::File {
+        let mut w = wait_for("a job waits at the gate", || {
+            fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&self.path)
+                .ok()
+        });
+        w.write_all("go\n".repeat(n).as_bytes()).unwrap();
+        w
+    }
+}
+
 /// A valid journal line, as another writer of protocol §18 would append.
 fn line(event: &str, name: &str, job_id: &str, extra: &str) -> String {
     format!(
@@ -285,8 +323,9 @@ fn jobs_that_end_while_a_follower_replays_its_history_reach_it_live_exactly_once
     }
     append_raw(&journal(&env), old.as_bytes());
     let names: Vec<String> = (0..5).map(|i| format!("g{i}")).collect();
+    let gate = Gate::new(&env, "go");
     for name in &names {
-        env.detach(name, FAST_TIMER, &env.gated("go", 0));
+        env.detach(name, FAST_TIMER, &gate.job());
     }
     // Held at the switch: the history is read, and writing it blocks on the
     // pipe nobody reads yet.
@@ -296,7 +335,7 @@ fn jobs_that_end_while_a_follower_replays_its_history_reach_it_live_exactly_once
     });
     // The jobs end now, after the follower's last read of the history and
     // before it is live.
-    env.release("go");
+    let _open = gate.release(names.len());
     for name in &names {
         env.await_status(name);
     }
@@ -336,8 +375,9 @@ fn jobs_that_end_while_a_follower_replays_its_history_reach_it_live_exactly_once
 fn a_follower_sees_each_of_many_concurrently_ending_jobs_exactly_once() {
     let env = Env::new();
     let names: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
+    let gate = Gate::new(&env, "all");
     for name in &names {
-        env.detach(name, FAST_TIMER, &env.gated("all", 0));
+        env.detach(name, FAST_TIMER, &gate.job());
     }
     let mut follower = Follower::start(&env, &[]);
     let started = follower.take(names.len());
@@ -346,7 +386,7 @@ fn a_follower_sees_each_of_many_concurrently_ending_jobs_exactly_once() {
         "{started:?}"
     );
     await_blocked_on_events(follower.pid());
-    env.release("all");
+    let _open = gate.release(names.len());
     let mut ended = Vec::new();
     while ended.len() < names.len() {
         let l = follower.next();
