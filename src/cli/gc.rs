@@ -127,6 +127,7 @@ fn human_line(verb: &str, r: &Removal) -> String {
         ItemKind::TempFile => "temp file",
         ItemKind::KillRequest => "kill request",
         ItemKind::EmptyDir => "empty folder",
+        ItemKind::EventJournal => "old event journal",
     };
     let paths: Vec<String> = r.paths.iter().map(|p| p.display().to_string()).collect();
     format!(

@@ -16,6 +16,7 @@ mod batch;
 mod beat;
 mod breaker;
 mod completions;
+mod events;
 mod gc;
 pub(crate) mod human;
 mod kill;
@@ -85,6 +86,7 @@ pub(crate) enum Commands {
     Preflight(preflight::PreflightArgs),
     Hook(crate::hook::HookArgs),
     Batch(batch::BatchArgs),
+    Events(events::EventsArgs),
 }
 
 /// An error that carries its exit code.
@@ -167,6 +169,7 @@ fn dispatch(cli: Cli) -> CliResult {
         // opens the directory itself and turns every problem into a note.
         Commands::Hook(a) => Ok(crate::hook::main(cli.dir.clone(), a)),
         Commands::Batch(a) => batch::batch(&dir()?, a),
+        Commands::Events(a) => events::events(&dir()?, a),
     }
 }
 

@@ -210,6 +210,7 @@ usage_errors!(
     crate::batch::plan::PlanError,
     crate::batch::run::BatchError,
     crate::batch::worktree::WorktreeError,
+    crate::events::EventsError,
 );
 
 /// The table shown in `--help` and the README.

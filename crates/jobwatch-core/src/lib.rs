@@ -9,7 +9,8 @@
 //! - [`model`]: the store-agnostic vocabulary: job names, run records,
 //!   outcomes, settings, kill requests.
 //! - [`store`]: THE SEAM: the traits every store implements (`Store`,
-//!   `Claim` — a held claim is a value —, `Watch`, `DocStore`, `GcStore`),
+//!   `Claim` — a held claim is a value —, `Watch`, `DocStore`, `GcStore`,
+//!   `EventLog`),
 //!   their contract, and two stores: [`store::file`] (protocol v1, the only
 //!   code that knows job file names, `flock`, inotify and `statfs`) and
 //!   [`store::memory`] (the test double of the deciding code).
@@ -28,7 +29,9 @@
 //!   kill requests); [`wait`] (the event-driven waiter, `--until-log`,
 //!   `logs --follow`); [`breaker`] (persisted circuit breakers, through
 //!   `DocStore`); [`gc`] (housekeeping); [`preflight`] (named checks before
-//!   work starts); [`batch`] (many jobs from one plan).
+//!   work starts); [`batch`] (many jobs from one plan); [`events`]
+//!   (following the event journal every store keeps: each run's start and
+//!   end, from a cursor).
 //! - [`ops`]: THE OPERATIONS LAYER, one function per operation (start,
 //!   wait, follow, status, logs, kill, beat, gc, breaker, preflight), the
 //!   only thing the front ends call; starting a detached job hands its
@@ -44,6 +47,7 @@
 pub mod batch;
 pub mod breaker;
 pub mod classify;
+pub mod events;
 pub mod exit_code;
 pub mod gc;
 pub mod kill;
