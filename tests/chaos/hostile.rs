@@ -681,11 +681,7 @@ fn have_script() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "script(1) is required under CI=true"
-        );
-        eprintln!("NOT RUN: util-linux `script` is not available");
+        not_run("util-linux `script` is not available: apt-get install util-linux");
     }
     ok
 }

@@ -21,19 +21,7 @@ use crate::support::*;
 /// is not installed. Under `CI=true`, where .ci/run installs it, a missing
 /// strace fails the test instead of letting it pass unrun.
 fn strace(env: &Env) -> Option<Command> {
-    let present = Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if present {
-        return Some(env.other("strace"));
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "strace(1) is required under CI=true (.ci/run installs it)"
-    );
-    eprintln!("NOT RUN: strace(1) is not installed; this fault-injection test needs it");
-    None
+    runnable(crate::support::strace()).map(|()| env.other("strace"))
 }
 
 /// Whether a tracer is attached to `pid` (`TracerPid` in its status).

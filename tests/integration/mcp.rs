@@ -1146,3 +1146,74 @@ fn start_hands_the_wrapper_its_spec_and_a_secret_reaches_no_argv() {
         mcp
     });
 }
+
+/// Issue 9, item 6: an MCP `kill` whose client leaves during the grace is
+/// still carried out. The wrapper owns the request (its grace and the
+/// SIGKILL after it), so the server's going away cannot drop it.
+#[test]
+fn a_kill_is_carried_out_after_its_mcp_client_leaves_during_the_grace() {
+    let env = &Env::new();
+    let mut cmd = env.cmd();
+    cmd.arg("mcp");
+    runtime().block_on(async {
+        let mut server = tokio::process::Command::from(cmd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn jobwatch mcp");
+        let transport = (server.stdout.take().unwrap(), server.stdin.take().unwrap());
+        let (tx, _progress) = mpsc::unbounded_channel();
+        let client = Client {
+            progress: tx,
+            tasks: false,
+        }
+        .serve(transport)
+        .await
+        .expect("initialize");
+        let start = CallToolRequestParams::new("start").with_arguments(
+            json!({"name": "deaf", "liveness": "timer",
+                   "command": ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"]})
+            .as_object()
+            .unwrap()
+            .clone(),
+        );
+        let started = Answer::of(client.call_tool(start).await.expect("start")).ok_small();
+        let pid = started["pid"].as_i64().unwrap() as i32;
+        until("the job ignores TERM and runs", || {
+            env.log("deaf").contains("ready")
+        })
+        .await;
+        let request = ClientRequest::CallToolRequest(Request::new(
+            CallToolRequestParams::new("kill").with_arguments(
+                json!({"name": "deaf", "grace": "2s"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        ));
+        let pending = client
+            .send_cancellable_request(request, PeerRequestOptions::no_options())
+            .await
+            .expect("send kill");
+        until("the kill request is written", || {
+            env.file("deaf", ".kill").exists()
+        })
+        .await;
+        // The client leaves while the job still ignores its SIGTERM.
+        assert!(is_alive(pid), "the job outlives SIGTERM during the grace");
+        drop(pending);
+        client.cancel().await.expect("close the connection");
+        tokio::time::timeout(CMD_DEADLINE, server.wait())
+            .await
+            .expect("the server exits once its client left")
+            .expect("wait for the server");
+
+        // The wrapper sends SIGKILL itself once the request's grace is over.
+        assert_eq!(env.await_status("deaf"), "FAILED");
+        let record = env.record("deaf");
+        assert_eq!(record["outcome"], "killed", "{record}");
+        assert_eq!(record["signal"], 9, "{record}");
+        assert_all_gone(&[("job", pid)]);
+    });
+}
