@@ -22,6 +22,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::logs::open_log_file;
 use crate::sys::stdio;
 
 /// How often the follower looks for new output.
@@ -65,7 +66,7 @@ struct Shared {
 impl Tee {
     /// Starts copying `log` to stdout from its beginning.
     pub fn start(log: &Path) -> std::io::Result<Self> {
-        let file = File::open(log)?;
+        let file = open_log_file(log)?;
         let (commands, inbox) = mpsc::channel();
         let shared = Arc::new(Shared::default());
         let theirs = Arc::clone(&shared);
@@ -89,7 +90,7 @@ impl Tee {
     /// with the previous one. Never waits; a log that cannot be opened is
     /// not echoed.
     pub fn follow(&self, log: &Path) {
-        if let Ok(file) = File::open(log) {
+        if let Ok(file) = open_log_file(log) {
             let _ = self.commands.send(Command::Follow(file));
         }
     }
