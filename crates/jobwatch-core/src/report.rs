@@ -176,6 +176,29 @@ pub struct Started {
     pub log: String,
 }
 
+/// A queued job that waits (`run --after`/`--slot`, the MCP `start` tool
+/// with `after`/`slot`): what it waits for and its place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Queued {
+    /// The job's name.
+    pub name: String,
+    /// Always `true`: tells this line from a start line.
+    pub queued: bool,
+    /// The run it will be (waiters are bound to it).
+    pub job_id: String,
+    /// Its slot group, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Its place among the jobs waiting in its queue, from 1 (0: its turn
+    /// has come).
+    pub position: usize,
+    /// The jobs it runs after.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Where it stands, in a few words.
+    pub waiting_for: String,
+}
+
 /// What `kill` did: the job's result afterwards, and whether it had
 /// already finished (then nothing was killed and the reason says so).
 #[derive(Debug, Clone)]

@@ -848,6 +848,8 @@ fn kind_code(kind: DocKind) -> u8 {
     match kind {
         DocKind::Breaker => 0,
         DocKind::Session => 1,
+        DocKind::QueuedJob => 2,
+        DocKind::Queue => 3,
     }
 }
 
@@ -866,6 +868,8 @@ impl DocStore for MemoryDocs {
         match kind {
             DocKind::Breaker => format!("memory:breakers/{key}"),
             DocKind::Session => format!("memory:sessions/{key}"),
+            DocKind::QueuedJob => format!("memory:queued/{key}"),
+            DocKind::Queue => format!("memory:queues/{key}"),
         }
     }
 
@@ -895,6 +899,16 @@ impl DocStore for MemoryDocs {
             .filter(|(k, _)| *k == kind_code(kind))
             .map(|(_, key)| key.clone())
             .collect())
+    }
+
+    fn replace(&self, kind: DocKind, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.put(kind, key, bytes);
+        Ok(())
+    }
+
+    fn remove(&self, kind: DocKind, key: &str) -> Result<bool, StoreError> {
+        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(docs.remove(&(kind_code(kind), key.to_owned())).is_some())
     }
 }
 
