@@ -245,6 +245,13 @@ pub struct StatusRow {
     pub error: Option<String>,
     /// Archived runs of the name.
     pub runs: usize,
+    /// A queued job's slot group (state `queued`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// A queued job's place among the jobs waiting in its queue, from 1
+    /// (0: its turn has come, it is starting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
     /// Whether the run is going (running or hung).
     #[serde(skip)]
     pub running: bool,
@@ -278,8 +285,34 @@ impl StatusRow {
                 _ => None,
             },
             runs: store.archived(name).len(),
+            queue: None,
+            position: None,
             running,
         })
+    }
+
+    /// The row of a queued job that has not started: state `queued`, its
+    /// age since it was queued, where it waits in its reason.
+    pub fn queued(store: &dyn Store, p: &crate::queue::Pending, now: SystemTime) -> StatusRow {
+        let queued_at =
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(p.job.queued_unix_ms);
+        StatusRow {
+            name: p.job.name.to_string(),
+            state: "queued",
+            pid: None,
+            started_at: None,
+            age_ms: Some(ms_since(now, queued_at)),
+            heartbeat_age_ms: None,
+            attempt: None,
+            exit_code: None,
+            duration_ms: None,
+            reason: Some(crate::queue::describe(p)),
+            error: None,
+            runs: store.archived(&p.job.name).len(),
+            queue: (p.job.queue != crate::queue::AFTER_ONLY).then(|| p.job.queue.clone()),
+            position: Some(p.position),
+            running: false,
+        }
     }
 
     /// Whether the job's state cannot be trusted.

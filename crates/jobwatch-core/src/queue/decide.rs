@@ -197,6 +197,14 @@ pub fn decide(
         .map(|n| (n as usize).saturating_sub(new.holders.len()));
     let mut kept = Vec::with_capacity(new.waiting.len());
     for w in std::mem::take(&mut new.waiting) {
+        // A job that cannot get a turn on this look and has no dependency
+        // to judge is kept as it is, unread: a look at a long queue costs
+        // the jobs it grants, not the jobs that wait.
+        let no_turn = free == Some(0) || (w.foreground.is_none() && !can_start);
+        if no_turn && w.after.is_empty() {
+            kept.push(w);
+            continue;
+        }
         match facts.run(&w.name, Some(&w.job_id)) {
             RunFact::Queued => {}
             // Started or ended meanwhile (its document is gone with it):

@@ -552,16 +552,12 @@ pub fn pending_in(store: &dyn Store, name: &JobName, cache: &mut QueueCache) -> 
 
 /// Where a queued job waits, in a few words: `3rd of 9 in slot gpu`.
 pub fn describe(p: &Pending) -> String {
-    let queue = if p.job.queue == AFTER_ONLY {
-        "waiting for dependencies".to_owned()
-    } else {
-        format!("slot {}", p.job.queue)
-    };
-    match p.position {
-        0 => format!("{queue}: its turn has come, starting"),
-        n => format!(
-            "{n} of {} in {queue}, waiting for {}",
-            p.waiting, p.waiting_for
+    match (p.position, p.job.queue == AFTER_ONLY) {
+        (0, _) => "its turn has come, starting".to_owned(),
+        (_, true) => format!("waiting for {}", p.waiting_for),
+        (n, false) => format!(
+            "{n} of {} in slot {}, waiting for {}",
+            p.waiting, p.job.queue, p.waiting_for
         ),
     }
 }
@@ -1256,4 +1252,3 @@ pub fn run_fact(store: &dyn Store, name: &JobName, job_id: &str) -> RunFact {
     use decide::Facts;
     StoreFacts::new(store).run(name, Some(job_id))
 }
-
