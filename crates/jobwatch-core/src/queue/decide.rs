@@ -224,6 +224,7 @@ pub fn decide(
                 continue;
             }
         }
+        act_on_dependencies(&w.after, facts, &mut plan);
         match readiness(&w.after, facts) {
             Readiness::Skip(why) => {
                 plan.end.push(ending(&w, Outcome::Skipped, why));
@@ -267,6 +268,25 @@ pub fn decide(
         plan.doc = Some(new);
     }
     plan
+}
+
+/// A dependency whose wrapper died without a status, or that observers
+/// call hung, would keep its dependents waiting for ever: like a waiter,
+/// the dispatcher finishes it (`lost`, or its recorded outcome) or kills
+/// it (`hung`).
+fn act_on_dependencies(after: &[Dep], facts: &mut dyn Facts, plan: &mut Plan) {
+    for d in after {
+        let Some(job_id) = &d.job_id else { continue };
+        let entry = (d.name.clone(), job_id.clone());
+        let list = match facts.run(&d.name, Some(job_id)) {
+            RunFact::Unfinished => &mut plan.finish,
+            RunFact::Hung => &mut plan.kill_hung,
+            _ => continue,
+        };
+        if !list.contains(&entry) {
+            list.push(entry);
+        }
+    }
 }
 
 fn ending(w: &Waiting, outcome: Outcome, reason: String) -> Ending {
