@@ -1252,3 +1252,6 @@ pub fn run_fact(store: &dyn Store, name: &JobName, job_id: &str) -> RunFact {
     use decide::Facts;
     StoreFacts::new(store).run(name, Some(job_id))
 }
+
+#[cfg(test)]
+mod tests;

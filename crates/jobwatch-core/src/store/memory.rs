@@ -842,6 +842,10 @@ impl Drop for Asleep<'_> {
 #[derive(Debug, Default)]
 pub struct MemoryDocs {
     docs: Mutex<BTreeMap<(u8, String), Vec<u8>>>,
+    /// Held for a whole update (the file store's document lock), while
+    /// `docs` is held only to read or write: an update's closure may read
+    /// other documents (a queue's decision reads queued jobs).
+    updating: Mutex<()>,
 }
 
 fn kind_code(kind: DocKind) -> u8 {
@@ -884,10 +888,19 @@ impl DocStore for MemoryDocs {
         key: &str,
         f: &mut dyn FnMut(DocRead<'_>) -> Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        let _updating = self.updating.lock().unwrap_or_else(|p| p.into_inner());
         let k = (kind_code(kind), key.to_owned());
-        if let Some(new) = f(Ok(docs.get(&k).map(Vec::as_slice))) {
-            docs.insert(k, new);
+        let current = self
+            .docs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&k)
+            .cloned();
+        if let Some(new) = f(Ok(current.as_deref())) {
+            self.docs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(k, new);
         }
         Ok(())
     }

@@ -457,7 +457,9 @@ pub trait DocStore: Send + Sync {
     /// (a compare-and-swap store retries): keep it free of side effects
     /// beyond what it returns. When the current bytes cannot be read and
     /// `f` returns `None`, the read error is returned. Updaters wait for
-    /// each other a bounded time ([`StoreError::Busy`] after it).
+    /// each other a bounded time ([`StoreError::Busy`] after it). `f` may
+    /// read other documents and jobs' state (a queue's decision does), but
+    /// never update a document itself.
     fn update(
         &self,
         kind: DocKind,
