@@ -214,7 +214,8 @@ pub struct KillReport {
 pub struct StatusRow {
     /// The job.
     pub name: String,
-    /// running, success, failed, hung, timeout, killed, lost or invalid.
+    /// queued, running, success, failed, hung, timeout, killed, lost,
+    /// skipped or invalid.
     pub state: &'static str,
     /// The command's PID (from the record, whatever the state).
     #[serde(skip_serializing_if = "Option::is_none")]
