@@ -30,6 +30,10 @@ pub struct Listing {
 
 /// One job's entry.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every entry is a row; boxing each would cost an allocation per job listed"
+)]
 pub enum Entry {
     /// Its row.
     Job(StatusRow),
