@@ -272,6 +272,13 @@ pub fn line<T: Serialize>(value: &T) -> String {
 /// passed while it runs, its progress read now.
 pub fn report_line(store: &dyn Store, r: &JobReport) -> String {
     match JobName::parse(&r.name) {
+        // Still queued: where it waits, not a run it has not begun.
+        Ok(name)
+            if r.running
+                && let Some(p) = jobwatch_core::queue::pending(store, &name) =>
+        {
+            line(&queued(&jobwatch_core::ops::queue::queued_report(&p)))
+        }
         Ok(name) if r.running => line(&running(&Progress::read(store, &name, store.now()))),
         _ => line(&ended(r)),
     }

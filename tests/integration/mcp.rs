@@ -1179,6 +1179,14 @@ fn start_queues_a_job_after_another_and_in_a_slot() {
             .ok_small();
         assert_eq!(row["state"], "queued", "{row}");
         assert_eq!(row["position"], 1, "{row}");
+        // A wait whose cap passes while the job is queued says where it
+        // waits, and leaves it queued.
+        let capped = mcp
+            .call("wait", json!({"names": ["next"], "timeout": "200ms"}))
+            .await
+            .ok_small();
+        assert_eq!(capped["state"], "queued", "{capped}");
+        assert_eq!(capped["position"], 1, "{capped}");
         let bad = mcp
             .call(
                 "start",

@@ -234,6 +234,11 @@ fn a_wait_on_a_queued_job_past_its_limit_ends_it_timeout_without_running_it() {
     queue(&env, "late", &["--after", "gate"], &note("late", 0));
     let (w, lines) = env.wait(&["late", "--timeout", "300ms"]);
     assert_code(&w, exit::TIMEOUT);
+    assert!(
+        stderr(&w).contains("late is queued: waiting for gate (running)"),
+        "{}",
+        describe(&w)
+    );
     assert_eq!(line_for(&lines, "late")["outcome"], "timeout");
     env.release("gate");
     let (w, _) = env.wait(&["gate"]);
