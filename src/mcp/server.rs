@@ -97,9 +97,9 @@ without progress and as `timeout` after `timeout`. Then call `wait`. With `after
     }
 
     #[tool(
-        description = "Wait until jobs reach an outcome: success, failed, hung, timeout, killed or lost \
+        description = "Wait until jobs reach an outcome: success, failed, hung, timeout, killed, lost or skipped (never ran: a dependency failed) \
 (one JSON line per job; the log's last lines on anything but success). If the time cap passes first, \
-returns outcome `running` with elapsed_ms, beat_age_ms and last_line and leaves the job running: call again. \
+returns outcome `running` with elapsed_ms, beat_age_ms and last_line (a job still queued: state `queued` and its position) and leaves the job running: call again. \
 With until_log (a regex, one job): returns `matched` and the line as soon as the log shows it, e.g. a server's ready line.",
         input_schema = schema::<WaitParams>()
     )]
