@@ -102,25 +102,69 @@ pub fn detached(store: &dyn Store, req: QueueRun) -> Result<DetachedQueued, Star
     Ok(match submitted {
         Submitted::Started { started, .. } => DetachedQueued::Started(started),
         Submitted::Queued(p) => DetachedQueued::Queued(queued_report(&p)),
-        Submitted::Granted { spec } | Submitted::Ended { spec } => {
-            match ended_record(store, &spec) {
-                Some(r) => DetachedQueued::Ended(Box::new(r)),
-                // Granted a turn it did not take (no way to start here):
-                // it waits for a dispatcher that can.
-                None => match queue::pending(store, &spec.name) {
-                    Some(p) => DetachedQueued::Queued(queued_report(&p)),
-                    None => {
-                        return Err(StartError::NotStarted {
-                            message: format!(
-                                "job {}: its queued run neither started nor waits any more",
-                                spec.name
-                            ),
-                        });
-                    }
-                },
-            }
-        }
+        // Granted, started or ended by another dispatcher meanwhile (its
+        // turn came at once from a process that looked at the same time):
+        // what its run is now.
+        Submitted::Granted { spec } | Submitted::Ended { spec } => now_of(store, &spec)?,
     })
+}
+
+/// How long [`now_of`] waits for a starting run's command to be spawned.
+const STARTING_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Where `spec`'s queued run stands now, when this process did not start
+/// it: ended, running (started by another dispatcher), or still waiting
+/// (its turn has come: a wrapper is starting it).
+fn now_of(store: &dyn Store, spec: &RunSpec) -> Result<DetachedQueued, StartError> {
+    let job_id = spec.ticket.as_ref().map(|t| t.job_id.as_str());
+    let read = || {
+        store
+            .snapshot(&spec.name)
+            .record
+            .ok()
+            .flatten()
+            .filter(|r| Some(r.job_id.as_str()) == job_id)
+    };
+    // A run whose wrapper has written its first record and not yet
+    // spawned its command has no PID to report: wait (woken by the
+    // store) for the record that has one, a short while at most.
+    let watch = store.watch(std::slice::from_ref(&spec.name), WatchFor::default());
+    let until = std::time::Instant::now() + STARTING_PATIENCE;
+    let mut record = read();
+    while let Some(r) = &record
+        && r.outcome.is_none()
+        && r.child_pid.is_none()
+    {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        watch.wait(left.min(SAFETY_RECHECK));
+        record = read();
+    }
+    if let Some(r) = record {
+        if r.outcome.is_some() {
+            return Ok(DetachedQueued::Ended(Box::new(r)));
+        }
+        return Ok(DetachedQueued::Started(Started {
+            name: r.name.clone(),
+            pid: r.child_pid.unwrap_or(0),
+            wrapper_pid: r.wrapper_pid,
+            log: store
+                .log_path(&spec.name, &crate::store::RunAt::Current)
+                .display()
+                .to_string(),
+        }));
+    }
+    match queue::pending(store, &spec.name) {
+        Some(p) => Ok(DetachedQueued::Queued(queued_report(&p))),
+        None => Err(StartError::NotStarted {
+            message: format!(
+                "job {}: its queued run neither started nor waits any more",
+                spec.name
+            ),
+        }),
+    }
 }
 
 /// The record of `spec`'s queued run once it has one.
