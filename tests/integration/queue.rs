@@ -343,3 +343,42 @@ fn cycles_and_unknown_names_are_refused_with_one_line_errors() {
     assert_code(&w, exit::SUCCESS);
     assert_eq!(order(&env), ["b"]);
 }
+
+#[test]
+fn a_queued_job_that_another_process_started_meanwhile_is_reported_started() {
+    let Some(()) = runnable(strace()) else {
+        return;
+    };
+    let env = Env::new();
+    env.detach("g", &["--slot", "s:1"], &env.gated("g", 0));
+    // The submitter of x is held for 3 s at its first directory listing:
+    // the dispatch that follows its look, once x waits in the queue.
+    let mut submit = env.other("strace");
+    submit
+        .args(["-qq", "-o", "/dev/null", "-e", "trace=getdents64"])
+        .args(["-e", "inject=getdents64:delay_enter=3000000:when=1"])
+        .arg(bin())
+        .arg("--dir")
+        .arg(&env.dir)
+        .args(run_args("x", &["--slot", "s"], &env.gated("x", 0), true));
+    let submit = ChildGuard::spawn(submit);
+    let queue = env.dir.join("queues/s.json");
+    eventually("x waits in slot s", || {
+        fs::read_to_string(&queue).is_ok_and(|q| q.contains("\"waiting\":[{\"name\":\"x\""))
+    });
+    // g ends: its wrapper starts x while x's submitter is held.
+    env.release("g");
+    let pid = wait_for("x runs", || {
+        let text = fs::read_to_string(env.file("x", ".job.json")).ok()?;
+        let record: Value = serde_json::from_str(&text).ok()?;
+        record["child_pid"].as_i64()
+    });
+    let out = submit.finish();
+    assert_code(&out, 0);
+    let line = json_line(&out);
+    assert_eq!(line["name"], "x", "{line}");
+    assert_eq!(line["pid"], pid, "{line}");
+    env.release("x");
+    let (w, _) = env.wait(&["x"]);
+    assert_code(&w, exit::SUCCESS);
+}
