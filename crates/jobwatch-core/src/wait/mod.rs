@@ -245,15 +245,17 @@ fn bound_step(
 
 /// A name whose queued run has not started (protocol §19): the wait binds
 /// to that run and waits for it, re-looking at least every
-/// [`SAFETY_RECHECK`]; each look dispatches the queues first (whoever looks
-/// dispatches, so a queue a crashed committer left does not stay stuck).
+/// [`SAFETY_RECHECK`]; a look dispatches the queues first, at most once per
+/// [`SAFETY_RECHECK`] in this process (whoever looks dispatches, so a queue
+/// a crashed committer left does not stay stuck; a wait on thousands of
+/// queued jobs does not dispatch once per job).
 /// `None`: no such run, or the wait is bound to another one.
 fn queued_step(store: &dyn Store, name: &JobName, run: &mut impl RunBinding) -> Option<Step> {
     let job = crate::queue::read_queued(store, name).ok().flatten()?;
     if run.run().is_some_and(|bound| bound != job.job_id) {
         return None;
     }
-    crate::queue::dispatch(store);
+    crate::queue::dispatch_as_safety_net(store);
     let still = crate::queue::read_queued(store, name).ok().flatten()?;
     if still.job_id != job.job_id || store.current_job_id(name).as_deref() == Some(&job.job_id) {
         // Started or ended meanwhile: the run's own files tell.
