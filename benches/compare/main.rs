@@ -1,7 +1,8 @@
 //! Side-by-side benchmarks of jobwatch against the plain pattern (a bash
 //! wrapper with a `touch` heartbeat loop and a poll loop, in
 //! `bench/plain-pattern/`) and against pueue: completion-detection latency,
-//! hang-detection latency, overhead, and scale. Prints one Markdown table.
+//! hang-detection latency, overhead, scale, and many queued jobs (beside GNU
+//! parallel too). Prints one Markdown table.
 //!
 //! Run everything with `bash bench/run` (builds release, installs pueue into
 //! `target/bench-tools`, then runs this with the given flags); see `--help`.
@@ -16,6 +17,7 @@ mod idle_jobs;
 mod latency;
 mod overhead;
 mod pueue;
+mod queue;
 mod scale;
 mod stats;
 mod util;
@@ -66,10 +68,14 @@ pub struct Opts {
     /// Finished-job counts for the `status`/`ls` figures.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     finished: Vec<usize>,
+    /// Trivial jobs for the queue section: through a slot of 8 beside GNU
+    /// parallel and pueue, then queued behind a taken slot (0: skip it).
+    #[arg(long, default_value_t = 10_000)]
+    queued_jobs: usize,
     /// Directory holding `pueue` and `pueued`; pueue rows are skipped without it.
     #[arg(long)]
     pueue_bin: Option<PathBuf>,
-    /// Only these sections (latency, hang, overhead, scale, idle-jobs).
+    /// Only these sections (latency, hang, overhead, scale, idle-jobs, queue).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Helper modes used by the timed jobs themselves.
@@ -113,6 +119,10 @@ fn main() {
     }
     if wants("idle-jobs") {
         rows.extend(idle_jobs::run(&ctx, &opts));
+    }
+    // Last: it makes this process a child subreaper.
+    if wants("queue") {
+        rows.extend(queue::run(&ctx, &opts));
     }
     println!();
     stats::print_table(&rows);

@@ -22,7 +22,7 @@ use jobwatch_core::sys::stdio::{say, warn};
 const EVENTS_HELP: &str = "\
 Prints one line per job event, oldest first: a run `started` (its command
 was spawned) and `ended` (its outcome committed: success, failed, timeout,
-hung, killed or lost). JSON when --json or stdout is not a terminal:
+hung, killed, lost or skipped; a skipped job has no `started`). JSON when --json or stdout is not a terminal:
   {\"event\":\"ended\",\"name\":\"build\",\"job_id\":\"…\",\"at\":\"…\",\"host\":\"…\",
    \"outcome\":\"failed\",\"exit_code\":2,\"duration_ms\":8120,\"cursor\":\"…\"}
 (signal, reason and finalized_by when they apply). Each line's cursor

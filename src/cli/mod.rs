@@ -126,6 +126,11 @@ pub type CliResult = Result<u8, CliError>;
 /// `jobwatch __wrapper` is a detached wrapper, which reads its run spec
 /// on stdin: it has no flags to parse.
 pub fn main() -> ExitCode {
+    // Whatever this process is, it may end a run, and then it starts the
+    // queued jobs waiting for it: as this executable's `__wrapper`.
+    if let Ok(wrapper) = jobwatch_core::ops::Wrapper::this_executable() {
+        jobwatch_core::ops::queue::install(wrapper);
+    }
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(WRAPPER_ARG)) {
         return ExitCode::from(crate::wrapper::main());
     }

@@ -10,10 +10,13 @@ use super::args::{breaker_key, duration, job_name, ms, positive_duration};
 use super::{CliError, CliResult, wants_json};
 use jobwatch_core::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
 use jobwatch_core::exit_code;
+use jobwatch_core::model::JobRecord;
 use jobwatch_core::model::{JobName, LivenessMode, Outcome, Settings};
+use jobwatch_core::ops::queue::{DetachedQueued, QueueRun};
 use jobwatch_core::ops::start::{ECHO_STALL_LIMIT, Foreground, StartError};
 use jobwatch_core::ops::{self, Context, Wrapper};
-use jobwatch_core::report::Started;
+use jobwatch_core::queue::{After, SlotRequest};
+use jobwatch_core::report::{Queued, Started};
 use jobwatch_core::spec::{RunSpec, SpecError, current_dir};
 use jobwatch_core::store::file::FileStore;
 use jobwatch_core::sys::stdio::{notice, notice_within, say, warn};
@@ -27,9 +30,16 @@ Examples:
   jobwatch run fetch --retries 3 --backoff 2s -- ./download.sh
   jobwatch run deploy --breaker deploy --max-failures 3 --cooldown 10m -- ./deploy.sh
   jobwatch run tests --preflight -- cargo test           # checks ./jobwatch.toml first
+  jobwatch run test --detach --after build -- make test  # queued until build succeeds
+  jobwatch run shard3 --detach --slot gpu:2 -- ./shard.sh 3  # at most 2 of slot gpu at once
 
 Foreground exit code: the command's own, 128+N if signal N ended it, 124 on timeout, 3 when hung,
-6 when the breaker refused to start, 7 when a preflight check failed.
+6 when the breaker refused to start, 7 when a preflight check failed, 8 when the job was
+skipped (a dependency of --after did not succeed).
+
+With --after or --slot the job is queued: it starts once its dependencies have ended and a
+slot of its group is free, with no process waiting for it when detached (whoever ends a run
+starts what may run next). `status` shows it `queued` with its position; `kill` removes it.
 
 In the foreground the output is also copied to stdout, best-effort: a reader that stops reading
 never delays the job's outcome or its status. Once the job is over, run waits at most 2s for a
@@ -116,6 +126,19 @@ pub struct RunArgs {
           default_missing_value = jobwatch_core::preflight::DEFAULT_FILE)]
     preflight: Option<std::path::PathBuf>,
 
+    /// Start only after job OTHER's current (or queued) run ends: with
+    /// `:success` (the default) it must succeed, else this job ends
+    /// `skipped` (exit 8) without running; with `:done`, however it ended.
+    /// Repeatable.
+    #[arg(long, value_name = "OTHER[:success|:done]")]
+    after: Vec<After>,
+
+    /// At most N jobs of GROUP run at once, across every caller; the rest
+    /// wait `queued`, first come first. N defaults to the group's size (1
+    /// for a new group); a group keeps its size while it has jobs.
+    #[arg(long, value_name = "GROUP[:N]")]
+    slot: Option<SlotRequest>,
+
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -134,6 +157,15 @@ fn liveness() -> impl clap::builder::TypedValueParser<Value = LivenessMode> {
 /// Runs the `run` command.
 pub fn run(store: &FileStore, a: RunArgs) -> CliResult {
     let spec = spec(&a);
+    let queued = QueueRun {
+        spec,
+        after: a.after.clone(),
+        slot: a.slot.clone(),
+    };
+    if queued.is_queued() {
+        return run_queued(store, &a, queued);
+    }
+    let spec = queued.spec;
     let started = if a.detach {
         let wrapper = Wrapper::this_executable().map_err(start_error)?;
         let ctx = Context {
@@ -145,6 +177,76 @@ pub fn run(store: &FileStore, a: RunArgs) -> CliResult {
         ops::start::foreground(store, spec).map(|run| report_foreground(&a.name, &run))
     };
     started.map_err(start_error)
+}
+
+/// `run` with `--after`/`--slot`: the job is queued; detached, this
+/// returns at once (started, queued, or skipped at once); in the
+/// foreground, it waits here for its turn and runs the job.
+fn run_queued(store: &FileStore, a: &RunArgs, req: QueueRun) -> CliResult {
+    if a.detach {
+        return match ops::queue::detached(store, req).map_err(start_error)? {
+            DetachedQueued::Started(s) => Ok(print_started(&s, a.json)),
+            DetachedQueued::Queued(q) => Ok(print_queued(&q, a.json)),
+            DetachedQueued::Ended(record) => Ok(print_ended(&record, a.json)),
+        };
+    }
+    let json = a.json;
+    ops::queue::foreground(store, req, &mut |q| {
+        // stdout is the job's output: the queued line goes to stderr.
+        if json {
+            notice(serde_json::to_string(q).expect("a queued line serializes"));
+        } else {
+            notice(queued_line(q));
+        }
+    })
+    .map(|run| report_foreground(&a.name, &run))
+    .map_err(start_error)
+}
+
+/// `queued NAME (2 of 5 in slot gpu, waiting for …)`.
+fn queued_line(q: &Queued) -> String {
+    format!(
+        "queued {} ({}); wait with: jobwatch wait {}",
+        q.name, q.waiting_for, q.name
+    )
+}
+
+/// Prints a queued job's line (stdout, like a start line).
+fn print_queued(q: &Queued, json: bool) -> u8 {
+    let printed = if wants_json(json) {
+        say(serde_json::to_string(q).expect("a queued line serializes"))
+    } else {
+        say(queued_line(q))
+    };
+    if let Err(e) = printed {
+        warn(format_args!(
+            "{} is queued, but its line could not be printed: {e}",
+            q.name
+        ));
+    }
+    exit_code::SUCCESS
+}
+
+/// A queued job that ended at once without running (a dependency had
+/// not succeeded): its outcome line, and its outcome's exit code.
+fn print_ended(record: &JobRecord, json: bool) -> u8 {
+    let outcome = record.outcome.unwrap_or(Outcome::Skipped);
+    let reason = record.reason.as_deref().unwrap_or("");
+    let line = if wants_json(json) {
+        serde_json::json!({
+            "name": record.name,
+            "outcome": outcome.as_str(),
+            "job_id": record.job_id,
+            "reason": reason,
+        })
+        .to_string()
+    } else {
+        format!("{} {outcome}: {reason}", record.name)
+    };
+    if let Err(e) = say(line) {
+        warn(format_args!("{} {outcome}: {reason} ({e})", record.name));
+    }
+    exit_code::for_run(outcome, record.exit_code, record.signal)
 }
 
 /// The run spec of the command line: the flags, validated by the core.

@@ -15,7 +15,8 @@ use jobwatch_core::store::Store;
 use jobwatch_core::sys::stdio::warn;
 
 const STATUS_HELP: &str = "\
-States: running, success, failed, hung, timeout, killed, lost, invalid.
+States: queued (its place in INFO; JSON: position, queue), running, success,
+failed, hung, timeout, killed, lost, skipped (never ran: a dependency did not succeed), invalid.
 JSON (with --json or when stdout is not a terminal): one object per line.
 Exits 2 when a named job does not exist or its files are invalid.
 

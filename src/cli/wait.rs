@@ -15,7 +15,7 @@ use jobwatch_core::ops::{
     wait::{WaitAnswer, WaitRequest},
 };
 use jobwatch_core::store::Store;
-use jobwatch_core::sys::stdio::say;
+use jobwatch_core::sys::stdio::{notice, say};
 use jobwatch_core::wait::{WaitMode, WaitSpec};
 
 const WAIT_HELP: &str = concat!(
@@ -80,7 +80,8 @@ pub struct WaitArgs {
     #[arg(long)]
     json: bool,
 
-    /// No spinner on a terminal (it shows on stderr otherwise).
+    /// No spinner on a terminal (it shows on stderr otherwise), and no
+    /// line on stderr for a job that waits queued.
     #[arg(long)]
     quiet: bool,
 
@@ -114,6 +115,9 @@ pub fn wait(store: &dyn Store, a: WaitArgs) -> CliResult {
         tail: a.tail,
         until_log: a.until_log,
     };
+    if !a.quiet {
+        say_queued(store, &a.names);
+    }
     let spinner = Spinner::start(store, &a.names, !a.quiet && !a.json);
     let answer = ops::wait::wait(store, &req);
     // The spinner is cleared before anything else is printed.
@@ -139,6 +143,20 @@ pub fn wait(store: &dyn Store, a: WaitArgs) -> CliResult {
         let _ = say(line);
     }
     Ok(exit_code::for_wait(&answer))
+}
+
+/// One line on stderr for each job that waits queued (protocol §19):
+/// where it stands, so a long wait is not a mystery.
+fn say_queued(store: &dyn Store, names: &[JobName]) {
+    let mut queues = jobwatch_core::queue::QueueCache::default();
+    for name in names {
+        if let Some(p) = jobwatch_core::queue::pending_in(store, name, &mut queues) {
+            notice(format_args!(
+                "{name} is queued: {}",
+                jobwatch_core::queue::describe(&p)
+            ));
+        }
+    }
 }
 
 /// A regex for `--until-log`, with its error on one line.

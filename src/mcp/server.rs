@@ -88,7 +88,7 @@ impl JobwatchServer {
     #[tool(
         description = "Start a command as a background job and return at once with its name, pid and log path. \
 The job runs in its own process group with an honest heartbeat; it is killed as `hung` after `stale` \
-without progress and as `timeout` after `timeout`. Then call `wait`.",
+without progress and as `timeout` after `timeout`. Then call `wait`. With `after` (jobs it waits for) or `slot` (a concurrency group) it may wait `queued` first (the line says where); a job whose dependency did not succeed ends `skipped` without running.",
         input_schema = schema::<StartParams>()
     )]
     async fn start(&self, Args(p): Args<StartParams>) -> CallToolResult {
@@ -97,9 +97,9 @@ without progress and as `timeout` after `timeout`. Then call `wait`.",
     }
 
     #[tool(
-        description = "Wait until jobs reach an outcome: success, failed, hung, timeout, killed or lost \
+        description = "Wait until jobs reach an outcome: success, failed, hung, timeout, killed, lost or skipped (never ran: a dependency failed) \
 (one JSON line per job; the log's last lines on anything but success). If the time cap passes first, \
-returns outcome `running` with elapsed_ms, beat_age_ms and last_line and leaves the job running: call again. \
+returns outcome `running` with elapsed_ms, beat_age_ms and last_line (a job still queued: state `queued` and its position) and leaves the job running: call again. \
 With until_log (a regex, one job): returns `matched` and the line as soon as the log shows it, e.g. a server's ready line.",
         input_schema = schema::<WaitParams>()
     )]
@@ -130,7 +130,7 @@ With until_log (a regex, one job): returns `matched` and the line as soon as the
     }
 
     #[tool(
-        description = "State of jobs from their files alone: running, success, failed, hung, timeout, killed, lost or invalid, \
+        description = "State of jobs from their files alone: queued (with its position), running, success, failed, hung, timeout, killed, lost, skipped or invalid, \
 with age, heartbeat age and exit code. No names: every job.",
         input_schema = schema::<StatusParams>(),
         annotations(read_only_hint = true, open_world_hint = false)

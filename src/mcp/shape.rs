@@ -140,7 +140,8 @@ pub fn matched(m: &MatchReport) -> Matched {
 pub struct StatusRow {
     /// The job.
     pub name: String,
-    /// running, success, failed, hung, timeout, killed, lost or invalid.
+    /// queued, running, success, failed, hung, timeout, killed, lost,
+    /// skipped or invalid.
     pub state: &'static str,
     /// The command's PID while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,9 +158,40 @@ pub struct StatusRow {
     /// `attempt/max_attempts` when the job may be retried.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt: Option<String>,
-    /// Why it ended so, or why its files are invalid.
+    /// Why it ended so, or why its files are invalid; where a queued job
+    /// waits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A queued job's place in its queue (from 1; 0: starting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+}
+
+/// A queued job's line from `start`: where it waits.
+#[derive(Debug, Serialize)]
+pub struct QueuedLine<'a> {
+    /// The job.
+    pub name: &'a str,
+    /// The state word.
+    pub state: &'static str,
+    /// Its place in its queue (from 1).
+    pub position: usize,
+    /// Its slot group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<&'a str>,
+    /// What it waits for, cut short.
+    pub waiting_for: String,
+}
+
+/// The compact form of a queued job's line.
+pub fn queued(q: &report::Queued) -> QueuedLine<'_> {
+    QueuedLine {
+        name: &q.name,
+        state: "queued",
+        position: q.position,
+        slot: q.queue.as_deref(),
+        waiting_for: cut(&q.waiting_for, MAX_REASON),
+    }
 }
 
 /// The compact form of a status row: a PID only while the job runs, one
@@ -178,6 +210,7 @@ pub fn status_row(r: &report::StatusRow) -> StatusRow {
             .as_ref()
             .or(r.reason.as_ref())
             .map(|why| cut(why, MAX_REASON)),
+        position: r.position,
     }
 }
 
@@ -239,6 +272,13 @@ pub fn line<T: Serialize>(value: &T) -> String {
 /// passed while it runs, its progress read now.
 pub fn report_line(store: &dyn Store, r: &JobReport) -> String {
     match JobName::parse(&r.name) {
+        // Still queued: where it waits, not a run it has not begun.
+        Ok(name)
+            if r.running
+                && let Some(p) = jobwatch_core::queue::pending(store, &name) =>
+        {
+            line(&queued(&jobwatch_core::ops::queue::queued_report(&p)))
+        }
         Ok(name) if r.running => line(&running(&Progress::read(store, &name, store.now()))),
         _ => line(&ended(r)),
     }

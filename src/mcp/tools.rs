@@ -13,12 +13,16 @@ use serde::Deserialize;
 use super::shape;
 use jobwatch_core::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
 use jobwatch_core::exit_code::{self, Coded};
-use jobwatch_core::model::{JobName, LivenessMode};
+use jobwatch_core::model::{JobName, LivenessMode, Outcome};
+use jobwatch_core::ops::queue::{DetachedQueued, QueueRun};
 use jobwatch_core::ops::start::StartError;
 use jobwatch_core::ops::status::StatusRequest;
 use jobwatch_core::ops::{self, Wrapper, kill::KillJob, logs::Slice};
 use jobwatch_core::preflight;
+use jobwatch_core::queue::{After, SlotRequest};
+use jobwatch_core::report::JobReport;
 use jobwatch_core::spec::{self as args, RunSpec};
+use jobwatch_core::store::RunAt;
 use jobwatch_core::store::file::FileStore;
 use jobwatch_core::wait::WaitMode;
 
@@ -84,6 +88,10 @@ pub struct StartParams {
     pub preflight: Option<bool>,
     /// Preflight config file (implies preflight; default: jobwatch.toml in cwd).
     pub preflight_config: Option<String>,
+    /// Start only after these jobs end: "NAME" or "NAME:success" (it must succeed, else this job ends skipped), "NAME:done" (however it ended). The job waits queued meanwhile.
+    pub after: Option<Vec<String>>,
+    /// A concurrency slot "GROUP" or "GROUP:N": at most N jobs of GROUP run at once (N defaults to the group's size, 1 for a new group); the rest wait queued, first come first.
+    pub slot: Option<String>,
 }
 
 /// Parameters of `wait`.
@@ -196,7 +204,35 @@ pub fn names(list: &[String]) -> Result<Vec<JobName>, ToolError> {
 /// as `run --detach` does; its wrapper is reaped by this server once it
 /// exits.
 pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
+    let after = p
+        .after
+        .iter()
+        .flatten()
+        .map(|a| a.parse::<After>().map_err(|e| format!("after: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let slot = p
+        .slot
+        .as_deref()
+        .map(|s| s.parse::<SlotRequest>().map_err(|e| format!("slot: {e}")))
+        .transpose()?;
     let spec = run_spec(p)?;
+    let queued = QueueRun { spec, after, slot };
+    if queued.is_queued() {
+        return match ops::queue::detached(&ctx.store, queued) {
+            Ok(DetachedQueued::Started(s)) => Ok(shape::line(&shape::started(&s))),
+            Ok(DetachedQueued::Queued(q)) => Ok(shape::line(&shape::queued(&q))),
+            Ok(DetachedQueued::Ended(r)) => {
+                // Skipped at once (a dependency had not succeeded).
+                let outcome = r.outcome.unwrap_or(Outcome::Skipped);
+                let job = name(&r.name)?;
+                let report =
+                    JobReport::new(&ctx.store, &job, &RunAt::Current, outcome, Some(&r), 0);
+                Ok(shape::line(&shape::ended(&report)))
+            }
+            Err(e) => Err(start_failure(&e)),
+        };
+    }
+    let spec = queued.spec;
     let op = ops::Context {
         store: &ctx.store,
         wrapper: &ctx.wrapper,

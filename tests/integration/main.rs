@@ -18,6 +18,7 @@ mod outcomes;
 mod preflight;
 mod promises;
 mod protocol;
+mod queue;
 mod retries;
 mod run;
 mod status;

@@ -1217,3 +1217,64 @@ fn a_kill_is_carried_out_after_its_mcp_client_leaves_during_the_grace() {
         assert_all_gone(&[("job", pid)]);
     });
 }
+
+/// `start` takes `after` and `slot` as `run` does: a job queued by the
+/// MCP server waits `queued` and is started by whoever ends its
+/// dependency; one whose dependency failed is `skipped`.
+#[test]
+fn start_queues_a_job_after_another_and_in_a_slot() {
+    let env = &Env::new();
+    env.detach("gate", &[], &env.gated("gate", 1));
+    with_server(env, &[], |mcp| async move {
+        let q = mcp
+            .call(
+                "start",
+                json!({"name": "next", "command": ["true"], "after": ["gate"], "slot": "pool:1"}),
+            )
+            .await
+            .ok_small();
+        assert_eq!(q["state"], "queued", "{q}");
+        assert_eq!(q["position"], 1, "{q}");
+        assert_eq!(q["slot"], "pool", "{q}");
+        let loose = mcp
+            .call(
+                "start",
+                json!({"name": "loose", "command": ["true"], "after": ["gate:done"]}),
+            )
+            .await
+            .ok_small();
+        assert_eq!(loose["state"], "queued", "{loose}");
+        let row = mcp
+            .call("status", json!({"names": ["next"]}))
+            .await
+            .ok_small();
+        assert_eq!(row["state"], "queued", "{row}");
+        assert_eq!(row["position"], 1, "{row}");
+        // A wait whose cap passes while the job is queued says where it
+        // waits, and leaves it queued.
+        let capped = mcp
+            .call("wait", json!({"names": ["next"], "timeout": "200ms"}))
+            .await
+            .ok_small();
+        assert_eq!(capped["state"], "queued", "{capped}");
+        assert_eq!(capped["position"], 1, "{capped}");
+        let bad = mcp
+            .call(
+                "start",
+                json!({"name": "x", "command": ["true"], "after": ["gate:maybe"]}),
+            )
+            .await;
+        assert!(bad.is_error && bad.text.contains("after:"), "{}", bad.text);
+
+        env.release("gate");
+        let rows = mcp
+            .call("wait", json!({"names": ["next", "loose"]}))
+            .await
+            .ok_lines();
+        let next = rows.iter().find(|r| r["name"] == "next").unwrap();
+        assert_eq!(next["outcome"], "skipped", "{next}");
+        let loose = rows.iter().find(|r| r["name"] == "loose").unwrap();
+        assert_eq!(loose["outcome"], "success", "{loose}");
+        mcp
+    });
+}

@@ -41,6 +41,7 @@ pub mod exit {
     pub const HUNG: i32 = 3;
     pub const LOST: i32 = 4;
     pub const KILLED: i32 = 5;
+    pub const SKIPPED: i32 = 8;
     pub const TIMEOUT: i32 = 124;
 }
 

@@ -193,8 +193,13 @@ impl Starter {
         }
     }
 
+    /// Whether it runs on this host and boot (so it can be checked here).
+    pub fn is_here(&self) -> bool {
+        self.host == proc::hostname() && self.boot_id == proc::boot_id()
+    }
+
     /// Whether it still runs (a process elsewhere cannot be checked: no).
-    fn is_alive(&self) -> bool {
+    pub fn is_alive(&self) -> bool {
         self.host == proc::hostname()
             && self.boot_id == proc::boot_id()
             && proc::is_alive(ProcessId {
@@ -221,7 +226,7 @@ impl Event {
     pub fn of(outcome: Outcome) -> Self {
         match outcome {
             Outcome::Success => Event::Success,
-            Outcome::Killed => Event::Neutral,
+            Outcome::Killed | Outcome::Skipped => Event::Neutral,
             Outcome::Failed | Outcome::Hung | Outcome::Timeout | Outcome::Lost => Event::Failure,
         }
     }

@@ -35,6 +35,9 @@ pub const BREAKER_OPEN: u8 = 6;
 /// A preflight check failed: `preflight` found a failing check, or
 /// `run --preflight` refused to start.
 pub const PREFLIGHT_FAILED: u8 = 7;
+/// The job never started: a dependency did not succeed (`run --after`),
+/// or it could not be started when its turn in a queue came.
+pub const SKIPPED: u8 = 8;
 /// The command could not be executed (as a shell says).
 pub const NOT_EXECUTABLE: u8 = 126;
 /// The command was not found (as a shell says).
@@ -51,6 +54,7 @@ pub fn for_outcome(outcome: Outcome) -> u8 {
         Outcome::Lost => LOST,
         Outcome::Killed => KILLED,
         Outcome::Timeout => TIMEOUT,
+        Outcome::Skipped => SKIPPED,
     }
 }
 
@@ -63,6 +67,7 @@ pub fn for_run(outcome: Outcome, exit_code: Option<i32>, signal: Option<i32>) ->
         Outcome::Timeout => TIMEOUT,
         Outcome::Hung => HUNG,
         Outcome::Lost => LOST,
+        Outcome::Skipped => SKIPPED,
         Outcome::Failed | Outcome::Killed => match (exit_code, signal) {
             (Some(code), _) if code != 0 => (code & 0xff) as u8,
             (_, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
@@ -130,6 +135,7 @@ pub fn for_failure(kind: crate::ops::start::FailureKind) -> u8 {
         | K::Busy
         | K::Previous
         | K::Breaker
+        | K::Queue
         | K::Io
         | K::Other => USAGE,
     }
@@ -161,6 +167,7 @@ impl Coded for crate::ops::start::StartError {
             | E::Finish(_)
             | E::NotStarted { .. }
             | E::Wrapper { .. }
+            | E::Queue(_)
             | E::NotDetachable { .. } => USAGE,
         }
     }

@@ -56,6 +56,7 @@ pub mod logs;
 pub mod model;
 pub mod ops;
 pub mod preflight;
+pub mod queue;
 pub mod recover;
 pub mod report;
 pub mod retry;

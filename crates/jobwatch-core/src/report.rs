@@ -176,6 +176,29 @@ pub struct Started {
     pub log: String,
 }
 
+/// A queued job that waits (`run --after`/`--slot`, the MCP `start` tool
+/// with `after`/`slot`): what it waits for and its place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Queued {
+    /// The job's name.
+    pub name: String,
+    /// Always `true`: tells this line from a start line.
+    pub queued: bool,
+    /// The run it will be (waiters are bound to it).
+    pub job_id: String,
+    /// Its slot group, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Its place among the jobs waiting in its queue, from 1 (0: its turn
+    /// has come).
+    pub position: usize,
+    /// The jobs it runs after.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Where it stands, in a few words.
+    pub waiting_for: String,
+}
+
 /// What `kill` did: the job's result afterwards, and whether it had
 /// already finished (then nothing was killed and the reason says so).
 #[derive(Debug, Clone)]
@@ -191,7 +214,8 @@ pub struct KillReport {
 pub struct StatusRow {
     /// The job.
     pub name: String,
-    /// running, success, failed, hung, timeout, killed, lost or invalid.
+    /// queued, running, success, failed, hung, timeout, killed, lost,
+    /// skipped or invalid.
     pub state: &'static str,
     /// The command's PID (from the record, whatever the state).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,6 +246,13 @@ pub struct StatusRow {
     pub error: Option<String>,
     /// Archived runs of the name.
     pub runs: usize,
+    /// A queued job's slot group (state `queued`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// A queued job's place among the jobs waiting in its queue, from 1
+    /// (0: its turn has come, it is starting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
     /// Whether the run is going (running or hung).
     #[serde(skip)]
     pub running: bool,
@@ -255,8 +286,34 @@ impl StatusRow {
                 _ => None,
             },
             runs: store.archived(name).len(),
+            queue: None,
+            position: None,
             running,
         })
+    }
+
+    /// The row of a queued job that has not started: state `queued`, its
+    /// age since it was queued, where it waits in its reason.
+    pub fn queued(store: &dyn Store, p: &crate::queue::Pending, now: SystemTime) -> StatusRow {
+        let queued_at =
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(p.job.queued_unix_ms);
+        StatusRow {
+            name: p.job.name.to_string(),
+            state: "queued",
+            pid: None,
+            started_at: None,
+            age_ms: Some(ms_since(now, queued_at)),
+            heartbeat_age_ms: None,
+            attempt: None,
+            exit_code: None,
+            duration_ms: None,
+            reason: Some(crate::queue::describe(p)),
+            error: None,
+            runs: store.archived(&p.job.name).len(),
+            queue: (p.job.queue != crate::queue::AFTER_ONLY).then(|| p.job.queue.clone()),
+            position: Some(p.position),
+            running: false,
+        }
     }
 
     /// Whether the job's state cannot be trusted.

@@ -130,6 +130,23 @@ pub struct RunSpec {
     /// detached wrapper has no terminal, so it is never handed over).
     #[serde(skip)]
     pub echo_output: bool,
+    /// A queued job's admission (`run --after`/`--slot`): the run it is,
+    /// and the queue that granted it its turn. The wrapper checks it under
+    /// the name's claim before anything else ([`crate::queue`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<Ticket>,
+}
+
+/// What a queued job starts with: its run's `job_id`, fixed when it was
+/// queued (waiters are bound to it meanwhile), and the queue (a slot group,
+/// or [`crate::queue::AFTER_ONLY`]) whose turn it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ticket {
+    /// The run's `job_id`.
+    pub job_id: String,
+    /// The queue's key.
+    pub queue: String,
 }
 
 impl RunSpec {
@@ -145,6 +162,7 @@ impl RunSpec {
             breaker: None,
             preflight: None,
             echo_output: false,
+            ticket: None,
         }
     }
 
@@ -171,6 +189,9 @@ impl RunSpec {
         }
         for (key, value) in &self.env {
             env_entry(key, value)?;
+        }
+        if let Some(t) = &self.ticket {
+            crate::queue::check_ticket(t)?;
         }
         check_settings(&self.settings)
     }
@@ -285,6 +306,10 @@ pub enum SpecError {
         /// Which setting.
         what: &'static str,
     },
+    /// A queued job's ticket is malformed (a wrapper was handed a spec no
+    /// jobwatch writes).
+    #[error("malformed queue ticket: {0}")]
+    Ticket(String),
 }
 
 /// What is wrong with an environment entry.
@@ -370,7 +395,7 @@ pub(crate) mod opt_ms {
 /// JSON: a string when they are UTF-8, else `{"bytes": [...]}`. Hand-made
 /// rather than serde's own `OsString` form (`{"Unix": [...]}` for every
 /// value) so that the usual case reads as what it is.
-mod os {
+pub(crate) mod os {
     use std::ffi::OsString;
     use std::fmt;
     use std::os::unix::ffi::{OsStrExt, OsStringExt};

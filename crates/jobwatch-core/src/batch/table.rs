@@ -56,6 +56,7 @@ impl From<Outcome> for JobOutcome {
             Outcome::Hung => JobOutcome::Hung,
             Outcome::Killed => JobOutcome::Killed,
             Outcome::Lost => JobOutcome::Lost,
+            Outcome::Skipped => JobOutcome::Skipped,
         }
     }
 }

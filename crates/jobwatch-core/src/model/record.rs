@@ -27,6 +27,10 @@ pub enum Outcome {
     Killed,
     /// The wrapper vanished without writing a status.
     Lost,
+    /// It never started: a dependency (`run --after`) did not succeed, or it
+    /// could not be started when its turn in a queue came (its breaker was
+    /// open, its preflight failed).
+    Skipped,
 }
 
 impl Outcome {
@@ -39,6 +43,7 @@ impl Outcome {
             Outcome::Hung => "hung",
             Outcome::Killed => "killed",
             Outcome::Lost => "lost",
+            Outcome::Skipped => "skipped",
         }
     }
 

@@ -31,6 +31,16 @@ pub struct KillJob<'a> {
 /// Kills the job and reports its result (with no log tail).
 pub fn kill(store: &dyn Store, req: &KillJob<'_>) -> Result<KillReport, KillError> {
     let name = req.name;
+    // A queued job is killed without ever running.
+    let queued_reason = format!("{}, while it was queued (it never ran)", req.reason);
+    if let Some(record) = super::queue::kill_queued(store, name, &queued_reason) {
+        let outcome = record.outcome.unwrap_or(Outcome::Killed);
+        let report = JobReport::new(store, name, &RunAt::Current, outcome, Some(&record), 0);
+        return Ok(KillReport {
+            report,
+            already_finished: false,
+        });
+    }
     let before = classify(store.snapshot(name), store.now(), None);
     let grace = req
         .grace
@@ -42,6 +52,8 @@ pub fn kill(store: &dyn Store, req: &KillJob<'_>) -> Result<KillReport, KillErro
         JobState::Finished { .. } | JobState::Recorded { .. }
     );
     let after = kill_job(store, name, Outcome::Killed, req.reason, grace)?;
+    // A run this process finished (its wrapper was gone) frees its turn.
+    crate::queue::dispatch(store);
     let (outcome, record) = match &after {
         JobState::Finished { outcome, record } => (*outcome, record.as_deref()),
         // Still not committed: what the record holds, if it holds it.

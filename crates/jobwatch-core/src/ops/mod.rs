@@ -8,6 +8,7 @@
 //! | operation | module | result |
 //! |---|---|---|
 //! | start, foreground or detached, and the detached wrapper's own side | [`start`] | [`crate::report::Started`], a finished record |
+//! | a queued start (`--after`, `--slot`), killing a queued job | [`queue`] | [`crate::report::Started`] or [`crate::report::Queued`] |
 //! | wait (several jobs, or `--until-log`), follow a log | [`wait`] | [`wait::WaitAnswer`] of [`crate::report::JobReport`]s or a [`crate::report::MatchReport`] |
 //! | status, ls | [`status`] | [`status::Listing`] of [`crate::report::StatusRow`]s |
 //! | logs (stream, tail, byte range) | [`logs`] | a positioned log, [`logs::LogText`] |
@@ -26,6 +27,7 @@ pub mod gc;
 pub mod kill;
 pub mod logs;
 pub mod preflight;
+pub mod queue;
 pub mod start;
 pub mod status;
 pub mod wait;

@@ -135,6 +135,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The job could not be queued (`--after`, `--slot`).
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
     /// The store lives in this process only: no other process can run a
     /// job of it.
     #[error("{store} cannot be handed to a detached wrapper")]
@@ -167,6 +170,8 @@ pub enum FailureKind {
     BreakerOpen,
     /// The breaker could not be read or updated.
     Breaker,
+    /// The name's queue does not admit the run.
+    Queue,
     /// Another failure (I/O, state).
     Io,
     /// A kind this build does not know (a newer wrapper): its
@@ -189,6 +194,7 @@ impl FailureKind {
             E::Previous { .. } => FailureKind::Previous,
             E::BreakerOpen(_) => FailureKind::BreakerOpen,
             E::Breaker(_) => FailureKind::Breaker,
+            E::Queue(_) => FailureKind::Queue,
             E::Store(_) | E::Io { .. } => FailureKind::Io,
         }
     }
@@ -270,6 +276,8 @@ pub fn foreground(store: &dyn Store, spec: RunSpec) -> Result<Foreground, StartE
     // Returns with the status written and the claim released: nothing
     // below can change or delay the job's result.
     let record = supervisor.run_to_end().map_err(StartError::Finish)?;
+    // Whoever ends a run starts the queued jobs waiting for it.
+    crate::queue::dispatch(store);
     let echo_complete = echo.is_none_or(|echo| echo.finish(ECHO_STALL_LIMIT));
     Ok(Foreground {
         record,
@@ -312,6 +320,17 @@ impl DetachedStart {
 /// refusal; or, when it died without a word, what became of what it had
 /// begun (see the module docs).
 pub fn detached(ctx: &Context<'_>, spec: &RunSpec) -> Result<DetachedStart, StartError> {
+    detached_in(ctx, spec, None)
+}
+
+/// [`detached`], the wrapper given environment `env` instead of this
+/// process's (a queued job's: the environment of the process that queued
+/// it, not of the one whose dispatch starts it).
+pub fn detached_in(
+    ctx: &Context<'_>,
+    spec: &RunSpec,
+    env: Option<&[(OsString, OsString)]>,
+) -> Result<DetachedStart, StartError> {
     admit(spec)?;
     let store = ctx.store.spec().ok_or_else(|| StartError::NotDetachable {
         store: ctx.store.describe(),
@@ -324,7 +343,7 @@ pub fn detached(ctx: &Context<'_>, spec: &RunSpec) -> Result<DetachedStart, Star
             ..spec.clone()
         },
     };
-    let mut child = spawn_wrapper(ctx.wrapper, &spec.cwd)?;
+    let mut child = spawn_wrapper(ctx.wrapper, &spec.cwd, env)?;
     // Our unreaped child cannot change identity: this tells its record from
     // any other run's.
     let wrapper = proc::identify(child.id() as i32);
@@ -381,8 +400,15 @@ pub fn detached(ctx: &Context<'_>, spec: &RunSpec) -> Result<DetachedStart, Star
 
 /// The wrapper process: in the job's working directory and a new session,
 /// with pipes for the handover, the reply and its early diagnostics.
-fn spawn_wrapper(w: &Wrapper, cwd: &Path) -> Result<Child, StartError> {
+fn spawn_wrapper(
+    w: &Wrapper,
+    cwd: &Path,
+    env: Option<&[(OsString, OsString)]>,
+) -> Result<Child, StartError> {
     let mut cmd = Command::new(&w.program);
+    if let Some(env) = env {
+        cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    }
     cmd.args(&w.args)
         .current_dir(cwd)
         .stdin(Stdio::piped())
@@ -487,7 +513,11 @@ pub fn serve_wrapper(input: &mut dyn Read, open: &OpenStore) -> u8 {
         log: log.display().to_string(),
     }));
     crate::sys::child::release_stdio(&log);
-    match supervisor.run_to_end() {
+    let ended = supervisor.run_to_end();
+    // Whoever ends a run starts the queued jobs waiting for it (after its
+    // commit: the claim is released, waiters have their answer).
+    crate::queue::dispatch(store.as_ref());
+    match ended {
         Ok(_) => crate::exit_code::SUCCESS,
         Err(e) => {
             // stderr is the job's log now.

@@ -1,7 +1,10 @@
 //! `status` and `ls`: each job's state from what the store holds alone, so
 //! the answer is the same after any crash of any monitor.
 
+use std::collections::BTreeSet;
+
 use crate::model::JobName;
+use crate::queue::QueueCache;
 use crate::report::StatusRow;
 use crate::store::{Store, StoreError};
 
@@ -27,6 +30,10 @@ pub struct Listing {
 
 /// One job's entry.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every entry is a row; boxing each would cost an allocation per job listed"
+)]
 pub enum Entry {
     /// Its row.
     Job(StatusRow),
@@ -57,22 +64,41 @@ impl Listing {
 #[error(transparent)]
 pub struct StatusError(#[from] pub StoreError);
 
-/// The lines of the jobs `req` asks for, as of the store's now.
+/// The lines of the jobs `req` asks for, as of the store's now: a queued
+/// job that has not started is `queued`, with its place.
 pub fn status(store: &dyn Store, req: &StatusRequest) -> Result<Listing, StatusError> {
+    // Whoever looks dispatches: a queue that a crashed committer left
+    // stranded moves on here (protocol §19).
+    crate::queue::dispatch(store);
     let now = store.now();
+    let queued: BTreeSet<JobName> = crate::queue::queued_names(store).into_iter().collect();
     let (names, named, more) = match &req.names {
         Some(names) => (names.clone(), true, 0),
         None => {
             let mut all = store.list()?;
+            all.extend(queued.iter().cloned());
+            all.sort();
+            all.dedup();
             let limit = req.limit.unwrap_or(usize::MAX);
             let more = all.len().saturating_sub(limit);
             all.truncate(limit);
             (all, false, more)
         }
     };
+    let mut queues = QueueCache::default();
+    let mut row = |name: &JobName| {
+        let pending = queued
+            .contains(name)
+            .then(|| crate::queue::pending_in(store, name, &mut queues))
+            .flatten();
+        match pending {
+            Some(p) => Some(StatusRow::queued(store, &p, now)),
+            None => StatusRow::read(store, name, now),
+        }
+    };
     let entries = names
         .into_iter()
-        .filter_map(|name| match StatusRow::read(store, &name, now) {
+        .filter_map(|name| match row(&name) {
             Some(row) => Some(Entry::Job(row)),
             // Listed, then gone (removed meanwhile): nothing to show.
             None if !named => None,

@@ -842,12 +842,18 @@ impl Drop for Asleep<'_> {
 #[derive(Debug, Default)]
 pub struct MemoryDocs {
     docs: Mutex<BTreeMap<(u8, String), Vec<u8>>>,
+    /// Held for a whole update (the file store's document lock), while
+    /// `docs` is held only to read or write: an update's closure may read
+    /// other documents (a queue's decision reads queued jobs).
+    updating: Mutex<()>,
 }
 
 fn kind_code(kind: DocKind) -> u8 {
     match kind {
         DocKind::Breaker => 0,
         DocKind::Session => 1,
+        DocKind::QueuedJob => 2,
+        DocKind::Queue => 3,
     }
 }
 
@@ -866,6 +872,8 @@ impl DocStore for MemoryDocs {
         match kind {
             DocKind::Breaker => format!("memory:breakers/{key}"),
             DocKind::Session => format!("memory:sessions/{key}"),
+            DocKind::QueuedJob => format!("memory:queued/{key}"),
+            DocKind::Queue => format!("memory:queues/{key}"),
         }
     }
 
@@ -880,10 +888,19 @@ impl DocStore for MemoryDocs {
         key: &str,
         f: &mut dyn FnMut(DocRead<'_>) -> Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        let _updating = self.updating.lock().unwrap_or_else(|p| p.into_inner());
         let k = (kind_code(kind), key.to_owned());
-        if let Some(new) = f(Ok(docs.get(&k).map(Vec::as_slice))) {
-            docs.insert(k, new);
+        let current = self
+            .docs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&k)
+            .cloned();
+        if let Some(new) = f(Ok(current.as_deref())) {
+            self.docs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(k, new);
         }
         Ok(())
     }
@@ -895,6 +912,16 @@ impl DocStore for MemoryDocs {
             .filter(|(k, _)| *k == kind_code(kind))
             .map(|(_, key)| key.clone())
             .collect())
+    }
+
+    fn replace(&self, kind: DocKind, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.put(kind, key, bytes);
+        Ok(())
+    }
+
+    fn remove(&self, kind: DocKind, key: &str) -> Result<bool, StoreError> {
+        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(docs.remove(&(kind_code(kind), key.to_owned())).is_some())
     }
 }
 

@@ -427,6 +427,16 @@ pub enum DocKind {
     /// An agent session's tracked jobs (`sessions/ID.json` in the file
     /// store, protocol §17); updaters wait for each other without a bound.
     Session,
+    /// A queued job (key: its name): its run spec, dependencies and slot
+    /// group, until it starts (`queued/NAME.json` in the file store,
+    /// protocol §19). Written with [`DocStore::replace`] and
+    /// [`DocStore::remove`] only by a holder of the name's claim.
+    QueuedJob,
+    /// A queue (key: a slot group, or [`crate::queue::AFTER_ONLY`] for jobs
+    /// that wait only for dependencies): its size, the runs holding its
+    /// slots and the jobs waiting, first come first (`queues/KEY.json`).
+    /// Changed only by [`DocStore::update`].
+    Queue,
 }
 
 /// What a [`DocStore::update`] closure sees: the current bytes (`None`:
@@ -447,7 +457,9 @@ pub trait DocStore: Send + Sync {
     /// (a compare-and-swap store retries): keep it free of side effects
     /// beyond what it returns. When the current bytes cannot be read and
     /// `f` returns `None`, the read error is returned. Updaters wait for
-    /// each other a bounded time ([`StoreError::Busy`] after it).
+    /// each other a bounded time ([`StoreError::Busy`] after it). `f` may
+    /// read other documents and jobs' state (a queue's decision does), but
+    /// never update a document itself.
     fn update(
         &self,
         kind: DocKind,
@@ -457,6 +469,17 @@ pub trait DocStore: Send + Sync {
 
     /// Every key of a kind, sorted.
     fn list(&self, kind: DocKind) -> Result<Vec<String>, StoreError>;
+
+    /// Replaces the document atomically, without the document's lock: for
+    /// a kind whose writers are serialized by something else (a queued
+    /// job's document is written only under its name's claim).
+    fn replace(&self, kind: DocKind, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.update(kind, key, &mut |_| Some(bytes.to_vec()))
+    }
+
+    /// Removes the document, without the document's lock (as for
+    /// [`DocStore::replace`]). `Ok(false)`: it did not exist.
+    fn remove(&self, kind: DocKind, key: &str) -> Result<bool, StoreError>;
 }
 
 /// What gc may remove beyond current runs, and removing it. What goes is

@@ -51,6 +51,7 @@ use crate::sys::proc::{self, ProcessId};
 use crate::sys::stdio::notice;
 use machine::Now;
 
+pub(crate) use retire::retire_previous;
 pub use tee::Tee;
 
 /// What to run, and how: the core's one run spec ([`crate::spec`]).
@@ -99,6 +100,10 @@ pub enum StartError {
     /// The job's state could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The name's queue does not admit this run (a queued job whose turn
+    /// was taken back, or a plain run of a queued name).
+    #[error(transparent)]
+    Queue(#[from] crate::queue::Refusal),
     /// Another I/O failure, with context.
     #[error("{context}: {source}")]
     Io {
@@ -153,7 +158,12 @@ pub fn start(store: &dyn Store, spec: RunSpec) -> Result<Supervisor<'_>, StartEr
     // breaker refuses must not leave even that behind for a name never run.
     admission::refuse_if_breaker_open(store, &spec)?;
     let mut claim = admission::claim(store, &spec.name)?;
-    let job_id = proc::random_id();
+    crate::queue::admit(store, claim.as_ref(), &spec)?;
+    // A queued job's run was named when it was queued: waiters wait for it.
+    let job_id = spec
+        .ticket
+        .as_ref()
+        .map_or_else(proc::random_id, |t| t.job_id.clone());
     admission::admit_through_breaker(store, &spec, &job_id)?;
     retire::retire_previous(store, claim.as_mut(), spec.settings.grace())?;
 
@@ -163,6 +173,7 @@ pub fn start(store: &dyn Store, spec: RunSpec) -> Result<Supervisor<'_>, StartEr
     // The record comes first: from here on a reader sees a running job,
     // never job files without a record (which would read as invalid).
     claim.write_record(&record)?;
+    crate::queue::started(store, &spec);
     let log = attempts::create_log(store, &spec.name)?;
     claim.reset_beat()?;
 

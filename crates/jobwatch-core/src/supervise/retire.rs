@@ -13,7 +13,7 @@ use crate::store::{Claim, Holder, Store};
 /// wrapper died: we hold the claim) is first finished: from its record when
 /// that holds the outcome, else as `lost` with its remaining processes
 /// killed, so nothing of it is lost or left running.
-pub(super) fn retire_previous(
+pub(crate) fn retire_previous(
     store: &dyn Store,
     claim: &mut dyn Claim,
     grace: Duration,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::classify::{JobState, classify};
 use crate::model::{JobName, JobRecord, Outcome};
 use crate::recover::{RecoverError, WRAPPER_VANISHED, claim_and_finish_lost, kill_run};
-use crate::store::{RunAt, Store, Watch, WatchFor};
+use crate::store::{RunAt, SAFETY_RECHECK, Store, Watch, WatchFor};
 use bound::{Located, RunBinding, locate, own_verdict};
 
 pub use bound::archived_verdict;
@@ -226,6 +226,9 @@ fn bound_step(
     first_pass: bool,
     run: &mut impl RunBinding,
 ) -> Result<Step, RecoverError> {
+    if let Some(step) = queued_step(store, name, run) {
+        return Ok(step);
+    }
     match locate(store, name, run) {
         Located::Archived(v) => return Ok(Step::Done(v)),
         Located::Gone => return Ok(Step::Vanished),
@@ -237,6 +240,31 @@ fn bound_step(
             None => Step::Vanished,
         },
         other => other,
+    })
+}
+
+/// A name whose queued run has not started (protocol §19): the wait binds
+/// to that run and waits for it, re-looking at least every
+/// [`SAFETY_RECHECK`]; a look dispatches the queues first, at most once per
+/// [`SAFETY_RECHECK`] in this process (whoever looks dispatches, so a queue
+/// a crashed committer left does not stay stuck; a wait on thousands of
+/// queued jobs does not dispatch once per job).
+/// `None`: no such run, or the wait is bound to another one.
+fn queued_step(store: &dyn Store, name: &JobName, run: &mut impl RunBinding) -> Option<Step> {
+    let job = crate::queue::read_queued(store, name).ok().flatten()?;
+    if run.run().is_some_and(|bound| bound != job.job_id) {
+        return None;
+    }
+    crate::queue::dispatch_as_safety_net(store);
+    let still = crate::queue::read_queued(store, name).ok().flatten()?;
+    if still.job_id != job.job_id || store.current_job_id(name).as_deref() == Some(&job.job_id) {
+        // Started or ended meanwhile: the run's own files tell.
+        run.bind(&job.job_id);
+        return None;
+    }
+    run.bind(&job.job_id);
+    Some(Step::Pending {
+        recheck_in: SAFETY_RECHECK,
     })
 }
 
@@ -386,6 +414,50 @@ fn step(
     })
 }
 
+/// The waiter's time limit passed while run `run` of `job` still waits in
+/// its queue: it is ended `timeout` without running (or, with
+/// `--no-kill`, reported still waiting). `None`: it is not queued.
+fn time_out_queued(
+    store: &dyn Store,
+    job: &JobName,
+    run: &str,
+    spec: &WaitSpec,
+) -> Option<Verdict> {
+    let p = crate::queue::pending(store, job).filter(|p| p.job.job_id == run)?;
+    if !spec.kill_on_timeout {
+        return Some(Verdict {
+            name: job.clone(),
+            at: RunAt::Current,
+            outcome: Outcome::Timeout,
+            record: None,
+            running: true,
+        });
+    }
+    let limit = humantime::format_duration(spec.timeout.unwrap_or_default());
+    let ending = crate::queue::decide::Ending {
+        name: job.clone(),
+        job_id: run.to_owned(),
+        outcome: Outcome::Timeout,
+        reason: format!(
+            "still queued after wait --timeout {limit} ({}); it never ran",
+            crate::queue::describe(&p)
+        ),
+    };
+    match crate::queue::end_unstarted(store, &p.job.queue, &ending) {
+        Ok(true) => {
+            crate::queue::dispatch(store);
+        }
+        // Its name is held: it is starting; it is then killed as a run.
+        Ok(false) => return None,
+        Err(e) => crate::sys::stdio::warn(format_args!("{job}: {e}")),
+    }
+    let record = store.snapshot(job).record.ok().flatten()?;
+    (record.job_id == run).then(|| {
+        let outcome = record.outcome.unwrap_or(Outcome::Timeout);
+        Verdict::ended(job, RunAt::Current, outcome, Some(record))
+    })
+}
+
 /// The waiter's time limit passed: kill what still runs (unless told not
 /// to) and report `timeout` for it. `runs` holds the run each job's wait is
 /// bound to (if known): a name that moved on to a new run meanwhile gets
@@ -405,6 +477,10 @@ fn time_out(
             continue;
         }
         let run = runs.get(i).and_then(|r| r.as_deref());
+        if let Some(v) = run.and_then(|run| time_out_queued(store, job, run, spec)) {
+            out.push(v);
+            continue;
+        }
         let record = store.snapshot(job).record.ok().flatten();
         if let (Some(run), Some(current)) = (run, &record)
             && current.job_id != run

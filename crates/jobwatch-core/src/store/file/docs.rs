@@ -1,7 +1,10 @@
-//! Documents of the file store: `breakers/KEY.json` (§15) and
-//! `sessions/ID.json` (§17), each changed only by a holder of an exclusive
-//! `flock` on the `.lock` file beside it (one read-modify-write, then
-//! released) and replaced atomically.
+//! Documents of the file store: `breakers/KEY.json` (§15),
+//! `sessions/ID.json` (§17) and `queues/KEY.json` (§19), each changed only
+//! by a holder of an exclusive `flock` on the `.lock` file beside it (one
+//! read-modify-write, then released) and replaced atomically; and
+//! `queued/NAME.json` (§19), replaced atomically or removed by a holder of
+//! the job's own `NAME.lock` (so no lock file of its own is left behind for
+//! every job that was ever queued).
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
@@ -11,7 +14,9 @@ use std::time::Duration;
 use super::protocol::JobsDir;
 use super::protocol::atomic::write_atomic;
 use super::protocol::lock::{JobLock, LockError};
-use super::protocol::open::{MAX_JSON_BYTES, ReadError, create_dirs_within, read_capped};
+use super::protocol::open::{
+    MAX_JSON_BYTES, MAX_RECORD_BYTES, ReadError, create_dirs_within, read_capped,
+};
 use crate::store::{DocKind, DocRead, DocStore, Invalid, StoreError};
 
 /// The longest anyone waits for a document's lock. Every holder keeps it
@@ -38,6 +43,8 @@ impl FileDocs {
         match kind {
             DocKind::Breaker => self.root.join("breakers"),
             DocKind::Session => self.root.join("sessions"),
+            DocKind::QueuedJob => self.root.join("queued"),
+            DocKind::Queue => self.root.join("queues"),
         }
     }
 
@@ -47,7 +54,7 @@ impl FileDocs {
     fn make_folder(&self, kind: DocKind) -> Result<(), StoreError> {
         let folder = self.folder(kind);
         match kind {
-            DocKind::Breaker => {
+            DocKind::Breaker | DocKind::QueuedJob | DocKind::Queue => {
                 create_dirs_within(&self.root, &folder).map_err(|source| StoreError::Folder {
                     path: folder.clone(),
                     source,
@@ -69,7 +76,9 @@ impl FileDocs {
     fn take_lock(&self, kind: DocKind, key: &str) -> Result<JobLock, StoreError> {
         let lock_path = self.lock(kind, key);
         let taken = match kind {
-            DocKind::Breaker => JobLock::acquire_within(&lock_path, LOCK_PATIENCE),
+            DocKind::Breaker | DocKind::QueuedJob | DocKind::Queue => {
+                JobLock::acquire_within(&lock_path, LOCK_PATIENCE)
+            }
             DocKind::Session => JobLock::acquire(&lock_path),
         };
         taken.map_err(|e| match e {
@@ -103,8 +112,18 @@ fn read_err(e: ReadError) -> StoreError {
     }
 }
 
-fn read(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-    read_capped(path, MAX_JSON_BYTES).map_err(read_err)
+fn read(kind: DocKind, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    read_capped(path, cap(kind)).map_err(read_err)
+}
+
+/// The most of a document read: a queue lists up to
+/// [`crate::queue::MAX_WAITING`] jobs, and a queued job carries its
+/// starter's environment; the others are small.
+fn cap(kind: DocKind) -> u64 {
+    match kind {
+        DocKind::Breaker | DocKind::Session => MAX_JSON_BYTES,
+        DocKind::QueuedJob | DocKind::Queue => MAX_RECORD_BYTES,
+    }
 }
 
 impl DocStore for FileDocs {
@@ -113,7 +132,7 @@ impl DocStore for FileDocs {
     }
 
     fn read(&self, kind: DocKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        read(&self.file(kind, key))
+        read(kind, &self.file(kind, key))
     }
 
     fn update(
@@ -125,7 +144,7 @@ impl DocStore for FileDocs {
         self.make_folder(kind)?;
         let _lock = self.take_lock(kind, key)?;
         let path = self.file(kind, key);
-        let current = read(&path);
+        let current = read(kind, &path);
         let new = match &current {
             Ok(bytes) => f(Ok(bytes.as_deref())),
             Err(e) => f(Err(e)),
@@ -164,5 +183,28 @@ impl DocStore for FileDocs {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+
+    fn replace(&self, kind: DocKind, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.make_folder(kind)?;
+        write_atomic(&self.file(kind, key), bytes).map_err(|e| StoreError::Io {
+            context: format!("cannot write {}", e.path.display()),
+            source: e.source,
+        })
+    }
+
+    fn remove(&self, kind: DocKind, key: &str) -> Result<bool, StoreError> {
+        // A real folder (checked, as when writing): never a removal through
+        // a symlinked one.
+        self.make_folder(kind)?;
+        let path = self.file(kind, key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Io {
+                context: format!("cannot remove {}", path.display()),
+                source,
+            }),
+        }
     }
 }
