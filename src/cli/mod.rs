@@ -38,7 +38,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use jobwatch_core::exit_code;
-use jobwatch_core::ops::start::WRAPPER_ARG;
+use jobwatch_core::ops::start::{StartError, WRAPPER_ARG, Wrapper};
 use jobwatch_core::store::file::FileStore;
 use jobwatch_core::sys::stdio::warn;
 
@@ -142,6 +142,17 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// The wrapper detached jobs get (the lean `jobwatch-wrapper` beside this
+/// executable); when it is missing, says once on stderr why the larger
+/// fallback runs them.
+pub(crate) fn detached_wrapper() -> Result<Wrapper, StartError> {
+    let wrapper = Wrapper::beside_this_executable()?;
+    if let Some(why) = &wrapper.fallback {
+        warn(format!("note: {why}"));
+    }
+    Ok(wrapper)
 }
 
 fn dispatch(cli: Cli) -> CliResult {

@@ -12,7 +12,7 @@ use jobwatch_core::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
 use jobwatch_core::exit_code;
 use jobwatch_core::model::{JobName, LivenessMode, Outcome, Settings};
 use jobwatch_core::ops::start::{ECHO_STALL_LIMIT, Foreground, StartError};
-use jobwatch_core::ops::{self, Context, Wrapper};
+use jobwatch_core::ops::{self, Context};
 use jobwatch_core::report::Started;
 use jobwatch_core::spec::{RunSpec, SpecError, current_dir};
 use jobwatch_core::store::file::FileStore;
@@ -135,7 +135,7 @@ fn liveness() -> impl clap::builder::TypedValueParser<Value = LivenessMode> {
 pub fn run(store: &FileStore, a: RunArgs) -> CliResult {
     let spec = spec(&a);
     let started = if a.detach {
-        let wrapper = Wrapper::this_executable().map_err(start_error)?;
+        let wrapper = super::detached_wrapper().map_err(start_error)?;
         let ctx = Context {
             store,
             wrapper: &wrapper,
