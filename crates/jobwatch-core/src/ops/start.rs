@@ -365,9 +365,12 @@ pub fn detached(ctx: &Context<'_>, spec: &RunSpec) -> Result<DetachedStart, Star
     // any other run's.
     let wrapper = proc::identify(child.id() as i32);
     if let Some(mut stdin) = child.stdin.take() {
-        // A wrapper that died already cannot read it: its silence says so.
-        let _ = serde_json::to_writer(&mut stdin, &handover);
-        let _ = stdin.flush();
+        // One write: serde_json writes a token at a time, and each write to
+        // the pipe would wake the wrapper for a few bytes. A wrapper that
+        // died already cannot read it: its silence says so.
+        if let Ok(bytes) = serde_json::to_vec(&handover) {
+            let _ = stdin.write_all(&bytes);
+        }
     }
     let reply = child.stdout.take().and_then(read_reply);
     if let Some(WrapperReply::Started(started)) = reply {
