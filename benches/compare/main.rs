@@ -1,7 +1,8 @@
 //! Side-by-side benchmarks of jobwatch against the plain pattern (a bash
 //! wrapper with a `touch` heartbeat loop and a poll loop, in
 //! `bench/plain-pattern/`) and against pueue: completion-detection latency,
-//! hang-detection latency, overhead, and scale. Prints one Markdown table.
+//! hang-detection latency, overhead, scale, idle jobs' CPU and the
+//! wrappers' memory. Prints one Markdown table.
 //!
 //! Run everything with `bash bench/run` (builds release, installs pueue into
 //! `target/bench-tools`, then runs this with the given flags); see `--help`.
@@ -14,6 +15,7 @@
 mod hang;
 mod idle_jobs;
 mod latency;
+mod memory;
 mod overhead;
 mod pueue;
 mod scale;
@@ -63,13 +65,18 @@ pub struct Opts {
     /// one, a full /proc scan at every sample) and `new`.
     #[arg(long, value_delimiter = ',', default_value = "full-scan,new")]
     idle_samplers: Vec<String>,
+    /// Running jobs whose wrappers' memory is read (0: none), once with
+    /// the lean `jobwatch-wrapper` and once with `jobwatch __wrapper`.
+    #[arg(long, default_value_t = 100)]
+    memory_jobs: usize,
     /// Finished-job counts for the `status`/`ls` figures.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     finished: Vec<usize>,
     /// Directory holding `pueue` and `pueued`; pueue rows are skipped without it.
     #[arg(long)]
     pueue_bin: Option<PathBuf>,
-    /// Only these sections (latency, hang, overhead, scale, idle-jobs).
+    /// Only these sections (latency, hang, overhead, scale, idle-jobs,
+    /// memory).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Helper modes used by the timed jobs themselves.
@@ -113,6 +120,9 @@ fn main() {
     }
     if wants("idle-jobs") {
         rows.extend(idle_jobs::run(&ctx, &opts));
+    }
+    if wants("memory") {
+        rows.extend(memory::run(&ctx, &opts));
     }
     println!();
     stats::print_table(&rows);
