@@ -217,7 +217,7 @@ fn load_average() -> String {
 
 /// The jobs a run started; all of them are ended when this is dropped, on
 /// success and on panic alike.
-struct Jobs {
+pub struct Jobs {
     dir: PathBuf,
     jobs: Vec<Job>,
 }
@@ -229,14 +229,14 @@ struct Job {
 }
 
 impl Jobs {
-    fn new(dir: &Path) -> Self {
+    pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
             jobs: Vec::new(),
         }
     }
 
-    fn add(&mut self, name: String, wrapper: i32, leader: i32) {
+    pub fn add(&mut self, name: String, wrapper: i32, leader: i32) {
         self.jobs.push(Job {
             name,
             wrapper: identify(wrapper),
@@ -264,7 +264,7 @@ impl Jobs {
     /// wait for the statuses, then SIGKILL to whatever is left; a batch at
     /// a time, because every ending wrapper scans `/proc` to find its job's
     /// processes, and a thousand at once would stall the machine.
-    fn end_all(&mut self) {
+    pub fn end_all(&mut self) {
         let jobs = std::mem::take(&mut self.jobs);
         for batch in jobs.chunks(END_BATCH) {
             self.end_batch(batch);

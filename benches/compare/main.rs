@@ -1,8 +1,9 @@
 //! Side-by-side benchmarks of jobwatch against the plain pattern (a bash
 //! wrapper with a `touch` heartbeat loop and a poll loop, in
 //! `bench/plain-pattern/`) and against pueue: completion-detection latency,
-//! hang-detection latency, overhead, scale, and many queued jobs (beside GNU
-//! parallel too). Prints one Markdown table.
+//! hang-detection latency, overhead, scale, idle jobs' CPU, the wrappers'
+//! memory, and many queued jobs (beside GNU parallel too). Prints one
+//! Markdown table.
 //!
 //! Run everything with `bash bench/run` (builds release, installs pueue into
 //! `target/bench-tools`, then runs this with the given flags); see `--help`.
@@ -15,6 +16,7 @@
 mod hang;
 mod idle_jobs;
 mod latency;
+mod memory;
 mod overhead;
 mod pueue;
 mod queue;
@@ -65,6 +67,10 @@ pub struct Opts {
     /// one, a full /proc scan at every sample) and `new`.
     #[arg(long, value_delimiter = ',', default_value = "full-scan,new")]
     idle_samplers: Vec<String>,
+    /// Running jobs whose wrappers' memory is read (0: none), once with
+    /// the lean `jobwatch-wrapper` and once with `jobwatch __wrapper`.
+    #[arg(long, default_value_t = 100)]
+    memory_jobs: usize,
     /// Finished-job counts for the `status`/`ls` figures.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     finished: Vec<usize>,
@@ -75,7 +81,8 @@ pub struct Opts {
     /// Directory holding `pueue` and `pueued`; pueue rows are skipped without it.
     #[arg(long)]
     pueue_bin: Option<PathBuf>,
-    /// Only these sections (latency, hang, overhead, scale, idle-jobs, queue).
+    /// Only these sections (latency, hang, overhead, scale, idle-jobs,
+    /// memory, queue).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Helper modes used by the timed jobs themselves.
@@ -119,6 +126,9 @@ fn main() {
     }
     if wants("idle-jobs") {
         rows.extend(idle_jobs::run(&ctx, &opts));
+    }
+    if wants("memory") {
+        rows.extend(memory::run(&ctx, &opts));
     }
     // Last: it makes this process a child subreaper.
     if wants("queue") {

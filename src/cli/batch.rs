@@ -19,7 +19,6 @@ use jobwatch_core::batch::table::all_passed;
 use jobwatch_core::batch::worktree::Source;
 use jobwatch_core::exit_code;
 use jobwatch_core::model::JobName;
-use jobwatch_core::ops::Wrapper;
 use jobwatch_core::store::file::FileStore;
 
 const BATCH_HELP: &str = "\
@@ -104,7 +103,7 @@ pub fn batch(store: &FileStore, a: BatchArgs) -> CliResult {
     }
     let source = plan.worktree.as_ref().map(Source::resolve).transpose()?;
     let names = every_name(&plan);
-    let launcher = Detached::new(store, Wrapper::this_executable()?, &names);
+    let launcher = Detached::new(store, super::detached_wrapper()?, &names);
     let stopper = Stopper::new();
     let started = Instant::now();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])

@@ -8,7 +8,6 @@ use super::args::positive_duration;
 use super::{CliError, CliResult};
 use crate::mcp::{Context, Options, serve};
 use jobwatch_core::exit_code;
-use jobwatch_core::ops::Wrapper;
 use jobwatch_core::store::file::FileStore;
 
 const MCP_HELP: &str = concat!(
@@ -50,7 +49,7 @@ pub struct McpArgs {
 pub fn mcp(store: &FileStore, a: McpArgs) -> CliResult {
     let ctx = Context {
         store: store.clone(),
-        wrapper: std::sync::Arc::new(Wrapper::this_executable()?),
+        wrapper: std::sync::Arc::new(super::detached_wrapper()?),
     };
     let options = Options {
         max_wait: a.max_wait,

@@ -38,7 +38,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use jobwatch_core::exit_code;
-use jobwatch_core::ops::start::WRAPPER_ARG;
+use jobwatch_core::ops::start::{StartError, WRAPPER_ARG, Wrapper};
 use jobwatch_core::store::file::FileStore;
 use jobwatch_core::sys::stdio::warn;
 
@@ -127,8 +127,9 @@ pub type CliResult = Result<u8, CliError>;
 /// on stdin: it has no flags to parse.
 pub fn main() -> ExitCode {
     // Whatever this process is, it may end a run, and then it starts the
-    // queued jobs waiting for it: as this executable's `__wrapper`.
-    if let Ok(wrapper) = jobwatch_core::ops::Wrapper::this_executable() {
+    // queued jobs waiting for it: with the wrapper detached jobs get (the
+    // lean one beside this executable, else this executable's `__wrapper`).
+    if let Ok(wrapper) = Wrapper::beside_this_executable() {
         jobwatch_core::ops::queue::install(wrapper);
     }
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(WRAPPER_ARG)) {
@@ -147,6 +148,17 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// The wrapper detached jobs get (the lean `jobwatch-wrapper` beside this
+/// executable); when it is missing, says once on stderr why the larger
+/// fallback runs them.
+pub(crate) fn detached_wrapper() -> Result<Wrapper, StartError> {
+    let wrapper = Wrapper::beside_this_executable()?;
+    if let Some(why) = &wrapper.fallback {
+        warn(format!("note: {why}"));
+    }
+    Ok(wrapper)
 }
 
 fn dispatch(cli: Cli) -> CliResult {

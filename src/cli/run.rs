@@ -14,7 +14,7 @@ use jobwatch_core::model::JobRecord;
 use jobwatch_core::model::{JobName, LivenessMode, Outcome, Settings};
 use jobwatch_core::ops::queue::{DetachedQueued, QueueRun};
 use jobwatch_core::ops::start::{ECHO_STALL_LIMIT, Foreground, StartError};
-use jobwatch_core::ops::{self, Context, Wrapper};
+use jobwatch_core::ops::{self, Context};
 use jobwatch_core::queue::{After, SlotRequest};
 use jobwatch_core::report::{Queued, Started};
 use jobwatch_core::spec::{RunSpec, SpecError, current_dir};
@@ -167,7 +167,7 @@ pub fn run(store: &FileStore, a: RunArgs) -> CliResult {
     }
     let spec = queued.spec;
     let started = if a.detach {
-        let wrapper = Wrapper::this_executable().map_err(start_error)?;
+        let wrapper = super::detached_wrapper().map_err(start_error)?;
         let ctx = Context {
             store,
             wrapper: &wrapper,

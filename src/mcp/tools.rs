@@ -183,7 +183,8 @@ const MAX_STATUS_ROWS: usize = 30;
 pub struct Context {
     /// The jobs directory, the same one the CLI would use.
     pub store: FileStore,
-    /// This executable, started as `jobwatch __wrapper` by `start`.
+    /// The detached wrapper `start` runs (`jobwatch-wrapper`, or this
+    /// executable as `jobwatch __wrapper`).
     pub wrapper: Arc<Wrapper>,
 }
 

@@ -1130,9 +1130,9 @@ fn start_hands_the_wrapper_its_spec_and_a_secret_reaches_no_argv() {
         );
         let record = env.record("sec");
         let wrapper = int(&record, "wrapper_pid");
-        assert_eq!(argv_after_program(wrapper), ["__wrapper"]);
+        assert_eq!(argv_after_program(wrapper), Vec::<String>::new());
         let shown = ps_args(wrapper);
-        assert!(shown.ends_with(" __wrapper"), "ps shows {shown:?}");
+        assert!(shown.ends_with("/jobwatch-wrapper"), "ps shows {shown:?}");
         assert!(!shown.contains("s3cret"), "{shown:?}");
         assert!(!ps_args(int(&started, "pid")).contains("s3cret"));
         assert_eq!(record["settings"]["stale_ms"], 300_000);

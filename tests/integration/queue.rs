@@ -382,3 +382,21 @@ fn a_queued_job_that_another_process_started_meanwhile_is_reported_started() {
     let (w, _) = env.wait(&["x"]);
     assert_code(&w, exit::SUCCESS);
 }
+
+/// Nobody waits and nobody looks: the wrapper that commits the
+/// dependency's outcome starts the dependent itself (with the wrapper
+/// binary it is, the lean `jobwatch-wrapper` here), and that one ends too.
+#[test]
+fn the_wrapper_that_ends_a_dependency_starts_its_dependent_with_nobody_looking() {
+    let env = Env::new();
+    env.detach("first", &[], &env.gated("first", 0));
+    queue(&env, "second", &["--after", "first"], &note("second", 0));
+    env.release("first");
+    // Only the job files are read from here on: no `wait` or `status`,
+    // which would dispatch too.
+    eventually("the dependent ran and ended", || {
+        env.file("second", ".status").exists()
+    });
+    assert_eq!(order(&env), ["second"]);
+    assert_eq!(env.record("second")["outcome"], "success");
+}

@@ -377,9 +377,9 @@ fn a_detached_wrappers_argv_carries_nothing_of_its_job() {
         "4",
     ];
     let d = env.detach("hidden", &opts, &env.gated("g", 0));
-    assert_eq!(argv_after_program(d.wrapper_pid), ["__wrapper"]);
+    assert_eq!(argv_after_program(d.wrapper_pid), Vec::<String>::new());
     let shown = ps_args(d.wrapper_pid);
-    assert!(shown.ends_with(" __wrapper"), "ps shows {shown:?}");
+    assert!(shown.ends_with("/jobwatch-wrapper"), "ps shows {shown:?}");
     for telltale in ["hidden", "2m", "120000", "--stale", "--dir"] {
         assert!(!shown.contains(telltale), "{telltale:?} in {shown:?}");
     }
@@ -397,4 +397,97 @@ fn a_detached_wrappers_argv_carries_nothing_of_its_job() {
     let (out, lines) = env.wait(&["hidden"]);
     assert_code(&out, 0);
     assert_eq!(line_for(&lines, "hidden")["outcome"], "success");
+}
+
+/// Issue 14: a detached job's wrapper is the lean `jobwatch-wrapper`
+/// installed beside `jobwatch`, not the whole front end.
+#[test]
+fn a_detached_job_is_wrapped_by_the_lean_wrapper_beside_jobwatch() {
+    let env = Env::new();
+    let out = env.jw(&run_args("lean", &[], &env.gated("g", 0), true));
+    assert_code(&out, 0);
+    assert!(!stderr(&out).contains("note:"), "{}", describe(&out));
+    let wrapper = int(&json_line(&out), "wrapper_pid");
+    assert!(
+        same_path(exe_of(wrapper), wrapper_bin()),
+        "the wrapper runs {}",
+        exe_of(wrapper).display()
+    );
+    env.release("g");
+    let (out, lines) = env.wait(&["lean"]);
+    assert_code(&out, 0);
+    assert_eq!(line_for(&lines, "lean")["outcome"], "success");
+}
+
+/// Issue 14: a `jobwatch` installed without its lean wrapper still runs
+/// detached jobs, as `jobwatch __wrapper`, and says why on stderr.
+#[test]
+fn without_the_lean_wrapper_jobwatch_wraps_detached_jobs_itself_and_says_why() {
+    let env = Env::new();
+    let alone = env.scratch("alone");
+    fs::create_dir(&alone).unwrap();
+    let jobwatch = alone.join("jobwatch");
+    fs::copy(bin(), &jobwatch).unwrap();
+    let mut cmd = env.other(jobwatch.to_str().unwrap());
+    cmd.arg("--dir").arg(&env.dir);
+    cmd.args(run_args("fat", &[], &env.gated("g", 0), true));
+    let out = output_of(cmd);
+    assert_code(&out, 0);
+    let said = stderr(&out);
+    assert!(said.contains("no executable"), "{said}");
+    assert!(said.contains("jobwatch-wrapper"), "{said}");
+    assert!(said.contains("cargo install --path ."), "{said}");
+    let wrapper = int(&json_line(&out), "wrapper_pid");
+    assert_eq!(argv_after_program(wrapper), ["__wrapper"]);
+    assert!(same_path(exe_of(wrapper), &jobwatch));
+    env.release("g");
+    let (out, lines) = env.wait(&["fat"]);
+    assert_code(&out, 0);
+    assert_eq!(line_for(&lines, "fat")["outcome"], "success");
+}
+
+/// Issue 14: `jobwatch-wrapper` typed by a person (arguments, or a
+/// terminal on stdin) says what it is instead of waiting for a spec.
+#[test]
+fn the_lean_wrapper_run_by_hand_says_what_it_is() {
+    let env = Env::new();
+    let mut cmd = env.other(wrapper_bin().to_str().unwrap());
+    cmd.arg("--help");
+    let out = output_of(cmd);
+    assert_code(&out, exit::USAGE);
+    assert!(
+        stderr(&out).contains("started by `jobwatch run --detach`"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// Issue 14: a `jobwatch-wrapper` of another build that cannot read the
+/// handover is refused with a hint to install both binaries again.
+#[test]
+fn a_wrapper_that_cannot_read_the_handover_is_named_as_maybe_another_version() {
+    let env = Env::new();
+    let alone = env.scratch("skew");
+    fs::create_dir(&alone).unwrap();
+    let jobwatch = alone.join("jobwatch");
+    fs::copy(bin(), &jobwatch).unwrap();
+    let old = alone.join("jobwatch-wrapper");
+    fs::write(
+        &old,
+        "#!/bin/sh\ncat >/dev/null\n\
+         echo '{\"error\":{\"kind\":\"handover\",\"message\":\"malformed run spec on stdin: unknown field\",\"exit_code\":2}}'\n\
+         exit 2\n",
+    )
+    .unwrap();
+    fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = env.other(jobwatch.to_str().unwrap());
+    cmd.arg("--dir").arg(&env.dir);
+    cmd.args(run_args("skew", &[], &["true"], true));
+    let out = output_of(cmd);
+    assert_code(&out, exit::USAGE);
+    let said = stderr(&out);
+    assert!(said.contains("malformed run spec on stdin"), "{said}");
+    assert!(said.contains("from another jobwatch version"), "{said}");
+    assert!(said.contains("cargo install --path ."), "{said}");
+    assert!(!env.file("skew", ".job.json").exists());
 }

@@ -50,6 +50,16 @@ pub fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("jobwatch")
 }
 
+/// Path of the lean detached wrapper built beside [`bin`].
+pub fn wrapper_bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("jobwatch-wrapper")
+}
+
+/// The executable process `pid` runs (`/proc/PID/exe`).
+pub fn exe_of(pid: i32) -> PathBuf {
+    fs::read_link(format!("/proc/{pid}/exe")).expect("the process's executable")
+}
+
 /// Polls `cond` every ~20 ms until it holds; panics naming `what` after
 /// `deadline`.
 #[track_caller]

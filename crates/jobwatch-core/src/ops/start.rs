@@ -56,6 +56,10 @@ const MAX_HANDOVER: u64 = 16 << 20;
 /// The most of a wrapper's reply (or of its stderr) its starter reads.
 const MAX_REPLY: u64 = 1 << 20;
 
+/// The lean wrapper's file name: a binary of its own that `cargo install`
+/// puts beside `jobwatch` (`src/bin/jobwatch-wrapper.rs`).
+pub const WRAPPER_BINARY: &str = "jobwatch-wrapper";
+
 /// How to start a detached wrapper: a program and its arguments (no
 /// setting among them: the spec goes over the wrapper's stdin).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,20 +68,52 @@ pub struct Wrapper {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<OsString>,
+    /// Why this is not the lean wrapper, when it is not: for the front end
+    /// to say once (every job's wrapper then maps the whole front end).
+    pub fallback: Option<String>,
 }
 
 impl Wrapper {
-    /// This executable, run as `jobwatch __wrapper`.
-    pub fn this_executable() -> Result<Wrapper, StartError> {
-        let program = std::env::current_exe().map_err(|source| StartError::Wrapper {
+    /// The wrapper a detached job gets: [`WRAPPER_BINARY`] in this
+    /// executable's directory (symlinks resolved, so a linked `jobwatch`
+    /// finds the wrapper installed with it), or else this executable as
+    /// `jobwatch __wrapper`, with the reason in [`Wrapper::fallback`].
+    pub fn beside_this_executable() -> Result<Wrapper, StartError> {
+        let exe = std::env::current_exe().map_err(|source| StartError::Wrapper {
             program: PathBuf::from("jobwatch"),
             source,
         })?;
-        Ok(Wrapper {
-            program,
-            args: vec![WRAPPER_ARG.into()],
-        })
+        Ok(Wrapper::beside(&exe, is_executable))
     }
+
+    /// The wrapper beside `exe`, given how to tell an executable file.
+    fn beside(exe: &Path, executable: impl Fn(&Path) -> bool) -> Wrapper {
+        let lean = exe.with_file_name(WRAPPER_BINARY);
+        if executable(&lean) {
+            return Wrapper {
+                program: lean,
+                args: Vec::new(),
+                fallback: None,
+            };
+        }
+        let fallback = format!(
+            "no executable {} beside {}: detached jobs run in `{} {WRAPPER_ARG}`, \
+             which costs more memory per job (install both with `cargo install --path .`)",
+            lean.display(),
+            exe.display(),
+            exe.display(),
+        );
+        Wrapper {
+            program: exe.to_path_buf(),
+            args: vec![WRAPPER_ARG.into()],
+            fallback: Some(fallback),
+        }
+    }
+}
+
+/// Whether `path` is a file this process may execute.
+fn is_executable(path: &Path) -> bool {
+    path.is_file() && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
 }
 
 /// Starting a job failed; nothing of it is left running (a run that a
@@ -348,9 +384,12 @@ pub fn detached_in(
     // any other run's.
     let wrapper = proc::identify(child.id() as i32);
     if let Some(mut stdin) = child.stdin.take() {
-        // A wrapper that died already cannot read it: its silence says so.
-        let _ = serde_json::to_writer(&mut stdin, &handover);
-        let _ = stdin.flush();
+        // One write: serde_json writes a token at a time, and each write to
+        // the pipe would wake the wrapper for a few bytes. A wrapper that
+        // died already cannot read it: its silence says so.
+        if let Ok(bytes) = serde_json::to_vec(&handover) {
+            let _ = stdin.write_all(&bytes);
+        }
     }
     let reply = child.stdout.take().and_then(read_reply);
     if let Some(WrapperReply::Started(started)) = reply {
@@ -387,7 +426,7 @@ pub fn detached_in(
         return Err(lost);
     }
     Err(match failure {
-        Some(f) => StartError::Refused(f),
+        Some(f) => StartError::Refused(with_version_hint(f, &ctx.wrapper.program)),
         None => StartError::NotStarted {
             message: if said.is_empty() {
                 "the detached wrapper exited before the job started".to_owned()
@@ -396,6 +435,21 @@ pub fn detached_in(
             },
         },
     })
+}
+
+/// A wrapper that could not read the handover is likely another build's
+/// (a `jobwatch-wrapper` left from an older install beside a newer
+/// `jobwatch`): its refusal says so, and how to fix it.
+fn with_version_hint(mut f: WrapperFailure, program: &Path) -> WrapperFailure {
+    if f.kind == FailureKind::Handover {
+        f.message = format!(
+            "{} (is {} from another jobwatch version? install both again with \
+             `cargo install --path .`)",
+            f.message,
+            program.display()
+        );
+    }
+    f
 }
 
 /// The wrapper process: in the job's working directory and a new session,
@@ -565,6 +619,26 @@ fn reply(r: &WrapperReply) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lean_wrapper_beside_the_executable_is_preferred() {
+        let w = Wrapper::beside(Path::new("/opt/jw/jobwatch"), |p| {
+            p == Path::new("/opt/jw/jobwatch-wrapper")
+        });
+        assert_eq!(w.program, Path::new("/opt/jw/jobwatch-wrapper"));
+        assert!(w.args.is_empty());
+        assert_eq!(w.fallback, None);
+    }
+
+    #[test]
+    fn without_the_lean_wrapper_the_executable_itself_wraps_and_says_why() {
+        let w = Wrapper::beside(Path::new("/opt/jw/jobwatch"), |_| false);
+        assert_eq!(w.program, Path::new("/opt/jw/jobwatch"));
+        assert_eq!(w.args, [WRAPPER_ARG]);
+        let why = w.fallback.expect("a reason");
+        assert!(why.contains("/opt/jw/jobwatch-wrapper"), "{why}");
+        assert!(why.contains("cargo install --path ."), "{why}");
+    }
 
     #[test]
     fn replies_are_one_tagged_line_each() {

@@ -167,6 +167,15 @@ pub trait Claim: Send {
     /// attempts, a final record before [`Claim::commit`]).
     fn write_record(&mut self, record: &JobRecord) -> Result<(), StoreError>;
 
+    /// Writes a start's first record, before the command is spawned:
+    /// visible to readers at once like [`Claim::write_record`], but it need
+    /// not survive a crash, because [`Claim::mark_spawned`] rewrites it
+    /// durably before the start is acknowledged (a store may skip a sync
+    /// here; the file store does: protocol §6.1).
+    fn write_start_record(&mut self, record: &JobRecord) -> Result<(), StoreError> {
+        self.write_record(record)
+    }
+
     /// The start commit point: the record naming the spawned command (and
     /// its PID), made durable; from here on a reader can find and judge it.
     fn mark_spawned(&mut self, record: &JobRecord) -> Result<(), StoreError>;

@@ -172,7 +172,9 @@ pub fn start(store: &dyn Store, spec: RunSpec) -> Result<Supervisor<'_>, StartEr
     let mut record = start_record(&spec, job_id, me, now);
     // The record comes first: from here on a reader sees a running job,
     // never job files without a record (which would read as invalid).
-    claim.write_record(&record)?;
+    // Not durable yet (the commit point rewrites it, synced): a crash
+    // before then leaves a start nobody was told of (protocol §6.1).
+    claim.write_start_record(&record)?;
     crate::queue::started(store, &spec);
     let log = attempts::create_log(store, &spec.name)?;
     claim.reset_beat()?;

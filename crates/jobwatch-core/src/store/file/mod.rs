@@ -400,6 +400,10 @@ impl Claim for FileClaim<'_> {
         write_record(&self.paths.record(), record).map_err(write_err)
     }
 
+    fn write_start_record(&mut self, record: &JobRecord) -> Result<(), StoreError> {
+        protocol::record::write_start_record(&self.paths.record(), record).map_err(write_err)
+    }
+
     fn mark_spawned(&mut self, record: &JobRecord) -> Result<(), StoreError> {
         self.write_record(record)?;
         let pid = record.child_pid.unwrap_or_default();

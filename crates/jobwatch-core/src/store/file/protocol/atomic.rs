@@ -2,8 +2,8 @@
 //! half-written file, and a crash leaves no torn file behind.
 //!
 //! Each write goes to a temp file in the same directory (names starting
-//! with `.`, which no job file does), is fsynced, then renamed over the
-//! target. The directory is fsynced at commit points only ([`create_once`],
+//! with `.`, which no job file does), is fsynced (unless empty: nothing to
+//! lose), then renamed over the target. The directory is fsynced at commit points only ([`create_once`],
 //! or an explicit [`sync_parent`]): one directory fsync makes every earlier
 //! rename in it durable too, and each fsync costs a millisecond or more on
 //! the critical path from a job's exit to its waiter.
@@ -35,11 +35,31 @@ pub enum CreateOnce {
 /// Replaces `path` with `content` atomically (content durable, the rename
 /// durable at the directory's next fsync).
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<(), WriteError> {
+    replace(path, content, Sync::Content)
+}
+
+/// Replaces `path` with `content` atomically for readers, without making
+/// the content durable: after a crash the file may be empty or hold part of
+/// it. Only for a file that a synced write replaces before anything relies
+/// on it surviving a crash (the record a start writes before it spawns the
+/// command: protocol §6.1).
+pub fn write_atomic_unsynced(path: &Path, content: &[u8]) -> Result<(), WriteError> {
+    replace(path, content, Sync::Nothing)
+}
+
+/// Whether a temp file's content is fsynced before its rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    Content,
+    Nothing,
+}
+
+fn replace(path: &Path, content: &[u8], sync: Sync) -> Result<(), WriteError> {
     let err = |source| WriteError {
         path: path.to_owned(),
         source,
     };
-    let tmp = write_temp_sibling(path, content).map_err(err)?;
+    let tmp = write_temp_sibling(path, content, sync).map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
 }
@@ -53,7 +73,7 @@ pub fn create_once(path: &Path, content: &[u8]) -> Result<CreateOnce, WriteError
         path: path.to_owned(),
         source,
     };
-    let tmp = write_temp_sibling(path, content).map_err(err)?;
+    let tmp = write_temp_sibling(path, content, Sync::Content).map_err(err)?;
     match tmp.persist_noclobber(path) {
         Ok(_) => {
             sync_parent(path).map_err(err)?;
@@ -64,11 +84,21 @@ pub fn create_once(path: &Path, content: &[u8]) -> Result<CreateOnce, WriteError
     }
 }
 
-fn write_temp_sibling(path: &Path, content: &[u8]) -> io::Result<tempfile::NamedTempFile> {
+fn write_temp_sibling(
+    path: &Path,
+    content: &[u8],
+    sync: Sync,
+) -> io::Result<tempfile::NamedTempFile> {
     let dir = parent_of(path);
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(content)?;
-    tmp.as_file().sync_all()?;
+    // An empty file has no data a crash could lose or tear (the heartbeat
+    // at a start): its rename is made durable by the directory's next
+    // fsync like any other, and its own fsync would cost a journal commit
+    // on the start path for nothing.
+    if sync == Sync::Content && !content.is_empty() {
+        tmp.as_file().sync_all()?;
+    }
     Ok(tmp)
 }
 

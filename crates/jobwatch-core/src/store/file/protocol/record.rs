@@ -5,7 +5,7 @@
 use std::io;
 use std::path::Path;
 
-use super::atomic::{WriteError, write_atomic};
+use super::atomic::{WriteError, write_atomic, write_atomic_unsynced};
 use super::open::{MAX_JSON_BYTES, MAX_RECORD_BYTES, ReadError, Unusable, read_capped};
 pub use crate::model::{
     Attempt, Finalizer, JobEnd, JobRecord, KillRequest, LivenessMode, Outcome, RECORD_VERSION,
@@ -17,6 +17,14 @@ pub fn write_record(path: &Path, record: &JobRecord) -> Result<(), WriteError> {
     let mut json = serde_json::to_vec_pretty(record).expect("a record always serializes");
     json.push(b'\n');
     write_atomic(path, &json)
+}
+
+/// Writes a start's first record atomically to `path`, without making it
+/// durable: the start's commit point rewrites it, synced (protocol §6.1).
+pub fn write_start_record(path: &Path, record: &JobRecord) -> Result<(), WriteError> {
+    let mut json = serde_json::to_vec_pretty(record).expect("a record always serializes");
+    json.push(b'\n');
+    write_atomic_unsynced(path, &json)
 }
 
 /// Writes a kill request atomically to `path`.
