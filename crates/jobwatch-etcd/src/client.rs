@@ -399,7 +399,7 @@ impl Shared {
         })
     }
 
-    async fn get_prefix(&self, prefix: &[u8], revision: i64) -> Result<Range> {
+    async fn get_prefix(&self, prefix: &[u8], revision: i64, keys_only: bool) -> Result<Range> {
         let full = self.full_key(prefix);
         let end = prefix_range_end(&full);
         let mut kvs = Vec::new();
@@ -411,6 +411,9 @@ impl Shared {
                     let (from, end) = (from.clone(), end.clone());
                     async move {
                         let mut options = GetOptions::new().with_range(end).with_limit(PAGE);
+                        if keys_only {
+                            options = options.with_keys_only();
+                        }
                         if at > 0 {
                             options = options.with_revision(at);
                         }
@@ -793,7 +796,14 @@ impl EtcdClient {
     /// kept.
     pub fn get_prefix(&self, prefix: &[u8], revision: i64) -> Result<Range> {
         let prefix = prefix.to_vec();
-        self.call(move |s| async move { s.get_prefix(&prefix, revision).await })
+        self.call(move |s| async move { s.get_prefix(&prefix, revision, false).await })
+    }
+
+    /// The keys under `prefix` (values left empty), as one snapshot at the
+    /// latest revision: a listing that does not move the values.
+    pub fn get_prefix_keys(&self, prefix: &[u8]) -> Result<Range> {
+        let prefix = prefix.to_vec();
+        self.call(move |s| async move { s.get_prefix(&prefix, 0, true).await })
     }
 
     /// Writes a key, attached to `lease` if given; returns the revision.

@@ -32,6 +32,7 @@ pub mod error;
 pub mod kv;
 pub mod lease;
 mod runtime;
+pub mod store;
 pub mod watch;
 
 pub use client::EtcdClient;
@@ -41,4 +42,5 @@ pub use kv::{
     CasOutcome, Compare, CreateOutcome, Get, KeyValue, LeaseId, Op, OpResult, Range, TxnOutcome,
 };
 pub use lease::LeaseKeeper;
+pub use store::{EtcdStore, StoreOptions};
 pub use watch::{Watch, WatchEvent, WatchMessage, WatchScope};
