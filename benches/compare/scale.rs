@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use jobwatch_core::model::{Finalizer, RECORD_VERSION, rfc3339, unix_ms};
 use jobwatch_core::model::{JobEnd, JobRecord, LivenessMode, Outcome, Settings};
-use jobwatch_core::protocol::status_file::status_content;
+use jobwatch_core::store::file::protocol::status_file::status_content;
 
 use crate::Opts;
 use crate::stats::{Row, Value};

@@ -14,5 +14,5 @@ pub fn job_name(s: &str) -> Result<JobName, String> {
 
 /// A circuit-breaker key (same syntax as a job name).
 pub fn breaker_key(s: &str) -> Result<BreakerKey, String> {
-    BreakerKey::parse(s)
+    BreakerKey::parse(s).map_err(|e| e.to_string())
 }

@@ -19,7 +19,7 @@ use jobwatch_core::batch::table::all_passed;
 use jobwatch_core::batch::worktree::Source;
 use jobwatch_core::exit_code;
 use jobwatch_core::model::JobName;
-use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::store::file::FileStore;
 
 const BATCH_HELP: &str = "\
 Every job of the plan is an ordinary job: status, wait, kill, logs and MCP see it.
@@ -89,7 +89,7 @@ impl From<RerunArg> for Rerun {
 }
 
 /// Runs the `batch` command.
-pub fn batch(dir: &JobsDir, a: BatchArgs) -> CliResult {
+pub fn batch(store: &FileStore, a: BatchArgs) -> CliResult {
     let formats = a
         .report
         .iter()
@@ -102,7 +102,7 @@ pub fn batch(dir: &JobsDir, a: BatchArgs) -> CliResult {
     }
     let source = plan.worktree.as_ref().map(Source::resolve).transpose()?;
     let names = every_name(&plan);
-    let launcher = Detached::new(dir, &names);
+    let launcher = Detached::new(store, &names);
     let stopper = Stopper::new();
     let started = Instant::now();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;

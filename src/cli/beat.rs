@@ -6,11 +6,10 @@ use clap::Args;
 
 use super::args::job_name;
 use super::{CliError, CliResult};
-use jobwatch_core::classify::{JobState, classify, observe};
+use jobwatch_core::classify::{JobState, classify};
 use jobwatch_core::exit_code;
 use jobwatch_core::model::JobName;
-use jobwatch_core::protocol::JobsDir;
-use jobwatch_core::protocol::open::touch;
+use jobwatch_core::store::Store;
 
 /// Record progress for a running job (same as touching $JOBWATCH_HEARTBEAT).
 #[derive(Debug, Args)]
@@ -24,9 +23,8 @@ pub struct BeatArgs {
 }
 
 /// Runs the `beat` command.
-pub fn beat(dir: &JobsDir, a: BeatArgs) -> CliResult {
-    let paths = dir.job(&a.name);
-    match classify(observe(&paths), SystemTime::now(), None) {
+pub fn beat(store: &dyn Store, a: BeatArgs) -> CliResult {
+    match classify(store.snapshot(&a.name), SystemTime::now(), None) {
         JobState::Running { .. } | JobState::Hung { .. } => {}
         JobState::Missing => return Err(CliError::from(format!("no job named {}", a.name))),
         other => {
@@ -37,10 +35,8 @@ pub fn beat(dir: &JobsDir, a: BeatArgs) -> CliResult {
             )));
         }
     }
-    // Never through a symlink, never blocking (protocol §3): a heartbeat
-    // that is not the wrapper's own file is refused, its target untouched.
-    let hb = paths.heartbeat();
-    touch(&hb, SystemTime::now(), false)
-        .map_err(|e| format!("cannot touch {}: {e}", hb.display()))?;
+    // The store refuses a progress mark that is not the wrapper's own
+    // (protocol §3: never through a symlink, never blocking).
+    store.beat(&a.name, SystemTime::now())?;
     Ok(exit_code::SUCCESS)
 }

@@ -9,8 +9,8 @@ use super::args::{breaker_key, duration};
 use super::{CliResult, wants_json};
 use jobwatch_core::breaker::{self, BreakerKey, BreakerView, Event, PolicyUpdate};
 use jobwatch_core::exit_code;
-use jobwatch_core::protocol::JobsDir;
 use jobwatch_core::report::human_ms;
+use jobwatch_core::store::Store;
 use jobwatch_core::sys::stdio::{say, warn};
 
 const BREAKER_HELP: &str = "\
@@ -84,20 +84,20 @@ enum BreakerCommand {
 }
 
 /// Runs the `breaker` command.
-pub fn breaker(dir: &JobsDir, a: BreakerArgs) -> CliResult {
+pub fn breaker(store: &dyn Store, a: BreakerArgs) -> CliResult {
     match a.command {
         BreakerCommand::Status {
             key: Some(key),
             json,
         } => {
-            let view = breaker::status(dir, &key)?;
+            let view = breaker::status(store, &key)?;
             print(std::slice::from_ref(&view), json);
             Ok(refusal_code(&view))
         }
         BreakerCommand::Status { key: None, json } => {
             let mut views = Vec::new();
             let mut code = exit_code::SUCCESS;
-            for entry in breaker::list(dir)? {
+            for entry in breaker::list(store)? {
                 match entry {
                     Ok(view) => views.push(view),
                     Err(e) => {
@@ -110,7 +110,7 @@ pub fn breaker(dir: &JobsDir, a: BreakerArgs) -> CliResult {
             Ok(code)
         }
         BreakerCommand::Reset { key, json } => {
-            let view = breaker::reset(dir, &key)?;
+            let view = breaker::reset(store, &key)?;
             print(&[view], json);
             Ok(exit_code::SUCCESS)
         }
@@ -130,7 +130,7 @@ pub fn breaker(dir: &JobsDir, a: BreakerArgs) -> CliResult {
                 max_failures,
                 cooldown,
             };
-            let view = breaker::record_event(dir, &key, event, None, None, policy)?;
+            let view = breaker::record_event(store, &key, event, None, None, policy)?;
             print(std::slice::from_ref(&view), json);
             Ok(refusal_code(&view))
         }

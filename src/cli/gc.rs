@@ -11,7 +11,7 @@ use super::args::duration;
 use super::{CliResult, wants_json};
 use jobwatch_core::exit_code;
 use jobwatch_core::gc::{self, ItemKind, Policy, Removal};
-use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::store::Store;
 use jobwatch_core::sys::stdio::warn;
 
 const GC_HELP: &str = concat!(
@@ -72,9 +72,9 @@ struct SummaryLine {
 }
 
 /// Runs the `gc` command.
-pub fn gc(dir: &JobsDir, a: GcArgs) -> CliResult {
+pub fn gc(store: &dyn Store, a: GcArgs) -> CliResult {
     let policy = Policy::new(a.older_than, a.keep);
-    let report = gc::collect(dir, &policy, a.dry_run, SystemTime::now())?;
+    let report = gc::collect(store, &policy, a.dry_run, SystemTime::now())?;
     for w in &report.warnings {
         warn(format_args!("warning: {w}"));
     }

@@ -6,12 +6,12 @@ use clap::Args;
 
 use super::args::{duration, job_name};
 use super::{CliResult, wants_json};
-use jobwatch_core::classify::{JobState, classify, observe};
+use jobwatch_core::classify::{JobState, classify};
 use jobwatch_core::exit_code;
 use jobwatch_core::model::{JobName, Outcome};
-use jobwatch_core::protocol::JobsDir;
 use jobwatch_core::recover::kill_job;
 use jobwatch_core::report::JobReport;
+use jobwatch_core::store::{RunAt, Store};
 use jobwatch_core::sys::stdio::say;
 
 /// Kill a job: SIGTERM to its process group, a grace period, then SIGKILL
@@ -39,9 +39,8 @@ pub struct KillArgs {
 }
 
 /// Runs the `kill` command.
-pub fn kill(dir: &JobsDir, a: KillArgs) -> CliResult {
-    let paths = dir.job(&a.name);
-    let before = classify(observe(&paths), std::time::SystemTime::now(), None);
+pub fn kill(store: &dyn Store, a: KillArgs) -> CliResult {
+    let before = classify(store.snapshot(&a.name), std::time::SystemTime::now(), None);
     let grace = a
         .grace
         .or_else(|| before.record().map(|r| r.settings.grace()))
@@ -51,7 +50,13 @@ pub fn kill(dir: &JobsDir, a: KillArgs) -> CliResult {
         before,
         JobState::Finished { .. } | JobState::Recorded { .. }
     );
-    let after = kill_job(&paths, Outcome::Killed, "killed by jobwatch kill", grace)?;
+    let after = kill_job(
+        store,
+        &a.name,
+        Outcome::Killed,
+        "killed by jobwatch kill",
+        grace,
+    )?;
     let (outcome, record) = match &after {
         JobState::Finished { outcome, record } => (*outcome, record.as_deref()),
         // Still not committed: what the record holds, if it holds it.
@@ -63,7 +68,7 @@ pub fn kill(dir: &JobsDir, a: KillArgs) -> CliResult {
             other.record(),
         ),
     };
-    let mut report = JobReport::new(&paths, outcome, record, 0);
+    let mut report = JobReport::new(store, &a.name, &RunAt::Current, outcome, record, 0);
     if already {
         report.reason = Some(format!("already finished ({outcome}); nothing to kill"));
     }

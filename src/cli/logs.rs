@@ -8,10 +8,9 @@ use clap::Args;
 use super::args::job_name;
 use super::{CliError, CliResult};
 use jobwatch_core::exit_code;
+use jobwatch_core::logs::tail_start;
 use jobwatch_core::model::JobName;
-use jobwatch_core::protocol::JobsDir;
-use jobwatch_core::protocol::open::open_existing;
-use jobwatch_core::report::tail_start;
+use jobwatch_core::store::{RunAt, Store};
 use jobwatch_core::wait::{FollowError, FollowSpec, follow};
 
 const LOGS_HELP: &str = "\
@@ -43,8 +42,8 @@ pub struct LogsArgs {
 }
 
 /// Runs the `logs` command.
-pub fn logs(dir: &JobsDir, a: LogsArgs) -> CliResult {
-    let path = dir.job(&a.name).log();
+pub fn logs(store: &dyn Store, a: LogsArgs) -> CliResult {
+    let path = store.log_path(&a.name, &RunAt::Current);
     if !path.exists() {
         return Err(CliError::from(format!(
             "no log for job {} ({})",
@@ -53,13 +52,16 @@ pub fn logs(dir: &JobsDir, a: LogsArgs) -> CliResult {
         )));
     }
     if a.follow {
-        return follow_log(dir, &a);
+        return follow_log(store, &a);
     }
     let read_err =
         |e: std::io::Error| CliError::from(format!("cannot read {}: {e}", path.display()));
     // Opened as every job file is (no symlink, no FIFO), and streamed from
     // where the tail starts: one line of any length is never held whole.
-    let mut f = open_existing(&path).map_err(read_err)?;
+    let mut f = store
+        .logs()
+        .open(&a.name, &RunAt::Current)
+        .map_err(read_err)?;
     if let Some(n) = a.tail {
         let start = tail_start(&mut f, n).map_err(read_err)?;
         f.seek(SeekFrom::Start(start)).map_err(read_err)?;
@@ -75,12 +77,12 @@ pub fn logs(dir: &JobsDir, a: LogsArgs) -> CliResult {
 }
 
 /// `--follow`: the log until the run ends, then the run's exit code.
-fn follow_log(dir: &JobsDir, a: &LogsArgs) -> CliResult {
+fn follow_log(store: &dyn Store, a: &LogsArgs) -> CliResult {
     let spec = FollowSpec {
         tail: a.tail,
         exits_after: true,
     };
-    match follow(dir, &a.name, &spec, &mut std::io::stdout().lock()) {
+    match follow(store, &a.name, &spec, &mut std::io::stdout().lock()) {
         Ok(v) => Ok(exit_code::for_outcome(v.outcome)),
         // A closed pipe (`| head`) is the reader's choice, not an error.
         Err(FollowError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {

@@ -8,7 +8,7 @@ use super::args::positive_duration;
 use super::{CliError, CliResult};
 use crate::mcp::{Context, Options, serve};
 use jobwatch_core::exit_code;
-use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::store::file::FileStore;
 
 const MCP_HELP: &str = concat!(
     "\
@@ -46,11 +46,11 @@ pub struct McpArgs {
 }
 
 /// Runs the `mcp` command.
-pub fn mcp(dir: &JobsDir, a: McpArgs) -> CliResult {
+pub fn mcp(store: &FileStore, a: McpArgs) -> CliResult {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::from(format!("cannot find this executable: {e}")))?;
     let ctx = Context {
-        dir: dir.clone(),
+        store: store.clone(),
         exe,
     };
     let options = Options {

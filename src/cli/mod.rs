@@ -36,7 +36,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use jobwatch_core::exit_code;
-use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::store::file::FileStore;
 use jobwatch_core::sys::stdio::warn;
 
 const AFTER_HELP: &str = concat!(
@@ -160,12 +160,9 @@ fn is_long_lived(command: &Commands) -> bool {
     }
 }
 
-fn open_dir(explicit: Option<PathBuf>) -> Result<JobsDir, CliError> {
-    let path = match explicit {
-        Some(p) => p,
-        None => JobsDir::default_path()?,
-    };
-    Ok(JobsDir::open_or_create(&path)?)
+/// The jobs directory (`--dir`, else the defaults) as the store.
+fn open_dir(explicit: Option<PathBuf>) -> Result<FileStore, CliError> {
+    Ok(FileStore::open(explicit.as_deref())?)
 }
 
 /// Help and version go to stdout with exit 0; a usage error is one line on

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use jobwatch_core::model::JobName;
-use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::store::{RunAt, Store};
 
 /// How often the spinner turns.
 const TICK: Duration = Duration::from_millis(120);
@@ -34,11 +34,14 @@ pub struct Spinner {
 impl Spinner {
     /// Starts a spinner for `names` when `wanted` and stderr is a terminal
     /// that can redraw a line (not `TERM=dumb`); otherwise does nothing.
-    pub fn start(dir: &JobsDir, names: &[JobName], wanted: bool) -> Option<Spinner> {
+    pub fn start(store: &dyn Store, names: &[JobName], wanted: bool) -> Option<Spinner> {
         if !wanted || !std::io::stderr().is_terminal() || dumb_terminal() {
             return None;
         }
-        let logs: Vec<PathBuf> = names.iter().map(|n| dir.job(n).log()).collect();
+        let logs: Vec<PathBuf> = names
+            .iter()
+            .map(|n| store.log_path(n, &RunAt::Current))
+            .collect();
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10))
             .with_style(style(colour_allowed()))
             .with_prefix(label(names));
@@ -134,7 +137,7 @@ fn newest_line(logs: &[PathBuf]) -> Option<String> {
 /// stays intact.
 fn last_line(path: &Path) -> Option<String> {
     // A FIFO or a symlink at the log's place must not stall the spinner.
-    let mut f = jobwatch_core::protocol::open::open_existing(path).ok()?;
+    let mut f = jobwatch_core::logs::open_log_file(path).ok()?;
     let len = f.metadata().ok()?.len();
     f.seek(SeekFrom::Start(len.saturating_sub(TAIL_WINDOW)))
         .ok()?;

@@ -13,7 +13,7 @@ use jobwatch_core::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
 use jobwatch_core::detach::{Placement, Started, spawn_detached};
 use jobwatch_core::exit_code;
 use jobwatch_core::model::{JobName, LivenessMode, Settings};
-use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::store::file::FileStore;
 use jobwatch_core::supervise::{RunSpec, StartError, start};
 use jobwatch_core::sys::stdio::{notice, notice_within, say, warn};
 
@@ -153,7 +153,7 @@ impl From<Liveness> for LivenessMode {
 }
 
 /// Runs the `run` command.
-pub fn run(dir: &JobsDir, a: RunArgs) -> CliResult {
+pub fn run(store: &FileStore, a: RunArgs) -> CliResult {
     if a.heartbeat > a.stale {
         return Err(CliError::from(format!(
             "--heartbeat ({}) must not be longer than --stale ({})",
@@ -165,11 +165,11 @@ pub fn run(dir: &JobsDir, a: RunArgs) -> CliResult {
         refuse_unless_preflight_passes(config, &a.name)?;
     }
     if a.detached_supervisor {
-        run_as_detached_wrapper(dir, &a)
+        run_as_detached_wrapper(store, &a)
     } else if a.detach {
-        spawn_detached_wrapper(dir, &a)
+        spawn_detached_wrapper(store, &a)
     } else {
-        run_in_foreground(dir, &a)
+        run_in_foreground(store, &a)
     }
 }
 
@@ -237,9 +237,9 @@ fn start_error(e: StartError) -> CliError {
 /// only after the process exited must not wait forever.
 const ECHO_STALL_LIMIT: Duration = Duration::from_secs(2);
 
-fn run_in_foreground(dir: &JobsDir, a: &RunArgs) -> CliResult {
-    let supervisor = start(dir, spec(a, !a.quiet)).map_err(start_error)?;
-    let log = supervisor.paths().log();
+fn run_in_foreground(store: &FileStore, a: &RunArgs) -> CliResult {
+    let supervisor = start(store, spec(a, !a.quiet)).map_err(start_error)?;
+    let log = supervisor.log_path();
     let echo = supervisor.echo();
     // Returns with the status written and the name's lock released: nothing
     // below can change or delay the job's result.
@@ -273,30 +273,30 @@ fn run_in_foreground(dir: &JobsDir, a: &RunArgs) -> CliResult {
 
 /// The detached wrapper: reports readiness on stdout (a pipe to the `run
 /// --detach` that spawned it), then lets go of that pipe and supervises.
-fn run_as_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
-    let supervisor = start(dir, spec(a, false)).map_err(start_error)?;
+fn run_as_detached_wrapper(store: &FileStore, a: &RunArgs) -> CliResult {
+    let supervisor = start(store, spec(a, false)).map_err(start_error)?;
     let record = supervisor.record();
     let started = Started {
         name: record.name.clone(),
         pid: record.child_pid.unwrap_or_default(),
         wrapper_pid: record.wrapper_pid,
-        log: supervisor.paths().log().display().to_string(),
+        log: supervisor.log_path().display().to_string(),
     };
     let line = serde_json::to_string(&started).expect("serializes");
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
     drop(out);
-    jobwatch_core::sys::child::release_stdio(&supervisor.paths().log());
+    jobwatch_core::sys::child::release_stdio(&supervisor.log_path());
     supervisor.run_to_end()?;
     Ok(exit_code::SUCCESS)
 }
 
 /// Starts a wrapper in a new session (immune to this terminal's hangup) and
 /// returns once it reports the job started, or relays why it could not.
-fn spawn_detached_wrapper(dir: &JobsDir, a: &RunArgs) -> CliResult {
-    let (started, _wrapper) =
-        spawn_detached(dir, &spec(a, false), &Placement::default()).map_err(|e| CliError {
+fn spawn_detached_wrapper(store: &FileStore, a: &RunArgs) -> CliResult {
+    let (started, _wrapper) = spawn_detached(store, &spec(a, false), &Placement::default())
+        .map_err(|e| CliError {
             code: e.code,
             message: e.message,
         })?;

@@ -1,6 +1,5 @@
 //! `jobwatch status` and `jobwatch ls`: classify jobs from their files alone.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::SystemTime;
 
@@ -10,11 +9,11 @@ use serde::Serialize;
 use super::args::job_name;
 use super::human::for_terminal;
 use super::{CliError, CliResult, wants_json};
-use jobwatch_core::classify::{JobState, classify, observe};
+use jobwatch_core::classify::{JobState, classify};
 use jobwatch_core::exit_code;
 use jobwatch_core::model::JobName;
-use jobwatch_core::protocol::{FileKind, JobsDir};
 use jobwatch_core::report::human_ms;
+use jobwatch_core::store::Store;
 use jobwatch_core::sys::stdio::warn;
 
 const STATUS_HELP: &str = "\
@@ -85,40 +84,31 @@ struct Row {
 }
 
 /// Runs the `status` command.
-pub fn status(dir: &JobsDir, a: StatusArgs) -> CliResult {
+pub fn status(store: &dyn Store, a: StatusArgs) -> CliResult {
     if a.names.is_empty() {
-        return show(dir, all_jobs(dir)?, a.json, false);
+        return show(store, all_jobs(store)?, a.json, false);
     }
-    show(dir, a.names, a.json, true)
+    show(store, a.names, a.json, true)
 }
 
 /// Runs the `ls` command.
-pub fn ls(dir: &JobsDir, a: LsArgs) -> CliResult {
-    show(dir, all_jobs(dir)?, a.json, false)
+pub fn ls(store: &dyn Store, a: LsArgs) -> CliResult {
+    show(store, all_jobs(store)?, a.json, false)
 }
 
-/// Every job name with files in the directory, sorted.
-pub fn all_jobs(dir: &JobsDir) -> Result<Vec<JobName>, CliError> {
-    let entries = std::fs::read_dir(dir.path())
-        .map_err(|e| format!("cannot list {}: {e}", dir.path().display()))?;
-    let names: BTreeSet<JobName> = entries
-        .flatten()
-        .filter_map(|e| FileKind::parse_file_name(e.file_name().to_str()?))
-        .filter(|(_, kind)| *kind != FileKind::Lock)
-        .map(|(name, _)| name)
-        .collect();
-    Ok(names.into_iter().collect())
+/// Every job name in the store, sorted.
+pub fn all_jobs(store: &dyn Store) -> Result<Vec<JobName>, CliError> {
+    Ok(store.list()?)
 }
 
-fn show(dir: &JobsDir, names: Vec<JobName>, json: bool, named: bool) -> CliResult {
+fn show(store: &dyn Store, names: Vec<JobName>, json: bool, named: bool) -> CliResult {
     let json = wants_json(json);
     let now = SystemTime::now();
     let mut code = exit_code::SUCCESS;
     let mut rows = Vec::new();
     for name in names {
-        let paths = dir.job(&name);
-        let obs = observe(&paths);
-        let heartbeat = obs.heartbeat_mtime;
+        let obs = store.snapshot(&name);
+        let heartbeat = obs.last_beat;
         let state = classify(obs, now, None);
         match &state {
             JobState::Missing if named => {
@@ -133,7 +123,7 @@ fn show(dir: &JobsDir, names: Vec<JobName>, json: bool, named: bool) -> CliResul
         }
         if state != JobState::Missing {
             let mut r = row(&name, &state, heartbeat, now);
-            r.runs = archived_runs(dir, &name);
+            r.runs = store.archived(&name).len();
             rows.push(r);
         }
     }
@@ -180,17 +170,6 @@ fn row(name: &JobName, state: &JobState, heartbeat: Option<SystemTime>, now: Sys
         },
         runs: 0,
     }
-}
-
-/// How many archived runs `history/NAME/` holds: one directory listing,
-/// the entry types from `readdir`, nothing opened or parsed.
-fn archived_runs(dir: &JobsDir, name: &JobName) -> usize {
-    std::fs::read_dir(dir.history_of(name)).map_or(0, |entries| {
-        entries
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .count()
-    })
 }
 
 fn print_table(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {

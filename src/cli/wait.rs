@@ -10,8 +10,8 @@ use super::progress::Spinner;
 use super::{CliResult, wants_json};
 use jobwatch_core::exit_code;
 use jobwatch_core::model::{JobName, Outcome};
-use jobwatch_core::protocol::JobsDir;
 use jobwatch_core::report::{JobReport, MatchReport};
+use jobwatch_core::store::Store;
 use jobwatch_core::sys::stdio::say;
 use jobwatch_core::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
 
@@ -96,7 +96,7 @@ pub struct WaitArgs {
 }
 
 /// Runs the `wait` command.
-pub fn wait(dir: &JobsDir, a: WaitArgs) -> CliResult {
+pub fn wait(store: &dyn Store, a: WaitArgs) -> CliResult {
     let spec = WaitSpec {
         names: a.names.clone(),
         mode: if a.any { WaitMode::Any } else { WaitMode::All },
@@ -107,16 +107,16 @@ pub fn wait(dir: &JobsDir, a: WaitArgs) -> CliResult {
         grace: a.grace,
         exits_after: true,
     };
-    let spinner = Spinner::start(dir, &a.names, !a.quiet && !a.json);
+    let spinner = Spinner::start(store, &a.names, !a.quiet && !a.json);
     if let Some(pattern) = &a.until_log {
-        return until_log(dir, &spec, pattern, &a, spinner);
+        return until_log(store, &spec, pattern, &a, spinner);
     }
-    let verdicts = wait_for(dir, &spec);
+    let verdicts = wait_for(store, &spec);
     drop(spinner);
     let verdicts = verdicts?;
     let json = wants_json(a.json);
     for v in &verdicts {
-        let report = report_of(v, a.tail);
+        let report = JobReport::of_verdict(store, v, a.tail);
         // The exit code carries the outcome whether or not stdout works.
         let _ = if json {
             say(report.to_json_line())
@@ -125,17 +125,6 @@ pub fn wait(dir: &JobsDir, a: WaitArgs) -> CliResult {
         };
     }
     Ok(exit_code_of(&verdicts, spec.mode))
-}
-
-fn report_of(v: &Verdict, tail: usize) -> JobReport {
-    let mut r = JobReport::new(&v.paths, v.outcome, v.record.as_ref(), tail);
-    r.running = v.running;
-    if v.running {
-        r.exit_code = None;
-        r.duration_ms = None;
-        r.reason = Some("the waiter's --timeout passed; the job was left running".into());
-    }
-    r
 }
 
 /// `--all`: the first non-success in argument order, else 0. `--any`: the
@@ -168,18 +157,18 @@ fn log_regex(s: &str) -> Result<Regex, String> {
 /// `wait --until-log`: the spinner (if any) is cleared before the result
 /// is printed.
 fn until_log(
-    dir: &JobsDir,
+    store: &dyn Store,
     spec: &WaitSpec,
     pattern: &Regex,
     a: &WaitArgs,
     spinner: Option<Spinner>,
 ) -> CliResult {
     let json = wants_json(a.json);
-    let waited = wait_until_log(dir, spec, pattern);
+    let waited = wait_until_log(store, spec, pattern);
     drop(spinner);
     let (line, code) = match waited? {
         LogWait::Matched(m) => {
-            let r = MatchReport::new(&m.paths, &m.line, m.running, m.record.as_ref());
+            let r = MatchReport::new(store, &m.name, &m.at, &m.line, m.running, m.record.as_ref());
             let line = if json {
                 r.to_json_line()
             } else {
@@ -188,7 +177,7 @@ fn until_log(
             (line, exit_code::SUCCESS)
         }
         LogWait::Ended(v) => {
-            let r = report_of(&v, a.tail);
+            let r = JobReport::of_verdict(store, &v, a.tail);
             let line = if json {
                 r.to_json_line()
             } else {

@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use super::session::TrackedJob;
-use jobwatch_core::classify::{JobState, classify, observe};
+use jobwatch_core::classify::{JobState, classify};
 use jobwatch_core::model::{JobName, JobRecord, Outcome};
-use jobwatch_core::protocol::record::read_record;
-use jobwatch_core::protocol::{JobPaths, JobsDir};
+use jobwatch_core::store::file::FileStore;
+use jobwatch_core::store::{RunAt, SAFETY_RECHECK, Snapshot, Store};
 use jobwatch_core::wait::archived_verdict;
-use jobwatch_core::wait::watch::SAFETY_RECHECK;
 
 /// Log lines an outcome line carries on anything but success.
 pub const TAIL_LINES: usize = 5;
@@ -69,45 +68,53 @@ pub fn look(job: &TrackedJob) -> View {
     if !job.dir.is_dir() {
         return View::Gone;
     }
-    let dir = JobsDir::already_checked(&job.dir);
-    let paths = dir.job(&name);
-    match read_record(&paths.record()) {
-        Ok(Some(r)) if r.job_id == job.job_id => look_current(&paths),
-        Ok(_) => match archived_verdict(&dir, &name, &job.job_id) {
+    let store = FileStore::already_checked(&job.dir);
+    let snapshot = store.snapshot(&name);
+    match &snapshot.record {
+        Ok(Some(r)) if r.job_id == job.job_id => look_current(&store, &name, snapshot),
+        Ok(_) => match archived_verdict(&store, &name, &job.job_id) {
             Some(v) => View::Ended(Box::new(ending(
-                &v.paths,
+                &store,
+                &name,
+                &v.at,
                 v.outcome.as_str(),
                 v.record.as_ref(),
                 None,
             ))),
             None => View::Gone,
         },
-        Err(e) => View::Ended(Box::new(invalid(&paths, e.to_string()))),
+        Err(e) => View::Ended(Box::new(invalid(&store, &name, e.to_string()))),
     }
 }
 
-fn look_current(paths: &JobPaths) -> View {
+fn look_current(store: &dyn Store, name: &JobName, snapshot: Snapshot) -> View {
     let now = SystemTime::now();
-    match classify(observe(paths), now, None) {
+    let current = &RunAt::Current;
+    match classify(snapshot, now, None) {
         JobState::Finished { outcome, record } => View::Ended(Box::new(ending(
-            paths,
+            store,
+            name,
+            current,
             outcome.as_str(),
             record.as_deref(),
             None,
         ))),
         JobState::Lost { record } => View::Ended(Box::new(ending(
-            paths,
+            store,
+            name,
+            current,
             Outcome::Lost.as_str(),
             Some(&record),
             Some(format!(
-                "its wrapper vanished; `jobwatch wait {}` finishes it and kills what remains",
-                paths.name()
+                "its wrapper vanished; `jobwatch wait {name}` finishes it and kills what remains"
             )),
         ))),
         // The outcome its dead wrapper recorded is the outcome (a waiter
         // writes the status from it); a hook only reads.
         JobState::Recorded { record } => View::Ended(Box::new(ending(
-            paths,
+            store,
+            name,
+            current,
             record.outcome.map_or(Outcome::Lost, |o| o).as_str(),
             Some(&record),
             None,
@@ -124,12 +131,14 @@ fn look_current(paths: &JobPaths) -> View {
             recheck_in: SAFETY_RECHECK,
         },
         JobState::Missing => View::Gone,
-        JobState::Invalid { reason } => View::Ended(Box::new(invalid(paths, reason))),
+        JobState::Invalid { reason } => View::Ended(Box::new(invalid(store, name, reason))),
     }
 }
 
 fn ending(
-    paths: &JobPaths,
+    store: &dyn Store,
+    name: &JobName,
+    at: &RunAt,
     outcome: &str,
     record: Option<&JobRecord>,
     reason: Option<String>,
@@ -137,29 +146,29 @@ fn ending(
     let tail = if outcome == Outcome::Success.as_str() {
         Vec::new()
     } else {
-        jobwatch_core::report::tail_lines(&paths.log(), TAIL_LINES).unwrap_or_default()
+        store.tail(name, at, TAIL_LINES)
     };
     Ending {
-        name: paths.name().to_string(),
+        name: name.to_string(),
         outcome: outcome.to_owned(),
         exit_code: record.and_then(|r| r.exit_code),
         signal: record.and_then(|r| r.signal),
         duration_ms: record.and_then(|r| r.duration_ms),
         reason: reason.or_else(|| record.and_then(|r| r.reason.clone())),
-        log: paths.log(),
+        log: store.log_path(name, at),
         tail,
     }
 }
 
-fn invalid(paths: &JobPaths, reason: String) -> Ending {
+fn invalid(store: &dyn Store, name: &JobName, reason: String) -> Ending {
     Ending {
-        name: paths.name().to_string(),
+        name: name.to_string(),
         outcome: "invalid".into(),
         exit_code: None,
         signal: None,
         duration_ms: None,
         reason: Some(reason),
-        log: paths.log(),
+        log: store.log_path(name, &RunAt::Current),
         tail: Vec::new(),
     }
 }

@@ -35,8 +35,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-
-use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::store::file::FileStore;
 
 const HOOK_HELP: &str = "\
 Reads Claude Code's hook JSON on stdin. Register in hooks.json (exec form), e.g.
@@ -121,8 +120,8 @@ impl HookOutput {
 /// and this executable (for commands it starts).
 #[derive(Debug, Clone)]
 pub struct HookContext {
-    /// The jobs directory.
-    pub dir: JobsDir,
+    /// The jobs directory, as the store.
+    pub store: FileStore,
     /// `--dir` as given, passed on to commands the hook writes.
     pub explicit_dir: Option<PathBuf>,
     /// This executable.
@@ -161,14 +160,10 @@ fn run(dir: Option<PathBuf>, args: HookArgs) -> HookOutput {
 }
 
 fn context(dir: Option<PathBuf>) -> Result<HookContext, String> {
-    let path = match &dir {
-        Some(p) => p.clone(),
-        None => JobsDir::default_path().map_err(|e| e.to_string())?,
-    };
-    let jobs = JobsDir::open_or_create(&path).map_err(|e| e.to_string())?;
+    let store = FileStore::open(dir.as_deref()).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     Ok(HookContext {
-        dir: jobs,
+        store,
         explicit_dir: dir,
         exe,
     })

@@ -27,8 +27,8 @@ use super::session::{SessionStore, TrackedJob};
 use super::{HookContext, HookOutput};
 use jobwatch_core::model::unix_ms;
 use jobwatch_core::model::{JobName, JobRecord};
-use jobwatch_core::protocol::JobsDir;
-use jobwatch_core::protocol::record::read_record;
+use jobwatch_core::store::Store;
+use jobwatch_core::store::file::FileStore;
 
 /// How a call says which process it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -173,10 +173,11 @@ pub fn run(ctx: &HookContext, common: &Common, raw: &Value) -> HookOutput {
         })
         .collect();
     if !jobs.is_empty() {
-        let store = SessionStore::new(&ctx.dir);
+        let store = SessionStore::new(&ctx.store);
         let tracked = store.update(&common.session, true, |f| {
             let changed = jobs
-                .into_iter()
+                .iter()
+                .cloned()
                 .fold(false, |changed, j| f.track(j) | changed);
             (changed, ())
         });
@@ -199,11 +200,13 @@ fn confirm(
     since_ms: u64,
 ) -> Result<TrackedJob, String> {
     let name = JobName::parse(&claim.name).map_err(|e| e.to_string())?;
-    let dir = match &claim.dir {
-        None => ctx.dir.clone(),
+    let store = match &claim.dir {
+        None => ctx.store.clone(),
         Some(d) => open_named_dir(d, cwd)?,
     };
-    let record = read_record(&dir.job(&name).record())
+    let record = store
+        .snapshot(&name)
+        .record
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("job {name} has no record; not tracked"))?;
     if !accept(&record, &claim.hint, since_ms) {
@@ -214,7 +217,7 @@ fn confirm(
     Ok(TrackedJob {
         name: record.name,
         job_id: record.job_id,
-        dir: dir.path().to_owned(),
+        dir: store.path().to_owned(),
         started_at: record.started_at,
         via: claim.via.to_owned(),
         reported: None,
@@ -223,7 +226,7 @@ fn confirm(
 
 /// A jobs directory named in a command; it must exist (the command that
 /// started a job in it made it) and pass the usual safety checks.
-fn open_named_dir(dir: &str, cwd: Option<&Path>) -> Result<JobsDir, String> {
+fn open_named_dir(dir: &str, cwd: Option<&Path>) -> Result<FileStore, String> {
     let path = match (Path::new(dir).is_absolute(), cwd) {
         (true, _) => PathBuf::from(dir),
         (false, Some(cwd)) => cwd.join(dir),
@@ -232,7 +235,7 @@ fn open_named_dir(dir: &str, cwd: Option<&Path>) -> Result<JobsDir, String> {
     if !path.is_dir() {
         return Err(format!("jobs directory {} does not exist", path.display()));
     }
-    JobsDir::open_or_create(&path).map_err(|e| e.to_string())
+    FileStore::open(Some(&path)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

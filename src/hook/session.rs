@@ -9,19 +9,12 @@
 //! two hooks waiting on the same job (a stop hook from an earlier turn and
 //! one from the current turn) never both report it.
 //!
-//! This module is the only code that knows the file's name and format: the
-//! seam a different store would replace.
+//! The session's document lives in the store ([`DocKind::Session`]): the
+//! file store keeps it as described above; this module knows its format.
 
-use std::fs::DirBuilder;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-
+use jobwatch_core::store::{DocKind, DocStore, Store, StoreError};
 use serde::{Deserialize, Serialize};
-
-use jobwatch_core::protocol::JobsDir;
-use jobwatch_core::protocol::atomic::write_atomic;
-use jobwatch_core::protocol::lock::JobLock;
-use jobwatch_core::protocol::record::{RecordError, read_json};
+use std::path::PathBuf;
 
 /// The session file format this build writes; readers reject newer ones.
 pub const SESSION_VERSION: u32 = 1;
@@ -162,37 +155,56 @@ pub enum SessionError {
     Io(String),
 }
 
-/// The session files of one jobs directory.
-#[derive(Debug, Clone)]
-pub struct SessionStore {
-    folder: PathBuf,
+/// The session documents of one store.
+#[derive(Clone, Copy)]
+pub struct SessionStore<'s> {
+    docs: &'s dyn DocStore,
 }
 
-impl SessionStore {
-    /// The store in `dir` (`dir/sessions/`).
-    pub fn new(dir: &JobsDir) -> Self {
-        Self {
-            folder: dir.path().join("sessions"),
-        }
+impl<'s> SessionStore<'s> {
+    /// The sessions kept in `store` (the file store's `sessions/`).
+    pub fn new(store: &'s dyn Store) -> Self {
+        Self { docs: store.docs() }
     }
 
-    /// The file of session `id`.
+    /// Where session `id` is kept (the file store: its file).
     pub fn path(&self, id: &SessionId) -> PathBuf {
-        self.folder.join(format!("{}.json", id.as_str()))
-    }
-
-    fn lock_path(&self, id: &SessionId) -> PathBuf {
-        self.folder.join(format!("{}.lock", id.as_str()))
+        PathBuf::from(self.docs.describe(DocKind::Session, id.as_str()))
     }
 
     /// The session's file as it is now; a session that started nothing has
     /// an empty one.
     pub fn load(&self, id: &SessionId) -> Result<SessionFile, SessionError> {
+        let bytes = self
+            .docs
+            .read(DocKind::Session, id.as_str())
+            .map_err(|e| self.unreadable(id, &e))?;
+        self.parse(id, bytes.as_deref())
+    }
+
+    /// A session document's bytes as a session file (`None`: absent).
+    fn parse(&self, id: &SessionId, bytes: Option<&[u8]>) -> Result<SessionFile, SessionError> {
+        let Some(bytes) = bytes else {
+            return Ok(SessionFile::empty(id));
+        };
         let path = self.path(id);
-        match read_json::<SessionFile>(&path) {
-            Ok(Some(f)) => check(f, &path, id),
-            Ok(None) => Ok(SessionFile::empty(id)),
-            Err(e) => Err(malformed(&path, e)),
+        let malformed = |detail: String| SessionError::Malformed {
+            path: path.clone(),
+            why: format!("malformed {}: {detail}", path.display()),
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(malformed("the file is empty".into()));
+        }
+        let f: SessionFile = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+        check(f, &path, id)
+    }
+
+    /// A document the store could not read (an unusable file: a FIFO, a
+    /// symlink, one over its cap) is a malformed session file.
+    fn unreadable(&self, id: &SessionId, e: &StoreError) -> SessionError {
+        SessionError::Malformed {
+            path: self.path(id),
+            why: e.to_string(),
         }
     }
 
@@ -204,34 +216,44 @@ impl SessionStore {
         &self,
         id: &SessionId,
         repair: bool,
-        change: impl FnOnce(&mut SessionFile) -> (bool, T),
+        mut change: impl FnMut(&mut SessionFile) -> (bool, T),
     ) -> Result<T, SessionError> {
-        self.create_folder()?;
-        let _lock = JobLock::acquire(&self.lock_path(id))
-            .map_err(|e| SessionError::Io(format!("cannot lock session {}: {e}", id.as_str())))?;
-        let mut file = match self.load(id) {
-            Ok(f) => f,
-            Err(SessionError::Malformed { .. }) if repair => SessionFile::empty(id),
-            Err(e) => return Err(e),
+        let mut outcome: Option<Result<T, SessionError>> = None;
+        let mut f = |current: jobwatch_core::store::DocRead<'_>| -> Option<Vec<u8>> {
+            let loaded = match current {
+                Ok(bytes) => self.parse(id, bytes),
+                Err(e) => Err(self.unreadable(id, e)),
+            };
+            let mut file = match loaded {
+                Ok(f) => f,
+                Err(SessionError::Malformed { .. }) if repair => SessionFile::empty(id),
+                Err(e) => {
+                    outcome = Some(Err(e));
+                    return None;
+                }
+            };
+            let (changed, answer) = change(&mut file);
+            outcome = Some(Ok(answer));
+            changed.then(|| serde_json::to_vec_pretty(&file).expect("a session file serializes"))
         };
-        let (changed, answer) = change(&mut file);
-        if changed {
-            let text = serde_json::to_vec_pretty(&file).expect("a session file serializes");
-            write_atomic(&self.path(id), &text).map_err(|e| SessionError::Io(e.to_string()))?;
+        match self.docs.update(DocKind::Session, id.as_str(), &mut f) {
+            Ok(()) => outcome.expect("a successful update ran its change"),
+            // The change's own verdict (a malformed file) comes first.
+            Err(_) if matches!(outcome, Some(Err(_))) => outcome.expect("checked"),
+            Err(e @ StoreError::Lock { .. }) => Err(SessionError::Io(format!(
+                "cannot lock session {}: {e}",
+                id.as_str()
+            ))),
+            Err(e) => Err(SessionError::Io(e.to_string())),
         }
-        Ok(answer)
-    }
-
-    fn create_folder(&self) -> Result<(), SessionError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.folder)
-            .map_err(|e| SessionError::Io(format!("cannot create {}: {e}", self.folder.display())))
     }
 }
 
-fn check(f: SessionFile, path: &Path, id: &SessionId) -> Result<SessionFile, SessionError> {
+fn check(
+    f: SessionFile,
+    path: &std::path::Path,
+    id: &SessionId,
+) -> Result<SessionFile, SessionError> {
     if f.version > SESSION_VERSION {
         return Err(SessionError::Malformed {
             path: path.to_owned(),
@@ -248,13 +270,6 @@ fn check(f: SessionFile, path: &Path, id: &SessionId) -> Result<SessionFile, Ses
         });
     }
     Ok(f)
-}
-
-fn malformed(path: &Path, e: RecordError) -> SessionError {
-    SessionError::Malformed {
-        path: path.to_owned(),
-        why: e.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -321,7 +336,7 @@ mod tests {
     fn the_store_writes_a_private_file_and_refuses_a_foreign_one() {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
-        let dir = JobsDir::open_or_create(tmp.path()).unwrap();
+        let dir = jobwatch_core::store::file::FileStore::open(Some(tmp.path())).unwrap();
         let store = SessionStore::new(&dir);
         let id = SessionId::parse("s1").unwrap();
         assert_eq!(store.load(&id).unwrap().jobs.len(), 0);

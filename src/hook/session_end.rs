@@ -44,7 +44,7 @@ pub fn run(ctx: &HookContext, args: &SessionEndArgs, common: &Common) -> HookOut
         Ok(g) => g,
         Err(why) => return HookOutput::note(format!("--grace: {why}; nothing killed")),
     };
-    let store = SessionStore::new(&ctx.dir);
+    let store = SessionStore::new(&ctx.store);
     let jobs = match store.load(&common.session) {
         Ok(f) => f.unreported(),
         Err(e) => return HookOutput::note(e),

@@ -28,7 +28,7 @@ pub fn output(text: &str) -> serde_json::Value {
 
 /// Runs the hook.
 pub fn run(ctx: &HookContext, common: &Common) -> HookOutput {
-    let store = SessionStore::new(&ctx.dir);
+    let store = SessionStore::new(&ctx.store);
     let jobs = match store.load(&common.session) {
         Ok(f) => f.unreported(),
         Err(e) => return HookOutput::note(e),

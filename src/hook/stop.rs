@@ -19,7 +19,8 @@ use super::look::{Ending, View, look};
 use super::session::{SessionStore, TrackedJob};
 use super::{HookContext, HookOutput};
 use jobwatch_core::model::JobName;
-use jobwatch_core::wait::Wakeups;
+use jobwatch_core::store::file::{FileStore, FileWatch};
+use jobwatch_core::store::{Store, Watch, WatchFor};
 
 /// How long a job may be missing (its name mid-restart) before it is
 /// reported gone.
@@ -87,7 +88,7 @@ fn gone_ending(job: &TrackedJob) -> Ending {
 
 /// Runs the hook.
 pub fn run(ctx: &HookContext, common: &Common) -> HookOutput {
-    let store = SessionStore::new(&ctx.dir);
+    let store = SessionStore::new(&ctx.store);
     let mut jobs = match store.load(&common.session) {
         Ok(f) => f.unreported(),
         Err(e) => return HookOutput::note(e),
@@ -144,16 +145,23 @@ pub fn run(ctx: &HookContext, common: &Common) -> HookOutput {
 }
 
 /// Events on the jobs' directory; polling when they span several.
-fn wakeups_for(jobs: &[TrackedJob]) -> Wakeups {
+fn wakeups_for(jobs: &[TrackedJob]) -> Box<dyn Watch> {
     let first = &jobs[0].dir;
     if jobs.iter().any(|j| &j.dir != first) {
-        return Wakeups::Poll(MULTI_DIR_POLL);
+        return Box::new(FileWatch::Poll(MULTI_DIR_POLL));
     }
     let names: Vec<JobName> = jobs
         .iter()
         .filter_map(|j| JobName::parse(&j.name).ok())
         .collect();
-    Wakeups::new(first, &names, None, true)
+    let store = FileStore::already_checked(first);
+    store.watch(
+        &names,
+        WatchFor {
+            exits_after: true,
+            ..WatchFor::default()
+        },
+    )
 }
 
 #[cfg(test)]

@@ -119,7 +119,7 @@ With until_log (a regex, one job): returns `matched` and the line as soon as the
             None => Box::pin(std::future::pending()),
         };
         tokio::select! {
-            answer = wait_slice(&self.ctx.dir, &plan, limit) => match answer {
+            answer = wait_slice(&self.ctx.store, &plan, limit) => match answer {
                 Ok(slice) => CallToolResult::success(vec![ContentBlock::text(slice.text)]),
                 Err(message) => tool_error(message),
             },
@@ -211,7 +211,7 @@ impl JobwatchServer {
     ) -> Forever {
         let cap = self.options.max_wait.as_secs_f64();
         report_progress(
-            &self.ctx.dir,
+            &self.ctx.store,
             &plan.names,
             self.options.progress_every,
             move |message, elapsed| {
@@ -236,7 +236,7 @@ impl JobwatchServer {
             Ok(plan) => plan,
             Err(message) => return tool_error(message).into(),
         };
-        let dir = self.ctx.dir.clone();
+        let dir = self.ctx.store.clone();
         let cap = self.options.max_wait;
         let every = self.options.progress_every;
         let options = TaskOptions::new()

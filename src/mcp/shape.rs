@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use jobwatch_core::classify::{JobState, classify, observe};
+use jobwatch_core::classify::{JobState, classify};
+use jobwatch_core::model::JobName;
 use jobwatch_core::model::{JobRecord, Outcome};
-use jobwatch_core::protocol::JobPaths;
-use jobwatch_core::report::tail_lines;
+use jobwatch_core::store::{RunAt, Store};
 use jobwatch_core::wait::Verdict;
 
 /// Longest log line kept in a result, in bytes.
@@ -92,13 +92,13 @@ pub struct Matched {
 }
 
 /// The result of a `wait` whose `until_log` matched.
-pub fn matched(m: &jobwatch_core::wait::LogMatch) -> Matched {
+pub fn matched(store: &dyn Store, m: &jobwatch_core::wait::LogMatch) -> Matched {
     Matched {
-        name: m.paths.name().to_string(),
+        name: m.name.to_string(),
         outcome: "matched",
         running: m.running,
         line: cut(&m.line, MAX_LINE),
-        log: m.paths.log().display().to_string(),
+        log: store.log_path(&m.name, &m.at).display().to_string(),
     }
 }
 
@@ -185,11 +185,18 @@ pub fn line<T: Serialize>(value: &T) -> String {
 
 /// The result of a finished job, with at most `tail` log lines when it did
 /// not succeed.
-pub fn ended(paths: &JobPaths, outcome: Outcome, record: Option<&JobRecord>, tail: usize) -> Ended {
-    let result = paths.result();
-    let tail = (outcome != Outcome::Success && tail > 0).then(|| bounded_tail(paths, tail));
+pub fn ended(
+    store: &dyn Store,
+    name: &JobName,
+    at: &RunAt,
+    outcome: Outcome,
+    record: Option<&JobRecord>,
+    tail: usize,
+) -> Ended {
+    let tail =
+        (outcome != Outcome::Success && tail > 0).then(|| bounded_tail(store, name, at, tail));
     Ended {
-        name: paths.name().to_string(),
+        name: name.to_string(),
         outcome,
         exit_code: record.and_then(|r| r.exit_code),
         signal: record.and_then(|r| r.signal),
@@ -198,34 +205,41 @@ pub fn ended(paths: &JobPaths, outcome: Outcome, record: Option<&JobRecord>, tai
         reason: record
             .and_then(|r| r.reason.as_deref())
             .map(|r| cut(r, MAX_REASON)),
-        log: paths.log().display().to_string(),
-        result: result.exists().then(|| result.display().to_string()),
+        log: store.log_path(name, at).display().to_string(),
+        result: store.result_path(name, at).map(|p| p.display().to_string()),
         tail,
     }
 }
 
 /// The line for one verdict of the library's waiter.
-pub fn verdict_line(v: &Verdict, tail: usize) -> String {
+pub fn verdict_line(store: &dyn Store, v: &Verdict, tail: usize) -> String {
     if v.running {
-        line(&running(&v.paths))
+        line(&running(store, &v.name))
     } else {
-        line(&ended(&v.paths, v.outcome, v.record.as_ref(), tail))
+        line(&ended(
+            store,
+            &v.name,
+            &v.at,
+            v.outcome,
+            v.record.as_ref(),
+            tail,
+        ))
     }
 }
 
 /// Progress facts of a running job, read from its files now.
-pub fn running(paths: &JobPaths) -> Running {
-    let obs = observe(paths);
+pub fn running(store: &dyn Store, name: &JobName) -> Running {
+    let obs = store.snapshot(name);
     let now = SystemTime::now();
     let since = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_millis() as u64;
     let record = obs.record.as_ref().ok().and_then(|r| r.as_ref());
     Running {
-        name: paths.name().to_string(),
+        name: name.to_string(),
         outcome: "running",
         elapsed_ms: record.map(|r| since(r.started())),
         attempt: record.and_then(attempt),
-        beat_age_ms: obs.heartbeat_mtime.map(since),
-        last_line: last_line(paths),
+        beat_age_ms: obs.last_beat.map(since),
+        last_line: last_line(store, name),
     }
 }
 
@@ -236,16 +250,16 @@ fn attempt(r: &JobRecord) -> Option<String> {
 }
 
 /// The log's last non-empty line, cut short for a one-line summary.
-pub fn last_line(paths: &JobPaths) -> Option<String> {
-    let lines = tail_lines(&paths.log(), 1).ok()?;
+pub fn last_line(store: &dyn Store, name: &JobName) -> Option<String> {
+    let lines = store.tail(name, &RunAt::Current, 1);
     let last = lines.last()?.trim();
     (!last.is_empty()).then(|| cut(last, 120))
 }
 
 /// A job's `status` line.
-pub fn status_row(paths: &JobPaths, now: SystemTime) -> StatusRow {
-    let obs = observe(paths);
-    let heartbeat = obs.heartbeat_mtime;
+pub fn status_row(store: &dyn Store, name: &JobName, now: SystemTime) -> StatusRow {
+    let obs = store.snapshot(name);
+    let heartbeat = obs.last_beat;
     let state = classify(obs, now, None);
     let record = state.record();
     let since = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_millis() as u64;
@@ -255,7 +269,7 @@ pub fn status_row(paths: &JobPaths, now: SystemTime) -> StatusRow {
         _ => record.and_then(|r| r.reason.clone()),
     };
     StatusRow {
-        name: paths.name().to_string(),
+        name: name.to_string(),
         state: state.word(),
         pid: record.and_then(|r| r.child_pid).filter(|_| running),
         age_ms: record.map(|r| since(r.started())),
@@ -268,8 +282,8 @@ pub fn status_row(paths: &JobPaths, now: SystemTime) -> StatusRow {
 
 /// The last `n` log lines, each cut at [`MAX_LINE`] bytes, the oldest
 /// dropped until the whole tail fits in [`MAX_TAIL_BYTES`].
-pub fn bounded_tail(paths: &JobPaths, n: usize) -> Vec<String> {
-    let lines = tail_lines(&paths.log(), n.min(MAX_TAIL_LINES)).unwrap_or_default();
+pub fn bounded_tail(store: &dyn Store, name: &JobName, at: &RunAt, n: usize) -> Vec<String> {
+    let lines = store.tail(name, at, n.min(MAX_TAIL_LINES));
     let mut kept: Vec<String> = Vec::new();
     let mut bytes = 0;
     for l in lines.iter().rev() {
@@ -306,7 +320,7 @@ pub fn lines(items: impl IntoIterator<Item = String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jobwatch_core::model::JobName;
+    use jobwatch_core::store::file::FileStore;
 
     #[test]
     fn cut_keeps_short_text_and_marks_cut_text() {
@@ -319,12 +333,12 @@ mod tests {
     fn tail_is_bounded_in_lines_and_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let name = JobName::parse("j").unwrap();
-        let paths = JobPaths::new(dir.path(), &name);
+        let store = FileStore::open(Some(dir.path())).unwrap();
         let body: String = (0..100)
             .map(|i| format!("{i} {}\n", "x".repeat(500)))
             .collect();
-        std::fs::write(paths.log(), body).unwrap();
-        let tail = bounded_tail(&paths, 1000);
+        std::fs::write(store.log_path(&name, &RunAt::Current), body).unwrap();
+        let tail = bounded_tail(&store, &name, &RunAt::Current, 1000);
         assert!(!tail.is_empty() && tail.len() <= MAX_TAIL_LINES);
         assert!(tail.iter().all(|l| l.len() <= MAX_LINE + 3));
         assert!(serde_json::to_string(&tail).unwrap().len() <= MAX_TAIL_BYTES + 2);

@@ -13,11 +13,13 @@ use serde::Deserialize;
 use super::shape;
 use crate::cli::args;
 use jobwatch_core::breaker::{self, BreakerKey};
+use jobwatch_core::classify::{JobState, classify};
 use jobwatch_core::exit_code;
 use jobwatch_core::model::{JobName, Outcome};
 use jobwatch_core::preflight;
-use jobwatch_core::protocol::JobsDir;
 use jobwatch_core::recover::kill_job;
+use jobwatch_core::store::file::FileStore;
+use jobwatch_core::store::{RunAt, Store};
 
 /// A tool's failure: one line for the agent.
 pub type ToolError = String;
@@ -180,11 +182,12 @@ pub const DEFAULT_WAIT_TAIL: usize = 20;
 /// Most rows `status` lists before summarising the rest.
 const MAX_STATUS_ROWS: usize = 30;
 
-/// What every tool needs: the jobs directory and this executable.
+/// What every tool needs: the store (the jobs directory) and this
+/// executable.
 #[derive(Debug, Clone)]
 pub struct Context {
     /// The jobs directory, the same one the CLI would use.
-    pub dir: JobsDir,
+    pub store: FileStore,
     /// This executable, started as `run --detach` by `start`.
     pub exe: PathBuf,
 }
@@ -212,7 +215,7 @@ pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
     check_spawnable(&p)?;
     let mut cmd = Command::new(&ctx.exe);
     cmd.arg("--dir")
-        .arg(ctx.dir.path())
+        .arg(ctx.store.path())
         .arg("run")
         .arg(job.as_str())
         .args(["--detach", "--json"])
@@ -357,7 +360,7 @@ pub fn status(ctx: &Context, p: StatusParams) -> ToolResult {
             }
             jobs
         }
-        None => crate::cli::status::all_jobs(&ctx.dir).map_err(|e| e.message)?,
+        None => ctx.store.list().map_err(|e| e.to_string())?,
     };
     if jobs.is_empty() {
         return Ok(r#"{"jobs":0}"#.into());
@@ -365,7 +368,7 @@ pub fn status(ctx: &Context, p: StatusParams) -> ToolResult {
     let mut rows: Vec<String> = jobs
         .iter()
         .take(MAX_STATUS_ROWS)
-        .map(|j| shape::line(&shape::status_row(&ctx.dir.job(j), now)))
+        .map(|j| shape::line(&shape::status_row(&ctx.store, j, now)))
         .collect();
     if jobs.len() > MAX_STATUS_ROWS {
         rows.push(format!(
@@ -377,10 +380,8 @@ pub fn status(ctx: &Context, p: StatusParams) -> ToolResult {
 }
 
 fn ensure_exists(ctx: &Context, job: &JobName) -> Result<(), ToolError> {
-    let paths = ctx.dir.job(job);
-    let exists = [paths.record(), paths.log(), paths.status(), paths.pid()]
-        .iter()
-        .any(|p| p.exists());
+    let exists =
+        ctx.store.snapshot(job).any_state || ctx.store.log_path(job, &RunAt::Current).exists();
     if exists {
         Ok(())
     } else {
@@ -392,7 +393,7 @@ fn ensure_exists(ctx: &Context, job: &JobName) -> Result<(), ToolError> {
 /// about what was read, then the text.
 pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError> {
     let job = name(&p.name)?;
-    let path = ctx.dir.job(&job).log();
+    let path = ctx.store.log_path(&job, &RunAt::Current);
     let size = std::fs::metadata(&path)
         .map_err(|_| format!("no log for job {job}"))?
         .len();
@@ -408,7 +409,7 @@ pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError>
             let n = p.tail.map_or(DEFAULT_LOG_TAIL, |n| n as usize);
             // Only the bytes that are sent are read: a line of any length
             // is never held whole.
-            let bytes = jobwatch_core::report::tail_bytes_at_most(&path, n, MAX_LOG_BYTES)
+            let bytes = jobwatch_core::logs::tail_bytes_at_most(&path, n, MAX_LOG_BYTES)
                 .map_err(read_err)?;
             (size.saturating_sub(bytes.len() as u64), bytes)
         }
@@ -427,7 +428,7 @@ pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError>
 
 fn read_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = jobwatch_core::protocol::open::open_existing(path)?;
+    let mut f = jobwatch_core::logs::open_log_file(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     f.take(len).read_to_end(&mut buf)?;
@@ -442,30 +443,24 @@ pub fn kill(ctx: &Context, p: KillParams) -> ToolResult {
         .as_deref()
         .map(|g| args::duration(g).map_err(|e| format!("grace: {e}")))
         .transpose()?;
-    let paths = ctx.dir.job(&job);
-    let before = jobwatch_core::classify::classify(
-        jobwatch_core::classify::observe(&paths),
-        SystemTime::now(),
-        None,
-    );
+    let before = classify(ctx.store.snapshot(&job), SystemTime::now(), None);
     let grace = grace
         .or_else(|| before.record().map(|r| r.settings.grace()))
         .unwrap_or(Duration::from_secs(5));
-    let already = matches!(before, jobwatch_core::classify::JobState::Finished { .. });
+    let already = matches!(before, JobState::Finished { .. });
     let after = kill_job(
-        &paths,
+        &ctx.store,
+        &job,
         Outcome::Killed,
         "killed by jobwatch kill (mcp)",
         grace,
     )
     .map_err(|e| e.to_string())?;
     let (outcome, record) = match &after {
-        jobwatch_core::classify::JobState::Finished { outcome, record } => {
-            (*outcome, record.as_deref())
-        }
+        JobState::Finished { outcome, record } => (*outcome, record.as_deref()),
         other => (Outcome::Killed, other.record()),
     };
-    let mut result = shape::ended(&paths, outcome, record, 0);
+    let mut result = shape::ended(&ctx.store, &job, &RunAt::Current, outcome, record, 0);
     if already {
         result.reason = Some(format!("already finished ({outcome}); nothing to kill"));
     }
@@ -473,16 +468,16 @@ pub fn kill(ctx: &Context, p: KillParams) -> ToolResult {
 }
 
 fn breaker_key(s: &str) -> Result<BreakerKey, ToolError> {
-    BreakerKey::parse(s)
+    BreakerKey::parse(s).map_err(|e| e.to_string())
 }
 
 /// `breaker_status`: one breaker, or every breaker, one line each.
 pub fn breaker_status(ctx: &Context, p: BreakerStatusParams) -> ToolResult {
     if let Some(key) = &p.key {
-        let view = breaker::status(&ctx.dir, &breaker_key(key)?).map_err(|e| e.to_string())?;
+        let view = breaker::status(&ctx.store, &breaker_key(key)?).map_err(|e| e.to_string())?;
         return Ok(shape::line(&view));
     }
-    let views = breaker::list(&ctx.dir).map_err(|e| e.to_string())?;
+    let views = breaker::list(&ctx.store).map_err(|e| e.to_string())?;
     if views.is_empty() {
         return Ok(r#"{"breakers":0}"#.into());
     }
@@ -505,7 +500,7 @@ pub fn breaker_status(ctx: &Context, p: BreakerStatusParams) -> ToolResult {
 
 /// `breaker_reset`: close a breaker and forget its failures.
 pub fn breaker_reset(ctx: &Context, p: BreakerResetParams) -> ToolResult {
-    let view = breaker::reset(&ctx.dir, &breaker_key(&p.key)?).map_err(|e| e.to_string())?;
+    let view = breaker::reset(&ctx.store, &breaker_key(&p.key)?).map_err(|e| e.to_string())?;
     Ok(shape::line(&view))
 }
 

@@ -17,7 +17,8 @@ use regex::Regex;
 use super::shape;
 use super::tools::{self, DEFAULT_WAIT_TAIL, Mode, ToolError, WaitParams};
 use jobwatch_core::model::JobName;
-use jobwatch_core::protocol::JobsDir;
+use jobwatch_core::store::Store;
+use jobwatch_core::store::file::FileStore;
 use jobwatch_core::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
 
 /// A checked `wait` request.
@@ -104,7 +105,7 @@ pub struct Slice {
 }
 
 /// Waits at most `limit` on a blocking thread.
-pub async fn wait_slice(dir: &JobsDir, plan: &Plan, limit: Duration) -> Result<Slice, ToolError> {
+pub async fn wait_slice(dir: &FileStore, plan: &Plan, limit: Duration) -> Result<Slice, ToolError> {
     let dir = dir.clone();
     let plan = plan.clone();
     tokio::task::spawn_blocking(move || {
@@ -112,18 +113,22 @@ pub async fn wait_slice(dir: &JobsDir, plan: &Plan, limit: Duration) -> Result<S
         if let Some(pattern) = &plan.until_log {
             return match wait_until_log(&dir, &spec, pattern).map_err(|e| e.to_string())? {
                 LogWait::Matched(m) => Ok(Slice {
-                    text: shape::line(&shape::matched(&m)),
+                    text: shape::line(&shape::matched(&dir, &m)),
                     settled: true,
                 }),
                 LogWait::Ended(v) => Ok(Slice {
-                    text: shape::verdict_line(&v, plan.tail),
+                    text: shape::verdict_line(&dir, &v, plan.tail),
                     settled: !v.running,
                 }),
             };
         }
         let verdicts = wait_for(&dir, &spec).map_err(|e| e.to_string())?;
         Ok(Slice {
-            text: shape::lines(verdicts.iter().map(|v| shape::verdict_line(v, plan.tail))),
+            text: shape::lines(
+                verdicts
+                    .iter()
+                    .map(|v| shape::verdict_line(&dir, v, plan.tail)),
+            ),
             settled: plan.settled(&verdicts),
         })
     })
@@ -134,7 +139,7 @@ pub async fn wait_slice(dir: &JobsDir, plan: &Plan, limit: Duration) -> Result<S
 /// Waits until the jobs settle, `plan.timeout` passes or `cancelled`
 /// resolves (then `None`), in slices of at most `cap`.
 pub async fn wait_until_settled(
-    dir: &JobsDir,
+    dir: &FileStore,
     plan: &Plan,
     cap: Duration,
     cancelled: impl Future<Output = ()>,
@@ -164,7 +169,7 @@ pub type Forever = Pin<Box<dyn Future<Output = Infallible> + Send>>;
 
 /// Calls `report(message, elapsed)` every `every`, forever: the message
 /// names each job still running with its run time and last log line.
-pub fn report_progress<F>(dir: &JobsDir, names: &[JobName], every: Duration, report: F) -> Forever
+pub fn report_progress<F>(dir: &FileStore, names: &[JobName], every: Duration, report: F) -> Forever
 where
     F: Fn(String, Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static,
 {
@@ -184,12 +189,11 @@ where
 }
 
 /// One line on the jobs still running: name, run time, last log line.
-pub fn progress_message(dir: &JobsDir, names: &[JobName]) -> String {
+pub fn progress_message(store: &dyn Store, names: &[JobName]) -> String {
     let parts: Vec<String> = names
         .iter()
-        .map(|n| dir.job(n))
-        .filter(|paths| !paths.status().exists())
-        .map(|paths| shape::running(&paths))
+        .filter(|n| matches!(store.snapshot(n).status, Ok(None)))
+        .map(|n| shape::running(store, n))
         .map(|r| {
             let elapsed = r
                 .elapsed_ms

@@ -4,12 +4,15 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jobwatch_core::classify::{classify, observe};
+use jobwatch_core::classify::classify;
 use jobwatch_core::model::{Finalizer, KillRequest, RECORD_VERSION, StatusWord};
 use jobwatch_core::model::{JobName, JobRecord, LivenessMode, Outcome, Settings};
-use jobwatch_core::protocol::record::{read_json, read_record, write_kill_request, write_record};
-use jobwatch_core::protocol::status_file::{read_status, status_content};
-use jobwatch_core::protocol::{FileKind, JobPaths};
+use jobwatch_core::store::file::observe;
+use jobwatch_core::store::file::protocol::record::{
+    read_json, read_record, write_kill_request, write_record,
+};
+use jobwatch_core::store::file::protocol::status_file::{read_status, status_content};
+use jobwatch_core::store::file::protocol::{FileKind, JobPaths};
 use jobwatch_core::sys::proc::hostname;
 use proptest::prelude::*;
 

@@ -269,6 +269,20 @@ fn the_judge_decides_the_verdict_and_costs_are_read_from_the_result() {
 }
 
 #[test]
+fn a_result_file_that_is_a_fifo_never_holds_up_the_batch() {
+    // A job may put anything at $JOBWATCH_RESULT; reading a FIFO there
+    // would wait forever for a writer (protocol §3: nothing blocks on one).
+    let env = Env::new();
+    let plan = "jobs:\n  j:\n    \
+                run: [sh, -c, \"mkfifo \\\"$JOBWATCH_RESULT\\\"\"]\n    \
+                cost: usage.usd\n";
+    let (out, lines) = run_batch(&env, plan, &[]);
+    assert_code(&out, 0);
+    assert_eq!(verdicts(&lines), pairs(&[("j", "pass")]));
+    assert_eq!(line_for(&lines, "j")["cost"], Value::Null);
+}
+
+#[test]
 fn a_dependency_that_did_not_pass_skips_its_dependents() {
     let env = Env::new();
     let plan = "jobs:\n  build: {run: [false]}\n  test: {run: [true], after: [build]}\n  \

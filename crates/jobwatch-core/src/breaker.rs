@@ -2,10 +2,11 @@
 //! it survives between invocations (an in-memory breaker forgets everything
 //! when the loop's process ends).
 //!
-//! One small JSON file per key, `breakers/KEY.json`, changed only under an
-//! exclusive `flock` on `breakers/KEY.lock` and replaced atomically, so
-//! concurrent recorders never lose a count and readers never see a torn
-//! file. The rules:
+//! One small JSON document per key in the store's [`DocStore`](crate::store::DocStore) (the file
+//! store's `breakers/KEY.json`, changed only under an exclusive `flock` on
+//! `breakers/KEY.lock` and replaced atomically), so concurrent recorders
+//! never lose a count and readers never see a torn document. The rules
+//! (pure: [`Breaker::count`], [`Breaker::view`], [`Breaker::admit`]):
 //!
 //! - A success closes the breaker and resets the count.
 //! - A failure (failed, hung, timeout, lost) adds one; `max_failures`
@@ -18,30 +19,23 @@
 //! - Each run is counted once, however many processes report it (the
 //!   wrapper, or whoever finishes a lost run).
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{JobState, classify, observe};
-use crate::model::{JobName, JobRecord, Outcome};
-use crate::model::{rfc3339, unix_ms};
-use crate::protocol::JobsDir;
-use crate::protocol::atomic::{WriteError, write_atomic};
-use crate::protocol::lock::{JobLock, LockError};
-use crate::protocol::open::create_dirs_within;
-use crate::protocol::record::{RecordError, read_json};
+use crate::classify::{JobState, classify};
+use crate::model::{JobName, JobRecord, NameError, Outcome, rfc3339, unix_ms};
+use crate::store::{DocKind, Store, StoreError};
 use crate::sys::proc::{self, ProcessId};
 
 /// The breaker file format this build writes.
 pub const BREAKER_VERSION: u32 = 1;
 /// Consecutive failures that open a breaker unless told otherwise.
 pub const DEFAULT_MAX_FAILURES: u32 = 3;
-/// The longest anyone waits for a breaker's lock. Every holder keeps it for
-/// one read-modify-write of a small file (milliseconds, even with many jobs
-/// ending together); a holder that keeps it longer is stuck, and a job's
-/// end must not wait on it (its result matters more than its count).
-pub const LOCK_PATIENCE: Duration = Duration::from_secs(10);
+/// The longest anyone waits for a breaker's lock (the file store's): a
+/// holder that keeps it longer is stuck, and a job's end must not wait on
+/// it (its result matters more than its count).
+pub use crate::store::file::LOCK_PATIENCE;
 /// How many recently counted runs a breaker remembers, so that a run
 /// reported twice (by its wrapper, then by a finisher) counts once.
 const REMEMBERED_RUNS: usize = 32;
@@ -51,12 +45,47 @@ const REMEMBERED_RUNS: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BreakerKey(String);
 
+/// Why a string is not a valid breaker key: the job-name rules, said of a
+/// key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The string was empty.
+    #[error("invalid breaker key: it is empty (use [A-Za-z0-9][A-Za-z0-9._-]{{0,63}})")]
+    Empty,
+    /// The string was longer than a name may be.
+    #[error("invalid breaker key {0:?}: longer than {max} characters", max = crate::model::MAX_NAME_LEN)]
+    TooLong(String),
+    /// The first character was not an ASCII letter or digit.
+    #[error("invalid breaker key {0:?}: it must start with a letter or digit")]
+    BadStart(String),
+    /// A character outside `[A-Za-z0-9._-]` appeared.
+    #[error(
+        "invalid breaker key {name:?}: character {bad:?} is not allowed (use A-Z a-z 0-9 . _ -)"
+    )]
+    BadChar {
+        /// The rejected key.
+        name: String,
+        /// The first offending character.
+        bad: char,
+    },
+}
+
+impl From<NameError> for KeyError {
+    fn from(e: NameError) -> Self {
+        match e {
+            NameError::Empty => KeyError::Empty,
+            NameError::TooLong(s) => KeyError::TooLong(s),
+            NameError::BadStart(s) => KeyError::BadStart(s),
+            NameError::BadChar { name, bad } => KeyError::BadChar { name, bad },
+        }
+    }
+}
+
 impl BreakerKey {
-    /// Validates `s` as a breaker key.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        JobName::parse(s)
-            .map(|n| Self(n.as_str().to_owned()))
-            .map_err(|e| e.to_string().replace("job name", "breaker key"))
+    /// Validates `s` as a breaker key (it names a document, as a job name
+    /// names files: the same syntax).
+    pub fn parse(s: &str) -> Result<Self, KeyError> {
+        Ok(Self(JobName::parse(s)?.as_str().to_owned()))
     }
 
     /// The key as a string slice.
@@ -131,7 +160,7 @@ pub struct Starter {
 
 impl Starter {
     /// This process.
-    fn me() -> Self {
+    pub fn me() -> Self {
         let me = proc::myself();
         Self {
             host: proc::hostname().to_owned(),
@@ -266,10 +295,15 @@ impl Breaker {
         self.trial = None;
     }
 
-    /// Counts one event. Returns false (and changes nothing) when `run` was
-    /// already counted.
-    fn count(&mut self, event: Event, run: Option<&RunRef>, outcome: Option<Outcome>) -> bool {
-        let now = SystemTime::now();
+    /// Counts one event at `now`. Returns false (and changes nothing) when
+    /// `run` was already counted.
+    pub fn count(
+        &mut self,
+        event: Event,
+        run: Option<&RunRef>,
+        outcome: Option<Outcome>,
+        now: SystemTime,
+    ) -> bool {
         if let Some(r) = run {
             if self.counted_runs.contains(&r.job_id) {
                 return false;
@@ -332,10 +366,10 @@ impl Breaker {
     pub fn view(&self, trial_running: bool, now: SystemTime) -> BreakerView {
         let due = self.trial_due();
         let (state, admits) = match self.state {
-            State::Closed => ("closed", true),
-            State::Open if due.is_some_and(|d| now >= d) => ("half-open", true),
-            State::Open => ("open", false),
-            State::HalfOpen => ("half-open", !trial_running),
+            State::Closed => (ViewState::Closed, true),
+            State::Open if due.is_some_and(|d| now >= d) => (ViewState::HalfOpen, true),
+            State::Open => (ViewState::Open, false),
+            State::HalfOpen => (ViewState::HalfOpen, !trial_running),
         };
         BreakerView {
             key: self.key.clone(),
@@ -351,6 +385,64 @@ impl Breaker {
             trial_job: self.trial.as_ref().map(|t| t.run.job.clone()),
             last: self.last.clone(),
         }
+    }
+    /// Decides whether `run` may start at `now` (with `policy` applied),
+    /// and makes it the trial run when a half-open breaker admits it;
+    /// `starter` is the process that starts it.
+    pub fn admit(
+        &mut self,
+        run: &RunRef,
+        policy: PolicyUpdate,
+        trial_running: bool,
+        starter: Option<Starter>,
+        now: SystemTime,
+    ) -> Admission {
+        self.apply_policy(policy);
+        let view = self.view(trial_running, now);
+        match (self.state, view.admits) {
+            (State::Closed, _) => Admission::Admitted,
+            (_, true) => {
+                self.state = State::HalfOpen;
+                self.trial = Some(Trial {
+                    run: run.clone(),
+                    admitted_at: rfc3339(now),
+                    starter,
+                });
+                Admission::Trial
+            }
+            (_, false) => Admission::Refused(Box::new(view)),
+        }
+    }
+}
+
+/// What a breaker means now, as `breaker status` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ViewState {
+    /// Runs are admitted.
+    #[serde(rename = "closed")]
+    Closed,
+    /// Runs are refused.
+    #[serde(rename = "open")]
+    Open,
+    /// One trial run is admitted (or running).
+    #[serde(rename = "half-open")]
+    HalfOpen,
+}
+
+impl ViewState {
+    /// The word shown: `closed`, `open` or `half-open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewState::Closed => "closed",
+            ViewState::Open => "open",
+            ViewState::HalfOpen => "half-open",
+        }
+    }
+}
+
+impl std::fmt::Display for ViewState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
 }
 
@@ -369,7 +461,7 @@ pub struct BreakerView {
     /// The key.
     pub key: String,
     /// `closed`, `open` or `half-open`.
-    pub state: &'static str,
+    pub state: ViewState,
     /// Whether `run --breaker KEY` would start now.
     pub admits: bool,
     /// Failures since the last success.
@@ -407,145 +499,156 @@ pub enum Admission {
 /// A breaker operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BreakerError {
-    /// The state file is unreadable or malformed.
+    /// The store could not read or write the breaker (an unusable file
+    /// included: a FIFO, a symlink, one over its cap).
     #[error("breaker {key}: {source}")]
-    Read {
+    Store {
         /// The key.
         key: String,
         /// What went wrong.
-        source: RecordError,
+        source: StoreError,
     },
-    /// The state file could not be written.
-    #[error("breaker {key}: {source}")]
-    Write {
+    /// The stored breaker is not a valid one.
+    #[error("breaker {key}: malformed {doc}: {detail}")]
+    Malformed {
         /// The key.
         key: String,
-        /// What went wrong.
-        source: WriteError,
+        /// The document (or record) that is malformed.
+        doc: String,
+        /// What is wrong with it.
+        detail: String,
     },
-    /// The lock could not be taken.
-    #[error("breaker {key}: {source}")]
-    Lock {
-        /// The key.
-        key: String,
-        /// What went wrong.
-        source: LockError,
-    },
-    /// Another process held the breaker's lock for longer than
-    /// [`LOCK_PATIENCE`]: it is stuck, since every update takes milliseconds.
+    /// Another process held the breaker's lock for longer than anyone
+    /// waits ([`LOCK_PATIENCE`] in the file store): it is stuck, since
+    /// every update takes milliseconds.
     #[error(
-        "breaker {key}: {} was held by another process for more than {}s; nothing was counted or changed",
-        path.display(),
-        LOCK_PATIENCE.as_secs()
+        "breaker {key}: {what} was held by another process for more than {}s; nothing was counted or changed",
+        waited.as_secs()
     )]
     Busy {
         /// The key.
         key: String,
-        /// The lock file.
-        path: PathBuf,
+        /// What was held (the lock file).
+        what: String,
+        /// How long this process waited.
+        waited: Duration,
     },
-    /// The breakers folder could not be created or listed.
-    #[error("cannot use {path}: {source}")]
-    Folder {
-        /// The folder.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    /// The breakers' place (folder) could not be created or listed.
+    #[error(transparent)]
+    Folder(StoreError),
 }
 
-fn file_of(dir: &JobsDir, key: &BreakerKey) -> PathBuf {
-    dir.breakers().join(format!("{key}.json"))
-}
-
-fn lock_of(dir: &JobsDir, key: &BreakerKey) -> PathBuf {
-    dir.breakers().join(format!("{key}.lock"))
-}
-
-fn read(path: &Path, key: &BreakerKey) -> Result<Breaker, BreakerError> {
-    let stored: Option<Breaker> = read_json(path).map_err(|source| BreakerError::Read {
-        key: key.to_string(),
-        source,
-    })?;
-    match stored {
-        Some(b) if b.version > BREAKER_VERSION => Err(BreakerError::Read {
-            key: key.to_string(),
-            source: RecordError::Malformed {
-                path: path.display().to_string(),
-                detail: format!(
-                    "breaker version {} is newer than this jobwatch understands ({BREAKER_VERSION})",
-                    b.version
-                ),
+impl BreakerError {
+    fn of(key: &str, e: StoreError) -> Self {
+        match e {
+            StoreError::Busy { what, waited } => BreakerError::Busy {
+                key: key.to_owned(),
+                what,
+                waited,
             },
-        }),
-        Some(b) => Ok(b),
-        None => Ok(Breaker::new(key)),
-    }
-}
-
-/// The breaker's state for [`reset`]: a malformed file, or something that
-/// is no regular file at all (a FIFO, a symlink: replaced, never followed,
-/// by the atomic write), reads as new.
-fn read_or_new(path: &Path, key: &BreakerKey) -> Result<Breaker, BreakerError> {
-    match read(path, key) {
-        Err(BreakerError::Read {
-            source: RecordError::Malformed { .. } | RecordError::Unusable { .. },
-            ..
-        }) => Ok(Breaker::new(key)),
-        other => other,
-    }
-}
-
-/// Runs `change` on the breaker's state under its lock and writes the
-/// result back if `change` says so.
-fn update<T>(
-    dir: &JobsDir,
-    key: &BreakerKey,
-    read_state: fn(&Path, &BreakerKey) -> Result<Breaker, BreakerError>,
-    change: impl FnOnce(&mut Breaker) -> (bool, T),
-) -> Result<T, BreakerError> {
-    // A real folder: a symlinked `breakers/` would carry the state (and
-    // its lock) out of the jobs directory.
-    let folder = dir.breakers();
-    create_dirs_within(dir.path(), &folder).map_err(|source| BreakerError::Folder {
-        path: folder.clone(),
-        source,
-    })?;
-    let lock_path = lock_of(dir, key);
-    let _lock =
-        JobLock::acquire_within(&lock_path, LOCK_PATIENCE).map_err(|source| match source {
-            LockError::Held => BreakerError::Busy {
-                key: key.to_string(),
-                path: lock_path.clone(),
-            },
-            source => BreakerError::Lock {
-                key: key.to_string(),
+            folder @ StoreError::Folder { .. } => BreakerError::Folder(folder),
+            source => BreakerError::Store {
+                key: key.to_owned(),
                 source,
             },
-        })?;
-    let path = file_of(dir, key);
-    let mut breaker = read_state(&path, key)?;
-    let (changed, answer) = change(&mut breaker);
-    if changed {
-        let mut json = serde_json::to_vec_pretty(&breaker).expect("a breaker always serializes");
-        json.push(b'\n');
-        write_atomic(&path, &json).map_err(|source| BreakerError::Write {
-            key: key.to_string(),
-            source,
-        })?;
+        }
     }
-    Ok(answer)
+}
+
+/// Parses a stored breaker; `None` bytes are a new, closed breaker.
+fn parse(
+    store: &dyn Store,
+    key: &BreakerKey,
+    bytes: Option<&[u8]>,
+) -> Result<Breaker, BreakerError> {
+    let malformed = |detail: String| BreakerError::Malformed {
+        key: key.to_string(),
+        doc: store.docs().describe(DocKind::Breaker, key.as_str()),
+        detail,
+    };
+    let Some(bytes) = bytes else {
+        return Ok(Breaker::new(key));
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(malformed("the file is empty".into()));
+    }
+    let b: Breaker = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+    if b.version > BREAKER_VERSION {
+        return Err(malformed(format!(
+            "breaker version {} is newer than this jobwatch understands ({BREAKER_VERSION})",
+            b.version
+        )));
+    }
+    Ok(b)
+}
+
+fn read(store: &dyn Store, key: &BreakerKey) -> Result<Breaker, BreakerError> {
+    let bytes = store
+        .docs()
+        .read(DocKind::Breaker, key.as_str())
+        .map_err(|e| BreakerError::of(key.as_str(), e))?;
+    parse(store, key, bytes.as_deref())
+}
+
+/// How an update reads the stored breaker.
+#[derive(Clone, Copy)]
+enum Reading {
+    /// As it is: a malformed or unusable one is an error.
+    Strict,
+    /// For a reset: a malformed or unusable one (a FIFO, a symlink:
+    /// replaced, never followed) reads as new.
+    Repairing,
+}
+
+/// Runs `change` on the breaker's state in one atomic read-modify-write of
+/// the store and writes the result back if `change` says so.
+fn update<T>(
+    store: &dyn Store,
+    key: &BreakerKey,
+    reading: Reading,
+    mut change: impl FnMut(&mut Breaker) -> (bool, T),
+) -> Result<T, BreakerError> {
+    let mut outcome: Option<Result<T, BreakerError>> = None;
+    let repairing = matches!(reading, Reading::Repairing);
+    let mut f = |current: crate::store::DocRead<'_>| -> Option<Vec<u8>> {
+        let mut breaker = match current {
+            Ok(bytes) => match parse(store, key, bytes) {
+                Ok(b) => b,
+                Err(_) if repairing => Breaker::new(key),
+                Err(e) => {
+                    outcome = Some(Err(e));
+                    return None;
+                }
+            },
+            Err(StoreError::Invalid(_)) if repairing => Breaker::new(key),
+            // The store returns its read error.
+            Err(_) => return None,
+        };
+        let (changed, answer) = change(&mut breaker);
+        outcome = Some(Ok(answer));
+        changed.then(|| {
+            let mut json =
+                serde_json::to_vec_pretty(&breaker).expect("a breaker always serializes");
+            json.push(b'\n');
+            json
+        })
+    };
+    store
+        .docs()
+        .update(DocKind::Breaker, key.as_str(), &mut f)
+        .map_err(|e| BreakerError::of(key.as_str(), e))?;
+    outcome.expect("a successful update ran its change")
 }
 
 /// Whether the breaker's trial run is still running.
-fn trial_running(dir: &JobsDir, breaker: &Breaker) -> bool {
+fn trial_running(store: &dyn Store, breaker: &Breaker) -> bool {
     let Some(trial) = &breaker.trial else {
         return false;
     };
     let Ok(name) = JobName::parse(&trial.run.job) else {
         return false;
     };
-    match classify(observe(&dir.job(&name)), SystemTime::now(), None) {
+    match classify(store.snapshot(&name), store.now(), None) {
         JobState::Running { record, .. } | JobState::Hung { record, .. }
             if record.job_id == trial.run.job_id =>
         {
@@ -560,109 +663,85 @@ fn trial_running(dir: &JobsDir, breaker: &Breaker) -> bool {
 }
 
 /// Reads one breaker (a key never recorded reads as closed).
-pub fn status(dir: &JobsDir, key: &BreakerKey) -> Result<BreakerView, BreakerError> {
-    let breaker = read(&file_of(dir, key), key)?;
-    Ok(breaker.view(trial_running(dir, &breaker), SystemTime::now()))
+pub fn status(store: &dyn Store, key: &BreakerKey) -> Result<BreakerView, BreakerError> {
+    let breaker = read(store, key)?;
+    Ok(breaker.view(trial_running(store, &breaker), store.now()))
 }
 
-/// Reads every breaker in the jobs directory, sorted by key; a malformed
-/// file is returned as an error in its place, so one bad file hides no
-/// other.
-pub fn list(dir: &JobsDir) -> Result<Vec<Result<BreakerView, BreakerError>>, BreakerError> {
-    let folder = dir.breakers();
-    let entries = match std::fs::read_dir(&folder) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(BreakerError::Folder {
-                path: folder,
-                source,
-            });
-        }
-    };
-    let mut keys: Vec<BreakerKey> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            BreakerKey::parse(name.strip_suffix(".json")?).ok()
-        })
+/// Reads every breaker in the store, sorted by key; a malformed one is
+/// returned as an error in its place, so one bad document hides no other.
+pub fn list(store: &dyn Store) -> Result<Vec<Result<BreakerView, BreakerError>>, BreakerError> {
+    let keys = store
+        .docs()
+        .list(DocKind::Breaker)
+        .map_err(BreakerError::Folder)?;
+    let mut keys: Vec<BreakerKey> = keys
+        .iter()
+        .filter_map(|k| BreakerKey::parse(k).ok())
         .collect();
     keys.sort();
-    Ok(keys.iter().map(|k| status(dir, k)).collect())
+    Ok(keys.iter().map(|k| status(store, k)).collect())
 }
 
 /// Closes the breaker and forgets its count, keeping its policy.
-/// A damaged file cannot be trusted for anything else, but repairing it is
-/// what a reset is for: it is replaced by a closed breaker (with the
+/// A damaged document cannot be trusted for anything else, but repairing it
+/// is what a reset is for: it is replaced by a closed breaker (with the
 /// default policy, as the stored one is unreadable).
-pub fn reset(dir: &JobsDir, key: &BreakerKey) -> Result<BreakerView, BreakerError> {
-    let breaker = update(dir, key, read_or_new, |b| {
+pub fn reset(store: &dyn Store, key: &BreakerKey) -> Result<BreakerView, BreakerError> {
+    let breaker = update(store, key, Reading::Repairing, |b| {
         let policy = (b.max_failures, b.cooldown_ms);
         *b = Breaker::new(key);
         (b.max_failures, b.cooldown_ms) = policy;
         (true, b.clone())
     })?;
-    Ok(breaker.view(false, SystemTime::now()))
+    Ok(breaker.view(false, store.now()))
 }
 
 /// Records an event, from a job (`run` = the run, counted once) or from a
 /// script (`run` = `None`).
 pub fn record_event(
-    dir: &JobsDir,
+    store: &dyn Store,
     key: &BreakerKey,
     event: Event,
     outcome: Option<Outcome>,
     run: Option<&RunRef>,
     policy: PolicyUpdate,
 ) -> Result<BreakerView, BreakerError> {
-    let breaker = update(dir, key, read, |b| {
+    let now = store.now();
+    let breaker = update(store, key, Reading::Strict, |b| {
         b.apply_policy(policy);
-        b.count(event, run, outcome);
+        b.count(event, run, outcome, now);
         (true, b.clone())
     })?;
-    Ok(breaker.view(trial_running(dir, &breaker), SystemTime::now()))
+    Ok(breaker.view(trial_running(store, &breaker), store.now()))
 }
 
 /// Whether the breaker would refuse a run with `policy` now, read without
 /// taking its lock or changing anything: lets `run` turn a refused job
-/// away before it creates any file of the job. [`admit`] still decides.
+/// away before it creates any state of the job. [`admit`] still decides.
 pub fn refusal(
-    dir: &JobsDir,
+    store: &dyn Store,
     key: &BreakerKey,
     policy: PolicyUpdate,
 ) -> Result<Option<BreakerView>, BreakerError> {
-    let mut breaker = read(&file_of(dir, key), key)?;
+    let mut breaker = read(store, key)?;
     breaker.apply_policy(policy);
-    let view = breaker.view(trial_running(dir, &breaker), SystemTime::now());
+    let view = breaker.view(trial_running(store, &breaker), store.now());
     Ok((!view.admits).then_some(view))
 }
 
 /// Decides whether `run` may start, and remembers it as the trial run when
-/// a half-open breaker admits it.
+/// a half-open breaker admits it (started by this process).
 pub fn admit(
-    dir: &JobsDir,
+    store: &dyn Store,
     key: &BreakerKey,
     run: &RunRef,
     policy: PolicyUpdate,
 ) -> Result<Admission, BreakerError> {
-    update(dir, key, read, |b| {
+    update(store, key, Reading::Strict, |b| {
         let before = b.clone();
-        b.apply_policy(policy);
-        let now = SystemTime::now();
-        let view = b.view(trial_running(dir, b), now);
-        let admission = match (b.state, view.admits) {
-            (State::Closed, _) => Admission::Admitted,
-            (_, true) => {
-                b.state = State::HalfOpen;
-                b.trial = Some(Trial {
-                    run: run.clone(),
-                    admitted_at: rfc3339(now),
-                    starter: Some(Starter::me()),
-                });
-                Admission::Trial
-            }
-            (_, false) => Admission::Refused(Box::new(view)),
-        };
+        let running = trial_running(store, b);
+        let admission = b.admit(run, policy, running, Some(Starter::me()), store.now());
         (*b != before, admission)
     })
 }
@@ -670,23 +749,21 @@ pub fn admit(
 /// Reports a finished job's outcome to the breaker its record names (if
 /// any). Called before the status is written, so that a loop which sees
 /// the status also sees the breaker's updated state.
-pub fn record_job(dir: &JobsDir, record: &JobRecord) -> Result<(), BreakerError> {
+pub fn record_job(store: &dyn Store, record: &JobRecord) -> Result<(), BreakerError> {
     let (Some(key), Some(outcome)) = (&record.breaker, record.outcome) else {
         return Ok(());
     };
-    let key = BreakerKey::parse(key).map_err(|detail| BreakerError::Read {
+    let key = BreakerKey::parse(key).map_err(|detail| BreakerError::Malformed {
         key: key.clone(),
-        source: RecordError::Malformed {
-            path: format!("{}.job.json", record.name),
-            detail,
-        },
+        doc: format!("{}.job.json", record.name),
+        detail: detail.to_string(),
     })?;
     let run = RunRef {
         job: record.name.clone(),
         job_id: record.job_id.clone(),
     };
     record_event(
-        dir,
+        store,
         &key,
         Event::of(outcome),
         Some(outcome),
@@ -728,15 +805,35 @@ mod tests {
     fn opens_after_exactly_max_consecutive_failures() {
         let mut b = breaker(3, None);
         for n in 0..2 {
-            b.count(Event::Failure, Some(&run(n)), Some(Outcome::Failed));
+            b.count(
+                Event::Failure,
+                Some(&run(n)),
+                Some(Outcome::Failed),
+                SystemTime::now(),
+            );
             assert_eq!(b.state, State::Closed);
         }
-        b.count(Event::Success, Some(&run(2)), Some(Outcome::Success));
+        b.count(
+            Event::Success,
+            Some(&run(2)),
+            Some(Outcome::Success),
+            SystemTime::now(),
+        );
         for n in 3..5 {
-            b.count(Event::Failure, Some(&run(n)), Some(Outcome::Hung));
+            b.count(
+                Event::Failure,
+                Some(&run(n)),
+                Some(Outcome::Hung),
+                SystemTime::now(),
+            );
         }
         assert_eq!(b.state, State::Closed, "a success reset the count");
-        b.count(Event::Failure, Some(&run(5)), Some(Outcome::Lost));
+        b.count(
+            Event::Failure,
+            Some(&run(5)),
+            Some(Outcome::Lost),
+            SystemTime::now(),
+        );
         assert_eq!(b.state, State::Open);
         assert!(!b.view(false, SystemTime::now()).admits);
     }
@@ -744,27 +841,27 @@ mod tests {
     #[test]
     fn a_run_is_counted_once() {
         let mut b = breaker(2, None);
-        assert!(b.count(Event::Failure, Some(&run(1)), None));
-        assert!(!b.count(Event::Failure, Some(&run(1)), None));
+        assert!(b.count(Event::Failure, Some(&run(1)), None, SystemTime::now()));
+        assert!(!b.count(Event::Failure, Some(&run(1)), None, SystemTime::now()));
         assert_eq!((b.consecutive_failures, b.state), (1, State::Closed));
     }
 
     #[test]
     fn the_cooldown_admits_a_trial_whose_failure_reopens() {
         let mut b = breaker(1, Some(1000));
-        b.count(Event::Failure, Some(&run(1)), None);
+        b.count(Event::Failure, Some(&run(1)), None, SystemTime::now());
         let opened = UNIX_EPOCH + Duration::from_millis(b.opened_unix_ms.unwrap());
         let early = b.view(false, opened + Duration::from_millis(999));
-        assert_eq!((early.state, early.admits), ("open", false));
+        assert_eq!((early.state.as_str(), early.admits), ("open", false));
         assert_eq!(early.trial_in_ms, Some(1));
         let due = b.view(false, opened + Duration::from_millis(1000));
-        assert_eq!((due.state, due.admits), ("half-open", true));
+        assert_eq!((due.state.as_str(), due.admits), ("half-open", true));
         admit_trial(&mut b, 2);
         assert!(
             !b.view(true, SystemTime::now()).admits,
             "one trial at a time"
         );
-        b.count(Event::Failure, Some(&run(2)), None);
+        b.count(Event::Failure, Some(&run(2)), None, SystemTime::now());
         assert_eq!(b.state, State::Open);
         assert!(b.trial.is_none());
     }
@@ -772,21 +869,36 @@ mod tests {
     #[test]
     fn only_the_trial_decides_a_half_open_breaker() {
         let mut b = breaker(1, Some(0));
-        b.count(Event::Failure, Some(&run(1)), None);
+        b.count(Event::Failure, Some(&run(1)), None, SystemTime::now());
         admit_trial(&mut b, 2);
-        b.count(Event::Failure, Some(&run(3)), Some(Outcome::Failed));
+        b.count(
+            Event::Failure,
+            Some(&run(3)),
+            Some(Outcome::Failed),
+            SystemTime::now(),
+        );
         assert_eq!(b.state, State::HalfOpen, "a late failure of another run");
         assert!(!b.view(true, SystemTime::now()).admits);
-        b.count(Event::Success, Some(&run(2)), Some(Outcome::Success));
+        b.count(
+            Event::Success,
+            Some(&run(2)),
+            Some(Outcome::Success),
+            SystemTime::now(),
+        );
         assert_eq!((b.state, b.consecutive_failures), (State::Closed, 0));
     }
 
     #[test]
     fn a_killed_trial_leaves_room_for_another() {
         let mut b = breaker(1, Some(0));
-        b.count(Event::Failure, Some(&run(1)), None);
+        b.count(Event::Failure, Some(&run(1)), None, SystemTime::now());
         admit_trial(&mut b, 2);
-        b.count(Event::Neutral, Some(&run(2)), Some(Outcome::Killed));
+        b.count(
+            Event::Neutral,
+            Some(&run(2)),
+            Some(Outcome::Killed),
+            SystemTime::now(),
+        );
         assert_eq!(b.state, State::Open);
         assert!(b.view(false, SystemTime::now()).admits);
     }
@@ -803,5 +915,116 @@ mod tests {
         ] {
             assert_eq!(Event::of(o), Event::Failure);
         }
+    }
+
+    #[test]
+    fn a_breaker_counts_through_the_store_and_admits_one_trial_after_its_cooldown() {
+        use crate::store::memory::MemoryStore;
+        use crate::store::{DocKind, Store};
+
+        let store = MemoryStore::new();
+        let key = BreakerKey::parse("deploy").unwrap();
+        let policy = PolicyUpdate {
+            max_failures: Some(2),
+            cooldown: Some(Duration::from_secs(60)),
+        };
+        for n in 1..=2 {
+            record_event(
+                &store,
+                &key,
+                Event::Failure,
+                Some(Outcome::Failed),
+                Some(&run(n)),
+                policy,
+            )
+            .unwrap();
+        }
+        // Counted once, however many report the run.
+        let view = record_event(&store, &key, Event::Failure, None, Some(&run(2)), policy).unwrap();
+        assert_eq!((view.state, view.admits), (ViewState::Open, false));
+        assert_eq!(view.consecutive_failures, 2);
+        assert_eq!(view.trial_in_ms, Some(60_000));
+        assert!(
+            refusal(&store, &key, PolicyUpdate::default())
+                .unwrap()
+                .is_some()
+        );
+        assert!(matches!(
+            admit(&store, &key, &run(3), PolicyUpdate::default()).unwrap(),
+            Admission::Refused(_)
+        ));
+        store.advance(Duration::from_secs(60));
+        assert_eq!(
+            admit(&store, &key, &run(3), PolicyUpdate::default()).unwrap(),
+            Admission::Trial
+        );
+        let stored: Breaker = serde_json::from_slice(
+            &store
+                .docs()
+                .read(DocKind::Breaker, "deploy")
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(stored.state, State::HalfOpen);
+        assert_eq!(stored.trial.unwrap().run.job_id, "id-3");
+        // The trial has no record yet, and the process that admitted it
+        // (this one) lives: it is still starting, so no second trial.
+        assert!(matches!(
+            admit(&store, &key, &run(4), PolicyUpdate::default()).unwrap(),
+            Admission::Refused(_)
+        ));
+        let view = record_event(
+            &store,
+            &key,
+            Event::Success,
+            Some(Outcome::Success),
+            Some(&run(3)),
+            policy,
+        )
+        .unwrap();
+        assert_eq!(
+            (view.state, view.admits, view.consecutive_failures),
+            (ViewState::Closed, true, 0)
+        );
+    }
+
+    #[test]
+    fn a_damaged_breaker_is_an_error_until_a_reset_repairs_it() {
+        use crate::store::DocKind;
+        use crate::store::memory::MemoryStore;
+
+        let store = MemoryStore::new();
+        let key = BreakerKey::parse("k").unwrap();
+        store.memory_docs().put(DocKind::Breaker, "k", b"{not json");
+        let err = status(&store, &key).unwrap_err().to_string();
+        assert!(
+            err.starts_with("breaker k: malformed memory:breakers/k: "),
+            "{err}"
+        );
+        assert!(
+            record_event(
+                &store,
+                &key,
+                Event::Success,
+                None,
+                None,
+                PolicyUpdate::default()
+            )
+            .is_err()
+        );
+        let view = reset(&store, &key).unwrap();
+        assert_eq!((view.state, view.admits), (ViewState::Closed, true));
+        assert!(status(&store, &key).is_ok());
+    }
+
+    #[test]
+    fn a_breaker_key_error_is_said_of_a_key() {
+        let e = BreakerKey::parse("-x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid breaker key \"-x\": it must start with a letter or digit"
+        );
+        assert!(matches!(BreakerKey::parse(""), Err(KeyError::Empty)));
     }
 }

@@ -1,54 +1,15 @@
-//! Classifying a job from its files alone, so that `status` and `wait` give
-//! the same answer after any crash of any monitor.
+//! Classifying a job from what its store holds alone, so that `status` and
+//! `wait` give the same answer after any crash of any monitor.
 //!
-//! [`observe`] reads the files (and checks the wrapper's PID); [`classify`]
-//! is a pure function of that observation and the time.
+//! A store takes the [`Snapshot`] (reading files and checking the wrapper's
+//! PID, for the file store); [`classify`] is a pure function of that
+//! snapshot and the time.
 
 use std::time::{Duration, SystemTime};
 
 use crate::liveness::{observer_threshold, visible_progress};
-use crate::model::StatusWord;
-use crate::model::{JobRecord, Outcome};
-use crate::protocol::open::{entry, mtime};
-use crate::protocol::record::{RecordError, read_record};
-use crate::protocol::status_file::{StatusError, read_status};
-use crate::protocol::{FileKind, JobPaths};
-use crate::sys::proc::{self, ProcessId};
-
-/// Whether the wrapper process is still there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WrapperState {
-    /// Alive (same PID, same start time, same boot, not a zombie).
-    Alive,
-    /// Gone, or its PID now belongs to another process.
-    Dead,
-    /// It runs on another host: its PID cannot be checked from here.
-    Elsewhere,
-    /// No record to tell.
-    Unknown,
-}
-
-/// Everything read from one job's files at one moment.
-#[derive(Debug)]
-pub struct Observed {
-    /// `NAME.job.json`.
-    pub record: Result<Option<JobRecord>, RecordError>,
-    /// The wrapper, checked after the record was read and before the status
-    /// (`Unknown` when the status already existed: it no longer matters).
-    pub wrapper: WrapperState,
-    /// `NAME.status`.
-    pub status: Result<Option<StatusWord>, StatusError>,
-    /// mtime of `NAME.heartbeat` (not read once a status exists).
-    pub heartbeat_mtime: Option<SystemTime>,
-    /// mtime of `NAME.log` (not read once a status exists).
-    pub log_mtime: Option<SystemTime>,
-    /// Whether the recorded command has exited while its wrapper lives
-    /// ([`command_exited`]; only checked when the wrapper is alive and no
-    /// status exists).
-    pub command_exited: bool,
-    /// Whether any of the job's files exists.
-    pub any_file: bool,
-}
+use crate::model::{JobRecord, Outcome, StatusWord};
+use crate::store::{Holder, Snapshot};
 
 /// What a job is, as far as its files tell.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,97 +89,9 @@ impl JobState {
     }
 }
 
-/// Reads a job's files. The order matters: the wrapper is checked before the
-/// status is read, so "wrapper dead and no status" can never be a status
-/// written between the two reads.
-///
-/// A job whose status already exists is over: its wrapper and progress no
-/// longer matter, so they are not read (this is most of the cost of
-/// `status` over many finished jobs). Otherwise the status is read again
-/// after the wrapper check, and that second read is the one that counts.
-pub fn observe(paths: &JobPaths) -> Observed {
-    let record = read_record(&paths.record());
-    let (wrapper, status) = match read_status(&paths.status()) {
-        Ok(None) => {
-            let wrapper = match &record {
-                Ok(Some(r)) => wrapper_state(r),
-                _ => WrapperState::Unknown,
-            };
-            (wrapper, read_status(&paths.status()))
-        }
-        present_or_unreadable => (WrapperState::Unknown, present_or_unreadable),
-    };
-    // The job may have finished between the two reads: the status then sits
-    // beside the start record. The final record precedes the status, so a
-    // second read sees it.
-    let record = match (&status, record) {
-        (Ok(Some(_)), Ok(Some(r))) if r.outcome.is_none() => read_record(&paths.record()),
-        (_, record) => record,
-    };
-    let over = !matches!(status, Ok(None));
-    let heartbeat_mtime = if over {
-        None
-    } else {
-        mtime(&paths.heartbeat())
-    };
-    let log_mtime = if over { None } else { mtime(&paths.log()) };
-    let command_exited = wrapper == WrapperState::Alive
-        && matches!(&record, Ok(Some(r)) if r.outcome.is_none() && command_exited(r));
-    let any_file = matches!(record, Ok(Some(_)) | Err(_))
-        || over
-        || heartbeat_mtime.is_some()
-        || log_mtime.is_some()
-        || entry(&paths.file(FileKind::Pid)).is_some();
-    Observed {
-        record,
-        wrapper,
-        status,
-        heartbeat_mtime,
-        log_mtime,
-        command_exited,
-        any_file,
-    }
-}
-
-/// Whether the command of the run's current attempt has exited: it is a
-/// zombie its wrapper has not reaped yet, or it is gone (reaped, or its PID
-/// reused). While the wrapper backs off between attempts (the attempt is
-/// already listed in `attempts`) this says nothing: `false`.
-///
-/// A run whose command exited is finishing, not hung: its wrapper kills the
-/// leftovers, then commits the exit's outcome. An exit that happened before
-/// any kill request wins (§9.4 of the protocol).
-pub fn command_exited(record: &JobRecord) -> bool {
-    let (Some(pid), Some(start_time)) = (record.child_pid, record.child_start_time) else {
-        return false;
-    };
-    let between_attempts = record.attempts.len() >= record.attempt as usize;
-    // A start time of 0 was unreadable at spawn: it proves nothing.
-    start_time != 0 && !between_attempts && !proc::is_alive(ProcessId { pid, start_time })
-}
-
-/// Checks the wrapper named by a record.
-pub fn wrapper_state(record: &JobRecord) -> WrapperState {
-    if record.host != proc::hostname() {
-        return WrapperState::Elsewhere;
-    }
-    if record.boot_id != proc::boot_id() {
-        return WrapperState::Dead;
-    }
-    let id = ProcessId {
-        pid: record.wrapper_pid,
-        start_time: record.wrapper_start_time,
-    };
-    if proc::is_alive(id) {
-        WrapperState::Alive
-    } else {
-        WrapperState::Dead
-    }
-}
-
-/// Classifies an observation at time `now`. `stale` overrides the job's own
+/// Classifies a snapshot at time `now`. `stale` overrides the job's own
 /// stale threshold (see [`observer_threshold`]).
-pub fn classify(obs: Observed, now: SystemTime, stale: Option<Duration>) -> JobState {
+pub fn classify(obs: Snapshot, now: SystemTime, stale: Option<Duration>) -> JobState {
     let record = match obs.record {
         Ok(r) => r,
         Err(e) => {
@@ -237,16 +110,16 @@ pub fn classify(obs: Observed, now: SystemTime, stale: Option<Duration>) -> JobS
     };
     match (status, record) {
         (Some(word), record) => finished(word, record),
-        (None, None) if obs.any_file => JobState::Invalid {
+        (None, None) if obs.any_state => JobState::Invalid {
             reason: "no job.json record and no status: not a jobwatch job, or a damaged one"
                 .to_owned(),
         },
         (None, None) => JobState::Missing,
         (None, Some(record)) => unfinished(
             record,
-            obs.wrapper,
-            obs.heartbeat_mtime,
-            obs.log_mtime,
+            obs.holder,
+            obs.last_beat,
+            obs.last_output,
             obs.command_exited,
             now,
             stale,
@@ -276,7 +149,7 @@ fn finished(word: StatusWord, record: Option<JobRecord>) -> JobState {
 
 fn unfinished(
     record: JobRecord,
-    wrapper: WrapperState,
+    wrapper: Holder,
     heartbeat_mtime: Option<SystemTime>,
     log_mtime: Option<SystemTime>,
     command_exited: bool,
@@ -290,18 +163,18 @@ fn unfinished(
     // A recorded outcome is the outcome, whoever commits it.
     let recorded = record.outcome.is_some();
     match wrapper {
-        WrapperState::Dead if recorded => JobState::Recorded {
+        Holder::Dead if recorded => JobState::Recorded {
             record: Box::new(record),
         },
-        WrapperState::Dead => JobState::Lost {
+        Holder::Dead => JobState::Lost {
             record: Box::new(record),
         },
         // Another host's wrapper cannot be checked: a heartbeat that stopped
         // for longer than any healthy wrapper allows means it is gone.
-        WrapperState::Elsewhere if overdue && recorded => JobState::Recorded {
+        Holder::Elsewhere if overdue && recorded => JobState::Recorded {
             record: Box::new(record),
         },
-        WrapperState::Elsewhere if overdue => JobState::Lost {
+        Holder::Elsewhere if overdue => JobState::Lost {
             record: Box::new(record),
         },
         // The command has ended and the live wrapper is finishing (killing
@@ -377,18 +250,18 @@ mod tests {
 
     fn obs(
         record: Option<JobRecord>,
-        wrapper: WrapperState,
+        wrapper: Holder,
         status: Option<StatusWord>,
         beat: u64,
-    ) -> Observed {
-        Observed {
+    ) -> Snapshot {
+        Snapshot {
             record: Ok(record),
-            wrapper,
+            holder: wrapper,
             status: Ok(status),
-            heartbeat_mtime: Some(t(beat)),
-            log_mtime: None,
+            last_beat: Some(t(beat)),
+            last_output: None,
             command_exited: false,
-            any_file: true,
+            any_state: true,
         }
     }
 
@@ -397,7 +270,7 @@ mod tests {
         let s = classify(
             obs(
                 Some(record(Some(Outcome::Timeout))),
-                WrapperState::Dead,
+                Holder::Dead,
                 Some(StatusWord::Failed),
                 0,
             ),
@@ -415,11 +288,7 @@ mod tests {
 
     #[test]
     fn a_dead_wrapper_without_status_is_lost() {
-        let s = classify(
-            obs(Some(record(None)), WrapperState::Dead, None, 0),
-            t(1),
-            None,
-        );
+        let s = classify(obs(Some(record(None)), Holder::Dead, None, 0), t(1), None);
         assert_eq!(s.word(), "lost");
     }
 
@@ -427,7 +296,7 @@ mod tests {
     fn a_live_wrapper_is_hung_only_after_the_observer_threshold() {
         let live = |now| {
             classify(
-                obs(Some(record(None)), WrapperState::Alive, None, 0),
+                obs(Some(record(None)), Holder::Alive, None, 0),
                 t(now),
                 None,
             )
@@ -436,7 +305,7 @@ mod tests {
         assert_eq!(live(11), "running", "the wrapper decides first");
         assert_eq!(live(12), "hung", "stale 10s + heartbeat 1s + 1s");
         let explicit = classify(
-            obs(Some(record(None)), WrapperState::Alive, None, 0),
+            obs(Some(record(None)), Holder::Alive, None, 0),
             t(3),
             Some(Duration::from_secs(2)),
         );
@@ -446,12 +315,7 @@ mod tests {
     #[test]
     fn a_record_holding_an_outcome_is_that_outcome_when_its_wrapper_died_committing() {
         let s = classify(
-            obs(
-                Some(record(Some(Outcome::Success))),
-                WrapperState::Dead,
-                None,
-                0,
-            ),
+            obs(Some(record(Some(Outcome::Success))), Holder::Dead, None, 0),
             t(1),
             None,
         );
@@ -461,7 +325,7 @@ mod tests {
         let s = classify(
             obs(
                 Some(record(Some(Outcome::Failed))),
-                WrapperState::Elsewhere,
+                Holder::Elsewhere,
                 None,
                 0,
             ),
@@ -473,14 +337,9 @@ mod tests {
 
     #[test]
     fn a_live_wrapper_whose_command_ended_is_finishing_and_never_overdue() {
-        let committing = obs(
-            Some(record(Some(Outcome::Success))),
-            WrapperState::Alive,
-            None,
-            0,
-        );
+        let committing = obs(Some(record(Some(Outcome::Success))), Holder::Alive, None, 0);
         assert_eq!(classify(committing, t(100), None).word(), "running");
-        let mut exited = obs(Some(record(None)), WrapperState::Alive, None, 0);
+        let mut exited = obs(Some(record(None)), Holder::Alive, None, 0);
         exited.command_exited = true;
         let s = classify(exited, t(100), Some(Duration::from_secs(1)));
         assert_eq!(s.word(), "running", "an exit is not a hang");
@@ -491,7 +350,7 @@ mod tests {
         let s = classify(
             obs(
                 Some(record(Some(Outcome::Failed))),
-                WrapperState::Dead,
+                Holder::Dead,
                 Some(StatusWord::Success),
                 0,
             ),
@@ -503,10 +362,60 @@ mod tests {
 
     #[test]
     fn nothing_on_disk_is_missing_and_orphan_files_are_invalid() {
-        let mut o = obs(None, WrapperState::Unknown, None, 0);
-        o.any_file = false;
+        let mut o = obs(None, Holder::Unknown, None, 0);
+        o.any_state = false;
         assert_eq!(classify(o, t(0), None), JobState::Missing);
-        let o = obs(None, WrapperState::Unknown, None, 0);
+        let o = obs(None, Holder::Unknown, None, 0);
         assert_eq!(classify(o, t(0), None).word(), "invalid");
+    }
+
+    /// The same rules over a store's snapshots: the memory store says what
+    /// the files would, with the clock and the wrapper's liveness set here.
+    #[test]
+    fn a_memory_store_run_is_running_hung_finishing_lost_or_finished_as_its_state_says() {
+        use crate::store::Store;
+        use crate::store::memory::MemoryStore;
+        use crate::store::memory::fixture::{ended, name, record};
+
+        let store = MemoryStore::new();
+        let t0 = store.now();
+        let j = name("j");
+        let word = |store: &MemoryStore| classify(store.snapshot(&j), store.now(), None).word();
+        assert_eq!(word(&store), "missing");
+        store.put_record(&j, record("j", "r1", t0));
+        assert_eq!(word(&store), "lost", "a record whose wrapper is gone");
+        store.set_holder("r1", Holder::Alive);
+        store.put_output(&j, t0, &["working"]);
+        assert_eq!(word(&store), "running");
+        store.advance(Duration::from_secs(11));
+        assert_eq!(word(&store), "running", "the wrapper decides first");
+        store.advance(Duration::from_secs(1));
+        assert_eq!(word(&store), "hung", "stale 10s + heartbeat 1s + 1s");
+        store.set_command_exited("r1");
+        assert_eq!(word(&store), "running", "an exit is not a hang");
+        let done = ended(record("j", "r1", t0), Outcome::Failed, store.now());
+        store.put_record(&j, done);
+        store.set_holder("r1", Holder::Dead);
+        assert_eq!(word(&store), "failed", "the recorded outcome, not lost");
+        store.put_status(&j, StatusWord::Failed);
+        let state = classify(store.snapshot(&j), store.now(), None);
+        assert!(
+            matches!(
+                state,
+                JobState::Finished {
+                    outcome: Outcome::Failed,
+                    ..
+                }
+            ),
+            "{state:?}"
+        );
+        store.damage_status(&j, "cannot use j.status: it is a FIFO");
+        let state = classify(store.snapshot(&j), store.now(), None);
+        assert_eq!(
+            state,
+            JobState::Invalid {
+                reason: "cannot use j.status: it is a FIFO".into()
+            }
+        );
     }
 }

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::exit_code;
 use crate::kill::{DETACHED_WRAPPER_ENV, JOB_ID_ENV, find_members};
 use crate::model::JobName;
-use crate::protocol::JobsDir;
-use crate::protocol::record::read_record;
 use crate::recover;
 use crate::spec::ms;
+use crate::store::Store;
+use crate::store::file::FileStore;
 use crate::supervise::RunSpec;
 use crate::sys::child::detach_into_new_session;
 use crate::sys::proc::{self, ProcessId};
@@ -72,7 +72,7 @@ pub struct Placement {
 /// process, which a long-lived caller reaps once the job has ended; or the
 /// wrapper's reason and exit code when it could not start the job.
 pub fn spawn_detached(
-    dir: &JobsDir,
+    store: &FileStore,
     spec: &RunSpec,
     place: &Placement,
 ) -> Result<(Started, std::process::Child), DetachError> {
@@ -80,7 +80,7 @@ pub fn spawn_detached(
     let exe = std::env::current_exe().map_err(DetachError::usage)?;
     let mut cmd = Command::new(exe);
     cmd.arg("--dir")
-        .arg(dir.path())
+        .arg(store.path())
         .arg("run")
         .arg(spec.name.as_str())
         .arg("--detached-supervisor")
@@ -138,7 +138,7 @@ pub fn spawn_detached(
     let status = child.wait().map_err(DetachError::usage)?;
     let message = err.trim().trim_start_matches("jobwatch: ").to_owned();
     if let Some(lost) =
-        wrapper.and_then(|w| settle_unreported_start(dir, &spec.name, s.grace(), w, &message))
+        wrapper.and_then(|w| settle_unreported_start(store, &spec.name, s.grace(), w, &message))
     {
         return Err(lost);
     }
@@ -162,14 +162,13 @@ pub fn spawn_detached(
 /// spawned, reported as the lost run it is (exit 4) rather than as a job
 /// that never started. `None` when the wrapper left no unfinished run.
 fn settle_unreported_start(
-    dir: &JobsDir,
+    store: &dyn Store,
     name: &JobName,
     grace: Duration,
     wrapper: ProcessId,
     wrapper_said: &str,
 ) -> Option<DetachError> {
-    let paths = dir.job(name);
-    let record = read_record(&paths.record()).ok().flatten()?;
+    let record = store.snapshot(name).record.ok().flatten()?;
     let ours = record.wrapper_pid == wrapper.pid && record.wrapper_start_time == wrapper.start_time;
     if !ours || record.outcome.is_some() {
         return None;
@@ -183,7 +182,7 @@ fn settle_unreported_start(
     } else {
         "the detached wrapper died before it started the command"
     };
-    let finished = recover::finalize_lost(&paths, grace, why);
+    let finished = recover::finalize_lost(store, name, grace, why);
     if !spawned {
         return None;
     }

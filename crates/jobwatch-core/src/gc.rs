@@ -27,21 +27,17 @@
 //! makes a `run` of that name fail with "already running".
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::classify::{JobState, WrapperState, classify, observe, wrapper_state};
-use crate::model::JobName;
-use crate::model::{KillRequest, rfc3339};
-use crate::protocol::history::RUN_FILES;
-use crate::protocol::lock::{JobLock, LockError};
-use crate::protocol::paths::ATTEMPTS_DIR;
-use crate::protocol::record::{read_json, read_record};
-use crate::protocol::{FileKind, JobPaths, JobsDir};
+use crate::classify::{JobState, classify};
+use crate::model::{JobName, rfc3339};
+use crate::store::{
+    ArchivedItem, Claim, ClaimError, ClaimWait, GcItem, Holder, Inventory, Snapshot, Store,
+    StoreError,
+};
 
 /// Archived runs kept per name when no limit is given.
 pub const DEFAULT_KEEP: usize = 10;
@@ -53,7 +49,6 @@ pub const TEMP_MIN_AGE: Duration = Duration::from_secs(60);
 /// filled by an archive in progress: it is removed only under the lock.
 pub const FRESH_ARCHIVE: Duration = Duration::from_secs(60);
 
-const HISTORY: &str = "history";
 /// What to remove besides the always-removed leftovers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -132,483 +127,372 @@ impl Report {
     }
 }
 
-/// The jobs directory could not be listed.
+/// The store could not be listed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot list {path}: {source}")]
-pub struct GcError {
-    /// The directory.
-    pub path: PathBuf,
-    /// The OS error.
-    #[source]
-    pub source: io::Error,
-}
+#[error(transparent)]
+pub struct GcError(#[from] pub StoreError);
 
 /// Removes (or with `dry_run` only lists) what `policy` allows, as of `now`.
 pub fn collect(
-    dir: &JobsDir,
+    store: &dyn Store,
     policy: &Policy,
     dry_run: bool,
     now: SystemTime,
 ) -> Result<Report, GcError> {
     let mut gc = Collector {
-        root: dir.path().to_owned(),
+        store,
         policy: *policy,
         dry_run,
         now,
         report: Report::default(),
     };
-    let top = gc.scan_top()?;
-    for tmp in top.temps {
-        gc.temp_file(&tmp);
+    let names = store.gc().names()?;
+    for debris in store.gc().debris(now, TEMP_MIN_AGE) {
+        gc.debris(debris);
     }
-    for name in top.names {
-        gc.name(&dir.job(&name));
+    for name in names {
+        gc.name(&name);
     }
-    // A name's history is read again under its lock: say each thing once.
+    // A name's inventory is taken again under its lock: say each thing once.
     let mut seen = BTreeSet::new();
     gc.report.warnings.retain(|w| seen.insert(w.clone()));
     Ok(gc.report)
 }
 
-struct TopLevel {
-    names: BTreeSet<JobName>,
-    temps: Vec<PathBuf>,
+/// What one name would lose: the pure part of gc, decided from what the
+/// store holds, the name's state and the policy, either as if its claim
+/// were held (`locked`) or without it.
+#[derive(Debug, Default)]
+pub struct PrunePlan {
+    /// The finished current run.
+    pub current: Option<Removal>,
+    /// An orphaned kill request.
+    pub kill: Option<Removal>,
+    /// Archived runs, each with the store's item.
+    pub archived: Vec<(Removal, GcItem)>,
+    /// Empty folders, each with the store's item.
+    pub empty: Vec<(Removal, GcItem)>,
 }
 
-/// One archived run folder and when it ended.
-struct Archived {
-    path: PathBuf,
-    ended: SystemTime,
-    fresh: bool,
+/// What [`PrunePlan::compute`] looks at for one name.
+#[derive(Debug, Clone, Copy)]
+pub struct NameFacts<'a> {
+    /// The name.
+    pub name: &'a JobName,
+    /// Its current run's state.
+    pub state: &'a JobState,
+    /// The liveness of the wrapper of its current run's record.
+    pub holder: Holder,
+    /// What the store holds besides the current run's state.
+    pub inventory: &'a Inventory,
 }
 
-/// What one name would lose, decided either under its lock or without it.
-#[derive(Default)]
-struct NamePlan {
-    current: Option<Removal>,
-    kill: Option<Removal>,
-    archived: Vec<Removal>,
-    empty_dirs: Vec<PathBuf>,
-}
+impl PrunePlan {
+    /// Decides what of one name goes under `policy` as of `now`; with
+    /// `locked`, as if its claim were held (only then may the current run,
+    /// a kill request, empty folders and recently changed archived runs go).
+    pub fn compute(facts: NameFacts<'_>, policy: &Policy, now: SystemTime, locked: bool) -> Self {
+        let mut plan = PrunePlan::default();
+        if locked {
+            plan.current = current_run(facts, policy, now);
+            if plan.current.is_none() {
+                plan.kill = orphan_kill(facts);
+            }
+        }
+        plan.archived = archived_to_remove(facts, policy, now, locked);
+        if locked {
+            for folder in &facts.inventory.folders {
+                let empty = if folder.of_current_run {
+                    plan.current.is_none() && folder.entries == 0
+                } else {
+                    folder.entries.saturating_sub(plan.archived.len()) == 0
+                };
+                if empty {
+                    let removal = Removal {
+                        kind: ItemKind::EmptyDir,
+                        name: Some(facts.name.to_string()),
+                        paths: folder.item.paths.clone(),
+                        bytes: 0,
+                        ended_at: None,
+                        why: "empty".into(),
+                    };
+                    plan.empty.push((removal, folder.item.clone()));
+                }
+            }
+        }
+        plan
+    }
 
-impl NamePlan {
     fn is_empty(&self) -> bool {
         self.current.is_none()
             && self.kill.is_none()
             && self.archived.is_empty()
-            && self.empty_dirs.is_empty()
+            && self.empty.is_empty()
+    }
+
+    /// Whether any of it needs the name's claim, compared with the plan
+    /// without it.
+    fn needs_claim(&self, unlocked: &PrunePlan) -> bool {
+        self.current.is_some()
+            || self.kill.is_some()
+            || !self.empty.is_empty()
+            || self.archived.len() > unlocked.archived.len()
     }
 }
 
-struct Collector {
-    root: PathBuf,
+/// The current run, if it is finished, its wrapper gone and it ended
+/// before the `older_than` limit.
+fn current_run(facts: NameFacts<'_>, policy: &Policy, now: SystemTime) -> Option<Removal> {
+    policy.older_than?;
+    let JobState::Finished { record, .. } = facts.state else {
+        return None;
+    };
+    if record.is_some() && facts.holder == Holder::Alive {
+        return None;
+    }
+    let ended = record
+        .as_ref()
+        .and_then(|r| r.ended_at.as_deref())
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .or(facts.inventory.status_time)?;
+    if !policy.too_old(ended, now) {
+        return None;
+    }
+    let item = facts.inventory.current.as_ref()?;
+    Some(Removal {
+        kind: ItemKind::Run,
+        name: Some(facts.name.to_string()),
+        paths: item.paths.clone(),
+        bytes: item.bytes,
+        ended_at: Some(rfc3339(ended)),
+        why: age_reason(ended, now),
+    })
+}
+
+/// A kill request beside no run, or naming another run than the finished
+/// current one (a request for a run that is over can never be used).
+fn orphan_kill(facts: NameFacts<'_>) -> Option<Removal> {
+    let (item, job_id) = facts.inventory.kill.as_ref()?;
+    let orphan = match facts.state {
+        JobState::Missing => true,
+        JobState::Finished { record, .. } => match (job_id, record) {
+            (Some(k), Some(r)) => *k != r.job_id,
+            _ => true,
+        },
+        _ => false,
+    };
+    orphan.then(|| Removal {
+        kind: ItemKind::KillRequest,
+        name: Some(facts.name.to_string()),
+        paths: item.paths.clone(),
+        bytes: item.bytes,
+        ended_at: None,
+        why: "a kill request for a run that is over".into(),
+    })
+}
+
+/// Archived runs beyond the newest `keep`, or that ended too long ago;
+/// without the claim, only those not changed in the last minute.
+fn archived_to_remove(
+    facts: NameFacts<'_>,
+    policy: &Policy,
+    now: SystemTime,
+    locked: bool,
+) -> Vec<(Removal, GcItem)> {
+    // Newest first: latest end, then highest label.
+    let mut runs: Vec<&ArchivedItem> = facts.inventory.archived.iter().collect();
+    runs.sort_by(|a, b| b.ended.cmp(&a.ended).then_with(|| b.label.cmp(&a.label)));
+    let keep = policy.keep.unwrap_or(usize::MAX);
+    runs.iter()
+        .enumerate()
+        .filter(|(_, run)| locked || older(run.changed, FRESH_ARCHIVE, now))
+        .filter_map(|(i, run)| {
+            let why = if i >= keep {
+                format!("more than {keep} archived runs")
+            } else if policy.too_old(run.ended, now) {
+                age_reason(run.ended, now)
+            } else {
+                return None;
+            };
+            let removal = Removal {
+                kind: ItemKind::ArchivedRun,
+                name: Some(facts.name.to_string()),
+                paths: run.item.paths.clone(),
+                bytes: run.item.bytes,
+                ended_at: Some(rfc3339(run.ended)),
+                why,
+            };
+            Some((removal, run.item.clone()))
+        })
+        .collect()
+}
+
+fn older(t: Option<SystemTime>, limit: Duration, now: SystemTime) -> bool {
+    t.and_then(|t| now.duration_since(t).ok())
+        .is_some_and(|age| age >= limit)
+}
+
+fn age_reason(ended: SystemTime, now: SystemTime) -> String {
+    let age = now.duration_since(ended).unwrap_or_default();
+    format!(
+        "ended {} ago",
+        humantime::format_duration(Duration::from_secs(age.as_secs()))
+    )
+}
+
+struct Collector<'s> {
+    store: &'s dyn Store,
     policy: Policy,
     dry_run: bool,
     now: SystemTime,
     report: Report,
 }
 
-impl Collector {
-    /// Job names (from job files, history and attempts folders) and temp
-    /// files, from one listing of each folder.
-    fn scan_top(&mut self) -> Result<TopLevel, GcError> {
-        let entries = fs::read_dir(&self.root).map_err(|source| GcError {
-            path: self.root.clone(),
-            source,
-        })?;
-        let mut top = TopLevel {
-            names: BTreeSet::new(),
-            temps: Vec::new(),
-        };
-        for entry in entries.flatten() {
-            let file_name = entry.file_name();
-            let Some(s) = file_name.to_str() else {
-                continue;
-            };
-            if s.starts_with(".tmp-") {
-                top.temps.push(entry.path());
-            } else if let Some((name, kind)) = FileKind::parse_file_name(s)
-                && kind != FileKind::Lock
-            {
-                top.names.insert(name);
-            }
-        }
-        for sub in [HISTORY, ATTEMPTS_DIR] {
-            for (name, _) in self.real_subdirs(&self.root.join(sub)) {
-                if let Ok(name) = JobName::parse(&name) {
-                    top.names.insert(name);
-                }
-            }
-        }
-        Ok(top)
-    }
-
-    /// The real (not symlinked) folders inside `dir`, which must itself be
-    /// a real folder: nothing outside the jobs directory is ever listed.
-    fn real_subdirs(&self, dir: &Path) -> Vec<(String, PathBuf)> {
-        if !is_real_dir(dir) {
-            return Vec::new();
-        }
-        let Ok(entries) = fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut out: Vec<(String, PathBuf)> = entries
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter_map(|e| Some((e.file_name().to_str()?.to_owned(), e.path())))
-            .collect();
-        out.sort();
-        out
-    }
-
-    fn temp_file(&mut self, path: &Path) {
-        let Ok(meta) = fs::symlink_metadata(path) else {
-            return;
-        };
-        if !meta.is_file() || !self.older(meta.modified().ok(), TEMP_MIN_AGE) {
-            return;
-        }
+impl Collector<'_> {
+    fn debris(&mut self, item: GcItem) {
         let removal = Removal {
             kind: ItemKind::TempFile,
             name: None,
-            paths: vec![self.relative(path)],
-            bytes: meta.len(),
+            paths: item.paths.clone(),
+            bytes: item.bytes,
             ended_at: None,
             why: "left by an interrupted atomic write".into(),
         };
-        if self.dry_run || self.remove_file(path) {
+        let removed = self.dry_run
+            || match self.store.gc().remove_debris(&item) {
+                Ok(removed) => removed,
+                Err(e) => {
+                    self.report.warnings.push(e.to_string());
+                    false
+                }
+            };
+        if removed {
             self.report.removed.push(removal);
         }
     }
 
-    fn name(&mut self, job: &JobPaths) {
-        let state = classify(observe(job), self.now, None);
+    /// A name's state and the liveness of its record's wrapper.
+    fn judge(&self, snapshot: Snapshot, now: SystemTime) -> (JobState, Holder) {
+        let state = classify(snapshot, now, None);
+        let holder = state
+            .record()
+            .map_or(Holder::Unknown, |r| self.store.holder(r));
+        (state, holder)
+    }
+
+    fn name(&mut self, name: &JobName) {
+        let (state, holder) = self.judge(self.store.snapshot(name), self.now);
+        let inventory = self.take_stock(name);
         let running = matches!(state, JobState::Running { .. } | JobState::Hung { .. });
-        let history = self.root.join(HISTORY).join(job.name().as_str());
-        let runs = self.archived_runs(job.name(), &history);
-        // The plan if we could hold the lock; when nothing in it needs the
-        // lock, there is no reason to take it (and delay a `run`).
-        let locked = self.plan(job, &state, &runs, true);
-        let unlocked = self.plan(job, &state, &runs, false);
-        let needs_lock = locked.current.is_some()
-            || locked.kill.is_some()
-            || !locked.empty_dirs.is_empty()
-            || locked.archived.len() > unlocked.archived.len();
-        if !needs_lock {
-            return self.execute(job, unlocked);
+        let facts = NameFacts {
+            name,
+            state: &state,
+            holder,
+            inventory: &inventory,
+        };
+        // The plan if we could hold the claim; when nothing in it needs the
+        // claim, there is no reason to take it (and delay a `run`).
+        let locked = PrunePlan::compute(facts, &self.policy, self.now, true);
+        let unlocked = PrunePlan::compute(facts, &self.policy, self.now, false);
+        if !locked.needs_claim(&unlocked) {
+            return self.execute(name, unlocked, None);
         }
         if self.dry_run {
-            // A running job's wrapper holds the lock: the real run would
-            // fall back to what needs no lock.
+            // A running job's wrapper holds the claim: the real run would
+            // fall back to what needs no claim.
             let plan = if running { unlocked } else { locked };
-            return self.execute(job, plan);
+            return self.execute(name, plan, None);
         }
-        match JobLock::try_acquire(&job.lock()) {
-            Ok(_lock) => {
-                // The name may have moved on before we got the lock (a run
-                // started, finished and archived): decide again. Its history
-                // cannot change while we hold the lock.
-                let state = classify(observe(job), SystemTime::now(), None);
-                let runs = self.archived_runs(job.name(), &history);
-                let plan = self.plan(job, &state, &runs, true);
-                self.execute(job, plan);
+        match self.store.claim(name, ClaimWait::No) {
+            Ok(mut claim) => {
+                // The name may have moved on before we got the claim (a run
+                // started, finished and archived): decide again. Its
+                // history cannot change while we hold the claim.
+                let (state, holder) = self.judge(claim.snapshot(), SystemTime::now());
+                let inventory = self.take_stock(name);
+                let facts = NameFacts {
+                    name,
+                    state: &state,
+                    holder,
+                    inventory: &inventory,
+                };
+                let plan = PrunePlan::compute(facts, &self.policy, self.now, true);
+                self.execute(name, plan, Some(claim.as_mut()));
             }
-            Err(LockError::Held) => {
+            Err(ClaimError::Held { .. } | ClaimError::AlreadyRunning { .. }) => {
                 if locked.current.is_some() {
                     self.report.warnings.push(format!(
-                        "skipped the current run of {}: its lock is held (a run is starting or being finished); left for the next gc",
-                        job.name()
+                        "skipped the current run of {name}: its lock is held (a run is starting or being finished); left for the next gc"
                     ));
                 }
-                self.execute(job, unlocked);
+                self.execute(name, unlocked, None);
             }
             Err(e) => {
                 self.report.warnings.push(e.to_string());
-                self.execute(job, unlocked);
+                self.execute(name, unlocked, None);
             }
         }
     }
 
-    fn plan(&self, job: &JobPaths, state: &JobState, runs: &[Archived], locked: bool) -> NamePlan {
-        let mut plan = NamePlan::default();
-        if locked {
-            plan.current = self.current_run(job, state);
-            if plan.current.is_none() {
-                plan.kill = self.orphan_kill(job, state);
-            }
-        }
-        plan.archived = self.archived_to_remove(job.name(), runs, locked);
-        if locked {
-            let history = self.root.join(HISTORY).join(job.name().as_str());
-            let left = entry_count(&history).map(|n| n.saturating_sub(plan.archived.len()));
-            if left == Some(0) {
-                plan.empty_dirs.push(history);
-            }
-            let attempts = self.attempts_dir(job);
-            if plan.current.is_none() && entry_count(&attempts) == Some(0) {
-                plan.empty_dirs.push(attempts);
-            }
-        }
-        plan
+    fn take_stock(&mut self, name: &JobName) -> Inventory {
+        let mut inventory = self.store.gc().inventory(name);
+        self.report.warnings.append(&mut inventory.warnings);
+        inventory
     }
 
-    /// The current run, if it is finished, its wrapper gone and it ended
-    /// before the `older_than` limit.
-    fn current_run(&self, job: &JobPaths, state: &JobState) -> Option<Removal> {
-        self.policy.older_than?;
-        let JobState::Finished { record, .. } = state else {
-            return None;
-        };
-        if let Some(r) = record
-            && wrapper_state(r) == WrapperState::Alive
-        {
-            return None;
-        }
-        let ended = record
-            .as_ref()
-            .and_then(|r| r.ended_at.as_deref())
-            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-            .or_else(|| mtime(&job.status()))?;
-        if !self.policy.too_old(ended, self.now) {
-            return None;
-        }
-        let mut paths: Vec<PathBuf> = RUN_FILES
-            .iter()
-            .map(|k| job.file(*k))
-            .filter(|p| fs::symlink_metadata(p).is_ok())
-            .collect();
-        let attempts = self.attempts_dir(job);
-        if is_real_dir(&attempts) {
-            paths.push(attempts);
-        }
-        let bytes = paths.iter().map(|p| tree_size(p)).sum();
-        Some(Removal {
-            kind: ItemKind::Run,
-            name: Some(job.name().to_string()),
-            paths: paths.iter().map(|p| self.relative(p)).collect(),
-            bytes,
-            ended_at: Some(rfc3339(ended)),
-            why: self.age_reason(ended),
-        })
-    }
-
-    /// `NAME.kill` beside no run, or naming another run than the finished
-    /// current one (a request for a run that is over can never be used).
-    fn orphan_kill(&self, job: &JobPaths, state: &JobState) -> Option<Removal> {
-        let path = job.kill_request();
-        let meta = fs::symlink_metadata(&path).ok()?;
-        let orphan = match state {
-            JobState::Missing => true,
-            JobState::Finished { record, .. } => {
-                let request: Option<KillRequest> = read_json(&path).ok().flatten();
-                match (request, record) {
-                    (Some(k), Some(r)) => k.job_id != r.job_id,
-                    _ => true,
-                }
-            }
-            _ => false,
-        };
-        orphan.then(|| Removal {
-            kind: ItemKind::KillRequest,
-            name: Some(job.name().to_string()),
-            paths: vec![self.relative(&path)],
-            bytes: meta.len(),
-            ended_at: None,
-            why: "a kill request for a run that is over".into(),
-        })
-    }
-
-    /// The archived runs of a name, newest first.
-    fn archived_runs(&mut self, name: &JobName, history: &Path) -> Vec<Archived> {
-        let mut runs: Vec<(Archived, String)> = self
-            .real_subdirs(history)
-            .into_iter()
-            .map(|(label, path)| {
-                let ended = self.archived_end(name, &path);
-                let fresh = !self.older(mtime(&path), FRESH_ARCHIVE);
-                (Archived { path, ended, fresh }, label)
-            })
-            .collect();
-        runs.sort_by(|(a, la), (b, lb)| b.ended.cmp(&a.ended).then_with(|| lb.cmp(la)));
-        runs.into_iter().map(|(a, _)| a).collect()
-    }
-
-    /// When an archived run ended: its record's `ended_at`, else its
-    /// status's mtime, else the folder's mtime (the archive's time, never
-    /// earlier than the end). A malformed record is reported, not fatal.
-    fn archived_end(&mut self, name: &JobName, run: &Path) -> SystemTime {
-        let record = run.join(format!("{name}{}", FileKind::Record.suffix()));
-        let status = run.join(format!("{name}{}", FileKind::Status.suffix()));
-        let from_record = match read_record(&record) {
-            Ok(r) => r.and_then(|r| r.ended_at),
-            Err(e) => {
-                self.report
-                    .warnings
-                    .push(format!("{e}; using file times for its age"));
-                None
-            }
-        };
-        from_record
-            .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
-            .or_else(|| mtime(&status))
-            .or_else(|| mtime(run))
-            .unwrap_or(self.now)
-    }
-
-    fn archived_to_remove(&self, name: &JobName, runs: &[Archived], locked: bool) -> Vec<Removal> {
-        let keep = self.policy.keep.unwrap_or(usize::MAX);
-        runs.iter()
-            .enumerate()
-            .filter(|(_, run)| locked || !run.fresh)
-            .filter_map(|(i, run)| {
-                let why = if i >= keep {
-                    format!("more than {keep} archived runs")
-                } else if self.policy.too_old(run.ended, self.now) {
-                    self.age_reason(run.ended)
-                } else {
-                    return None;
-                };
-                Some(Removal {
-                    kind: ItemKind::ArchivedRun,
-                    name: Some(name.to_string()),
-                    paths: vec![self.relative(&run.path)],
-                    bytes: tree_size(&run.path),
-                    ended_at: Some(rfc3339(run.ended)),
-                    why,
-                })
-            })
-            .collect()
-    }
-
-    fn execute(&mut self, job: &JobPaths, plan: NamePlan) {
+    fn execute(&mut self, name: &JobName, plan: PrunePlan, mut claim: Option<&mut dyn Claim>) {
         if plan.is_empty() {
             return;
         }
-        let items = [plan.current, plan.kill]
-            .into_iter()
-            .flatten()
-            .chain(plan.archived);
-        for removal in items {
-            if self.dry_run || self.remove_all(&removal) {
-                self.report.removed.push(removal);
-            }
-        }
-        for dir in plan.empty_dirs {
-            let removal = Removal {
-                kind: ItemKind::EmptyDir,
-                name: Some(job.name().to_string()),
-                paths: vec![self.relative(&dir)],
-                bytes: 0,
-                ended_at: None,
-                why: "empty".into(),
+        let gc = self.store.gc();
+        if let Some(removal) = plan.current {
+            let done = match claim.as_deref_mut() {
+                _ if self.dry_run => Ok(()),
+                Some(claim) => claim.remove_current(),
+                None => Ok(()),
             };
+            self.note(removal, done);
+        }
+        if let Some(removal) = plan.kill {
+            let done = match claim.as_deref_mut() {
+                _ if self.dry_run => Ok(()),
+                Some(claim) => claim.remove_kill_request(),
+                None => Ok(()),
+            };
+            self.note(removal, done);
+        }
+        for (removal, item) in plan.archived {
+            let done = if self.dry_run {
+                Ok(())
+            } else {
+                gc.remove_archived(name, &item).map(drop)
+            };
+            self.note(removal, done);
+        }
+        for (removal, item) in plan.empty {
             if self.dry_run {
                 self.report.removed.push(removal);
                 continue;
             }
-            match fs::remove_dir(&dir) {
-                Ok(()) => self.report.removed.push(removal),
-                // Not empty after all: something arrived meanwhile.
-                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
-                Err(e) => self
-                    .report
-                    .warnings
-                    .push(format!("cannot remove {}: {e}", dir.display())),
-            }
-        }
-    }
-
-    /// Removes every path of a removal, in order; false (with a warning)
-    /// when one could not be removed.
-    fn remove_all(&mut self, removal: &Removal) -> bool {
-        let mut ok = true;
-        for rel in &removal.paths {
-            let path = self.root.join(rel);
-            let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-            // remove_dir_all never follows symlinks inside the tree.
-            let result = if is_dir {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
+            let Some(claim) = claim.as_deref_mut() else {
+                continue;
             };
-            match result {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    ok = false;
-                    self.report
-                        .warnings
-                        .push(format!("cannot remove {}: {e}", path.display()));
-                }
-            }
-        }
-        ok
-    }
-
-    fn remove_file(&mut self, path: &Path) -> bool {
-        match fs::remove_file(path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => {
-                self.report
-                    .warnings
-                    .push(format!("cannot remove {}: {e}", path.display()));
-                false
+            match gc.remove_empty(claim, &item) {
+                Ok(true) => self.report.removed.push(removal),
+                // Not empty after all: something arrived meanwhile.
+                Ok(false) => {}
+                Err(e) => self.report.warnings.push(e.to_string()),
             }
         }
     }
 
-    fn attempts_dir(&self, job: &JobPaths) -> PathBuf {
-        job.attempts()
+    /// Reports a removal done, or warns of one that failed.
+    fn note(&mut self, removal: Removal, done: Result<(), StoreError>) {
+        match done {
+            Ok(()) => self.report.removed.push(removal),
+            Err(e) => self.report.warnings.push(e.to_string()),
+        }
     }
-
-    fn older(&self, t: Option<SystemTime>, limit: Duration) -> bool {
-        t.and_then(|t| self.now.duration_since(t).ok())
-            .is_some_and(|age| age >= limit)
-    }
-
-    fn age_reason(&self, ended: SystemTime) -> String {
-        let age = self.now.duration_since(ended).unwrap_or_default();
-        format!(
-            "ended {} ago",
-            humantime::format_duration(Duration::from_secs(age.as_secs()))
-        )
-    }
-
-    fn relative(&self, path: &Path) -> PathBuf {
-        path.strip_prefix(&self.root).unwrap_or(path).to_owned()
-    }
-}
-
-fn is_real_dir(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
-}
-
-fn mtime(path: &Path) -> Option<SystemTime> {
-    fs::symlink_metadata(path).ok()?.modified().ok()
-}
-
-/// Entries in a real folder; `None` when it is missing or not a folder.
-fn entry_count(dir: &Path) -> Option<usize> {
-    if !is_real_dir(dir) {
-        return None;
-    }
-    Some(fs::read_dir(dir).ok()?.count())
-}
-
-/// The bytes of a file, or of every file under a folder; symlinks count as
-/// themselves and are never followed.
-fn tree_size(path: &Path) -> u64 {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    let Ok(entries) = fs::read_dir(path) else {
-        return 0;
-    };
-    entries.flatten().map(|e| tree_size(&e.path())).sum()
 }
 
 #[cfg(test)]
@@ -639,17 +523,129 @@ mod tests {
         assert!(!Policy::new(None, Some(1)).too_old(SystemTime::UNIX_EPOCH, now));
     }
 
-    #[test]
-    fn tree_size_counts_files_below_and_not_through_symlinks() {
-        let dir = tempfile::tempdir().unwrap();
-        let run = dir.path().join("run");
-        fs::create_dir_all(run.join("attempts")).unwrap();
-        fs::write(run.join("a.log"), b"12345").unwrap();
-        fs::write(run.join("attempts/1.log"), b"123").unwrap();
-        let big = dir.path().join("big");
-        fs::write(&big, vec![0u8; 10_000]).unwrap();
-        std::os::unix::fs::symlink(&big, run.join("link")).unwrap();
-        let link_len = fs::symlink_metadata(run.join("link")).unwrap().len();
-        assert_eq!(tree_size(&run), 8 + link_len);
+    mod over_a_memory_store {
+        use super::super::*;
+        use crate::model::{KillRequest, Outcome, StatusWord};
+        use crate::store::memory::MemoryStore;
+        use crate::store::memory::fixture::{ended, name, record};
+
+        const DAY: Duration = Duration::from_secs(86_400);
+
+        /// A name with `archived` runs that ended a day apart (the newest a
+        /// day ago), archived more than a minute ago.
+        fn with_history(store: &MemoryStore, job: &str, archived: u32) -> JobName {
+            let j = name(job);
+            let now = store.now();
+            for i in 0..archived {
+                let end = now - DAY * (archived - i);
+                let run = ended(record(job, &format!("old-{i}"), end), Outcome::Success, end);
+                store.put_archived(&j, &format!("2033{i:04}"), run);
+            }
+            store.advance(Duration::from_secs(120));
+            j
+        }
+
+        fn plan(store: &MemoryStore, j: &JobName, policy: &Policy, locked: bool) -> PrunePlan {
+            let state = classify(store.snapshot(j), store.now(), None);
+            let holder = state.record().map_or(Holder::Unknown, |r| store.holder(r));
+            let inventory = store.gc().inventory(j);
+            let facts = NameFacts {
+                name: j,
+                state: &state,
+                holder,
+                inventory: &inventory,
+            };
+            PrunePlan::compute(facts, policy, store.now(), locked)
+        }
+
+        #[test]
+        fn the_plan_keeps_the_newest_runs_and_removes_an_old_finished_one() {
+            let store = MemoryStore::new();
+            let j = with_history(&store, "j", 5);
+            let start = store.now() - 5 * DAY;
+            let done = ended(record("j", "cur", start), Outcome::Failed, start + DAY);
+            store.put_record(&j, done);
+            store.put_status(&j, StatusWord::Failed);
+            let policy = Policy::new(Some(3 * DAY), Some(2));
+            let p = plan(&store, &j, &policy, true);
+            let current = p.current.expect("ended four days ago, its wrapper gone");
+            assert_eq!(current.why, "ended 4days ago");
+            let why: Vec<&str> = p.archived.iter().map(|(r, _)| r.why.as_str()).collect();
+            assert_eq!(
+                why,
+                [
+                    "more than 2 archived runs",
+                    "more than 2 archived runs",
+                    "more than 2 archived runs"
+                ]
+            );
+            assert_eq!(
+                p.archived[0].0.paths,
+                [PathBuf::from("history/j/20330002")],
+                "newest first: the third newest goes first"
+            );
+            // Without the claim: the current run stays.
+            assert!(plan(&store, &j, &policy, false).current.is_none());
+        }
+
+        #[test]
+        fn a_running_job_loses_nothing_but_its_old_history() {
+            let store = MemoryStore::new();
+            let j = with_history(&store, "j", 3);
+            store.put_record(&j, record("j", "live", store.now()));
+            store.set_holder("live", Holder::Alive);
+            store.put_output(&j, store.now(), &[]);
+            let p = plan(
+                &store,
+                &j,
+                &Policy::new(Some(Duration::ZERO), Some(1)),
+                true,
+            );
+            assert!(p.current.is_none());
+            assert!(p.kill.is_none());
+            assert_eq!(p.archived.len(), 3, "every archived run is older than zero");
+        }
+
+        #[test]
+        fn a_kill_request_for_a_run_that_is_over_is_an_orphan() {
+            let store = MemoryStore::new();
+            let j = name("j");
+            let done = ended(
+                record("j", "r2", store.now()),
+                Outcome::Success,
+                store.now(),
+            );
+            store.put_record(&j, done);
+            store.put_status(&j, StatusWord::Success);
+            let request = KillRequest {
+                job_id: "r1".into(),
+                outcome: Outcome::Killed,
+                reason: "x".into(),
+                at: String::new(),
+                grace_ms: None,
+                command_exited: false,
+            };
+            store.request_kill(&j, &request).unwrap();
+            let p = plan(&store, &j, &Policy::new(None, None), true);
+            assert_eq!(p.kill.unwrap().why, "a kill request for a run that is over");
+        }
+
+        #[test]
+        fn collecting_removes_through_the_store_what_the_plan_says() {
+            let store = MemoryStore::new();
+            let j = with_history(&store, "j", 4);
+            let report = collect(&store, &Policy::new(None, Some(1)), false, store.now()).unwrap();
+            assert_eq!(report.removed.len(), 3);
+            assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+            assert_eq!(store.archived(&j).len(), 1);
+            let dry = collect(&store, &Policy::new(None, Some(0)), true, store.now()).unwrap();
+            let kinds: Vec<ItemKind> = dry.removed.iter().map(|r| r.kind).collect();
+            assert_eq!(
+                kinds,
+                [ItemKind::ArchivedRun, ItemKind::EmptyDir],
+                "the last run, then its emptied history"
+            );
+            assert_eq!(store.archived(&j).len(), 1, "a dry run removes nothing");
+        }
     }
 }

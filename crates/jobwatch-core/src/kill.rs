@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
+use crate::model::JobRecord;
 use crate::sys::proc::{ProcInfo, ProcessId, Snapshot, has_env};
 use crate::sys::signal::{Delivery, signal_group, signal_process};
 
@@ -39,6 +40,25 @@ const KILL_ROUNDS_LIMIT: Duration = Duration::from_secs(5);
 
 /// How often membership is re-checked while waiting for processes to die.
 const RECHECK: Duration = Duration::from_millis(10);
+
+/// Whether the command of the run's current attempt has exited: it is a
+/// zombie its wrapper has not reaped yet, or it is gone (reaped, or its PID
+/// reused). While the wrapper backs off between attempts (the attempt is
+/// already listed in `attempts`) this says nothing: `false`.
+///
+/// A run whose command exited is finishing, not hung: its wrapper kills the
+/// leftovers, then commits the exit's outcome. An exit that happened before
+/// any kill request wins (§9.4 of the protocol).
+pub fn command_exited(record: &JobRecord) -> bool {
+    let (Some(pid), Some(start_time)) = (record.child_pid, record.child_start_time) else {
+        return false;
+    };
+    let between_attempts = record.attempts.len() >= record.attempt as usize;
+    // A start time of 0 was unreadable at spawn: it proves nothing.
+    start_time != 0
+        && !between_attempts
+        && !crate::sys::proc::is_alive(ProcessId { pid, start_time })
+}
 
 /// Who belongs to one job.
 #[derive(Debug, Clone)]

@@ -5,27 +5,30 @@
 //! console): the `jobwatch` package's CLI, MCP server and Claude Code hooks
 //! are thin layers over it.
 //!
-//! Architecture, bottom up:
-//! - [`protocol`]: the on-disk file protocol (names, paths, records, atomic
-//!   writes, locks, history). Everything any process knows about a job is
-//!   in these files.
-//! - [`sys`]: the only OS-specific code: `/proc`, pidfd signals, reaping.
-//! - [`liveness`] and [`classify`]: pure rules: what counts as progress,
-//!   and what a job's files say it is.
-//! - [`kill`]: terminating a job's process tree without touching anything
+//! The map (docs/architecture.md draws it), bottom up:
+//! - [`model`]: the store-agnostic vocabulary: job names, run records,
+//!   outcomes, settings, kill requests.
+//! - [`store`]: THE SEAM: the traits every store implements (`Store`,
+//!   `Claim` — a held claim is a value —, `Watch`, `DocStore`, `GcStore`),
+//!   their contract, and two stores: [`store::file`] (protocol v1, the only
+//!   code that knows job file names, `flock`, inotify and `statfs`) and
+//!   [`store::memory`] (the test double of the deciding code).
+//! - [`logs`]: this host's logs and result files (`LocalLogs`), tails, and
+//!   following a log as it grows (`tail -F`).
+//! - [`sys`]: the only OS-specific code: `/proc`, pidfd signals, reaping;
+//!   [`kill`]: terminating a job's process tree without touching anything
 //!   else.
-//! - [`supervise`]: the wrapper that runs a command; [`detach`]: starting
-//!   one in its own session; [`recover`]: acting on a job whose wrapper is
-//!   gone; [`wait`]: the event-driven waiter.
-//! - [`breaker`]: persisted circuit breakers that stop a loop when failures
-//!   repeat; [`retry`]: the backoff schedule between attempts of one job.
-//! - [`gc`]: housekeeping: removing finished runs, surplus history and
-//!   stray files, never touching a running job.
-//! - [`preflight`]: named checks of the environment run before work starts.
-//! - [`logfollow`]: reading one run's log as it grows (`tail -F`), for
-//!   `wait --until-log` and `logs --follow`.
-//! - [`batch`]: many jobs from one plan: expansion, dependencies, the
-//!   executor and the results table.
+//! - Pure rules: [`liveness`] (what counts as progress), [`classify`] (a
+//!   snapshot's state), [`wait::decide`] (the waiter's verdict on one
+//!   look), the breaker's `count`/`view`/`admit`, [`gc::PrunePlan`],
+//!   [`retry`] (the backoff between attempts).
+//! - Operations over a `&dyn Store`: [`supervise`] (the wrapper that runs a
+//!   command, under its claim); [`detach`] (starting one in its own
+//!   session); [`recover`] (finishing a lost run, kill requests); [`wait`]
+//!   (the event-driven waiter, `--until-log`, `logs --follow`);
+//!   [`breaker`] (persisted circuit breakers, through `DocStore`); [`gc`]
+//!   (housekeeping); [`preflight`] (named checks before work starts);
+//!   [`batch`] (many jobs from one plan).
 //! - [`report`]: the result types the front ends render; [`spec`]: the
 //!   values both front ends parse (durations); [`exit_code`]: the
 //!   documented exit codes.
@@ -41,11 +44,9 @@ pub mod exit_code;
 pub mod gc;
 pub mod kill;
 pub mod liveness;
-pub mod logfollow;
 pub mod logs;
 pub mod model;
 pub mod preflight;
-pub mod protocol;
 pub mod recover;
 pub mod report;
 pub mod retry;

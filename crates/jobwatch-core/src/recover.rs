@@ -8,15 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 use rustix::process::Signal;
 
 use crate::breaker;
-use crate::classify::{JobState, WrapperState, classify, command_exited, observe, wrapper_state};
-use crate::kill::{JobTarget, KillReport, terminate};
-use crate::model::{Finalizer, KillRequest, rfc3339};
-use crate::model::{JobEnd, JobRecord, Outcome};
-use crate::protocol::atomic::WriteError;
-use crate::protocol::lock::{JobLock, LockError};
-use crate::protocol::record::read_json;
-use crate::protocol::status_file::write_status_once;
-use crate::protocol::{JobPaths, JobsDir};
+use crate::classify::{JobState, classify};
+use crate::kill::{JobTarget, KillReport, command_exited, terminate};
+use crate::model::{Finalizer, JobEnd, JobName, JobRecord, KillRequest, Outcome, rfc3339};
+use crate::store::{Claim, ClaimError, ClaimWait, Holder, Store, StoreError};
 use crate::sys::proc::{self, ProcessId};
 use crate::sys::signal::signal_process;
 
@@ -49,12 +44,12 @@ pub enum RecoverError {
         /// Its host.
         host: String,
     },
-    /// Writing a file failed.
+    /// Writing the job's state failed.
     #[error(transparent)]
-    Write(#[from] WriteError),
-    /// Taking the job's lock failed.
+    Store(#[from] StoreError),
+    /// Claiming the job's name failed.
     #[error(transparent)]
-    Lock(LockError),
+    Claim(ClaimError),
 }
 
 /// The processes of the job described by `record`, seen from outside.
@@ -76,52 +71,54 @@ pub fn needs_finisher(state: &JobState) -> bool {
     matches!(state, JobState::Lost { .. } | JobState::Recorded { .. })
 }
 
-/// Finishes a job whose wrapper is gone, under the job's lock so that only
-/// one observer does it: a run whose record already holds its outcome gets
-/// its status from that record; any other is finished as `lost`, with what
-/// is left of it killed. Returns the final state, which may be another
+/// Finishes a job whose wrapper is gone, under the name's claim so that
+/// only one observer does it: a run whose record already holds its outcome
+/// gets its status from that record; any other is finished as `lost`, with
+/// what is left of it killed. Returns the final state, which may be another
 /// observer's verdict if one was faster.
 pub fn finalize_lost(
-    paths: &JobPaths,
+    store: &dyn Store,
+    name: &JobName,
     grace: Duration,
     why: &str,
 ) -> Result<JobState, RecoverError> {
-    let lock = match JobLock::try_acquire(&paths.lock()) {
-        Ok(lock) => lock,
+    let mut claim = match store.claim(name, ClaimWait::No) {
+        Ok(claim) => claim,
         // Another observer is finishing this run, or a new run of the name
-        // holds the lock: the files will tell once it is done.
+        // holds the claim: the store will tell once it is done.
         // The wait is bounded by the kill the holder may be doing.
-        Err(LockError::Held) => {
+        Err(ClaimError::Held { .. } | ClaimError::AlreadyRunning { .. }) => {
             let deadline = Instant::now() + grace + WRAPPER_FINISH_WAIT;
             let settled = |s: &JobState| !needs_finisher(s);
-            return Ok(poll_state(paths, deadline, settled));
+            return Ok(poll_state(store, name, deadline, settled));
         }
-        Err(e) => return Err(RecoverError::Lock(e)),
+        Err(e) => return Err(RecoverError::Claim(e)),
     };
-    let state = classify(observe(paths), SystemTime::now(), None);
+    let state = classify(claim.snapshot(), store.now(), None);
     let record = match &state {
         JobState::Lost { record } | JobState::Recorded { record } => record,
         _ => return Ok(state),
     };
     // Another host's wrapper may be alive and unreachable; its final record
     // is its own to write. Report the verdict without writing it.
-    if wrapper_state(record) == WrapperState::Elsewhere {
+    if store.holder(record) == Holder::Elsewhere {
         return Ok(state);
     }
-    finish_lost(paths, (**record).clone(), grace, why)?;
-    drop(lock);
-    Ok(classify(observe(paths), SystemTime::now(), None))
+    finish_lost(store, claim.as_mut(), (**record).clone(), grace, why)?;
+    drop(claim);
+    Ok(classify(store.snapshot(name), store.now(), None))
 }
 
-/// Re-reads the job's files every 5 ms until `settled` holds for what they
-/// say, or `deadline` passes; returns the last state read.
+/// Re-reads the name's state every 5 ms until `settled` holds for what it
+/// says, or `deadline` passes; returns the last state read.
 fn poll_state(
-    paths: &JobPaths,
+    store: &dyn Store,
+    name: &JobName,
     deadline: Instant,
     settled: impl Fn(&JobState) -> bool,
 ) -> JobState {
     loop {
-        let state = classify(observe(paths), SystemTime::now(), None);
+        let state = classify(store.snapshot(name), store.now(), None);
         if settled(&state) || Instant::now() >= deadline {
             return state;
         }
@@ -129,16 +126,17 @@ fn poll_state(
     }
 }
 
-/// With the job's lock held: kills what is left of a run whose wrapper is
-/// gone and writes its final record and status (`lost`). A record that
-/// already holds an outcome is final: its status is written from it
-/// instead.
+/// Under the name's claim (the compiler checks it is held): kills what is
+/// left of a run whose wrapper is gone and commits its final record and
+/// status (`lost`). A record that already holds an outcome is final: its
+/// status is committed from it instead.
 pub fn finish_lost(
-    paths: &JobPaths,
+    store: &dyn Store,
+    claim: &mut dyn Claim,
     mut record: JobRecord,
     grace: Duration,
     why: &str,
-) -> Result<JobRecord, WriteError> {
+) -> Result<JobRecord, StoreError> {
     // PIDs from another boot or host mean nothing here: signal nothing.
     let local = record.boot_id == proc::boot_id() && record.host == proc::hostname();
     let kill_remains = |record: &JobRecord| {
@@ -148,11 +146,11 @@ pub fn finish_lost(
             KillReport::default()
         }
     };
-    if let Some(outcome) = record.outcome {
+    if record.outcome.is_some() {
         // Its wrapper killed the leftovers before it wrote this record; a
         // process started since then still must not outlive the run.
         kill_remains(&record);
-        return commit_recorded(paths, record, outcome);
+        return commit_recorded(store, claim, record);
     }
     let report = kill_remains(&record);
     let end = JobEnd {
@@ -162,30 +160,30 @@ pub fn finish_lost(
         reason: Some(lost_reason(why, &report)),
     };
     record.finish(&end, Finalizer::Waiter, SystemTime::now());
-    crate::protocol::record::write_record(&paths.record(), &record)?;
+    claim.write_record(&record)?;
     // A lost run is a failure to its breaker, counted before the status
     // appears (as the wrapper would have done).
-    if let Err(e) = breaker::record_job(&JobsDir::already_checked(paths.dir()), &record) {
+    if let Err(e) = breaker::record_job(store, &record) {
         // Never blocks: a stalled stderr must not hold up the status.
         crate::sys::stdio::notice(format_args!("{}: {e}", record.name));
     }
-    write_status_once(&paths.status(), &record, Outcome::Lost)?;
+    claim.commit(&record)?;
     Ok(record)
 }
 
-/// With the job's lock held: writes the status of a run whose final record
-/// was written by a wrapper that died before it created the status. The
-/// record is the outcome: it is counted in the run's breaker (once: a
-/// breaker counts each `job_id` once) and the status says what it says.
+/// Under the name's claim: commits the status of a run whose final record
+/// was written by a wrapper that died before it committed it. The record
+/// is the outcome: it is counted in the run's breaker (once: a breaker
+/// counts each `job_id` once) and the status says what it says.
 fn commit_recorded(
-    paths: &JobPaths,
+    store: &dyn Store,
+    claim: &mut dyn Claim,
     record: JobRecord,
-    outcome: Outcome,
-) -> Result<JobRecord, WriteError> {
-    if let Err(e) = breaker::record_job(&JobsDir::already_checked(paths.dir()), &record) {
+) -> Result<JobRecord, StoreError> {
+    if let Err(e) = breaker::record_job(store, &record) {
         crate::sys::stdio::warn(format_args!("{}: {e}", record.name));
     }
-    write_status_once(&paths.status(), &record, outcome)?;
+    claim.commit(&record)?;
     Ok(record)
 }
 
@@ -200,30 +198,31 @@ fn lost_reason(why: &str, report: &KillReport) -> String {
     s
 }
 
-/// Kills a running job from outside its wrapper and records why: writes
-/// `NAME.kill` first (so the wrapper records `outcome`), terminates the
+/// Kills a running job from outside its wrapper and records why: stores
+/// a kill request first (so the wrapper records `outcome`), terminates the
 /// process tree, then waits for the final status.
 pub fn kill_job(
-    paths: &JobPaths,
+    store: &dyn Store,
+    name: &JobName,
     outcome: Outcome,
     reason: &str,
     grace: Duration,
 ) -> Result<JobState, RecoverError> {
-    kill_run(paths, None, outcome, reason, grace)
+    kill_run(store, name, None, outcome, reason, grace)
 }
 
 /// [`kill_job`], but only if the name's current run is `run` (a `job_id`)
 /// when given: a waiter kills the run it judged, never a new run of the
 /// name started meanwhile (it then gets that new run's state back, untouched).
 pub fn kill_run(
-    paths: &JobPaths,
+    store: &dyn Store,
+    name: &JobName,
     run: Option<&str>,
     outcome: Outcome,
     reason: &str,
     grace: Duration,
 ) -> Result<JobState, RecoverError> {
-    let name = paths.name().to_string();
-    let state = classify(observe(paths), SystemTime::now(), None);
+    let state = classify(store.snapshot(name), store.now(), None);
     if let (Some(run), Some(current)) = (run, state.record())
         && current.job_id != run
     {
@@ -236,42 +235,49 @@ pub fn kill_run(
     | JobState::Hung { record, .. }
     | JobState::Lost { record }
     | JobState::Recorded { record } = &state
-        && wrapper_state(record) == WrapperState::Elsewhere
+        && store.holder(record) == Holder::Elsewhere
     {
         return Err(RecoverError::Elsewhere {
-            name,
+            name: name.to_string(),
             host: record.host.clone(),
         });
     }
     let record = match state {
         JobState::Finished { .. } => return Ok(state),
-        JobState::Missing => return Err(RecoverError::Missing(name)),
-        JobState::Invalid { reason } => return Err(RecoverError::Invalid { name, reason }),
+        JobState::Missing => return Err(RecoverError::Missing(name.to_string())),
+        JobState::Invalid { reason } => {
+            return Err(RecoverError::Invalid {
+                name: name.to_string(),
+                reason,
+            });
+        }
         JobState::Lost { .. } | JobState::Recorded { .. } => {
-            return finalize_lost(paths, grace, WRAPPER_VANISHED);
+            return finalize_lost(store, name, grace, WRAPPER_VANISHED);
         }
         JobState::Running { record, .. } | JobState::Hung { record, .. } => record,
     };
     // The wrapper is committing an outcome it already recorded: nothing of
     // the run is left to kill, and that outcome stands.
     if record.outcome.is_none() {
-        request_kill(paths, &record, outcome, reason, grace)?;
+        request_kill(store, name, &record, outcome, reason, grace)?;
         terminate(&target_of(&record), Signal::TERM, grace, &mut || false);
     }
-    wait_for_final(paths, &record, grace)
+    wait_for_final(store, name, &record, grace)
 }
 
-/// Writes `NAME.kill` for the run, before any signal, and wakes its wrapper
-/// to carry the request out itself should this process go away. A request
-/// already there for this run is left as it is: the first cause wins.
+/// Stores a kill request for the run, before any signal, and wakes its
+/// wrapper to carry the request out itself should this process go away. A
+/// request already there for this run is left as it is: the first cause
+/// wins.
 fn request_kill(
-    paths: &JobPaths,
+    store: &dyn Store,
+    name: &JobName,
     record: &JobRecord,
     outcome: Outcome,
     reason: &str,
     grace: Duration,
-) -> Result<(), WriteError> {
-    let pending = read_json::<KillRequest>(&paths.kill_request());
+) -> Result<(), StoreError> {
+    let pending = store.kill_request(name);
     if matches!(&pending, Ok(Some(req)) if req.job_id == record.job_id) {
         return Ok(());
     }
@@ -284,7 +290,7 @@ fn request_kill(
         // Checked before the request exists: an exit seen now came first.
         command_exited: command_exited(record),
     };
-    crate::protocol::record::write_kill_request(&paths.kill_request(), &request)?;
+    store.request_kill(name, &request)?;
     let wrapper = ProcessId {
         pid: record.wrapper_pid,
         start_time: record.wrapper_start_time,
@@ -295,20 +301,130 @@ fn request_kill(
     Ok(())
 }
 
-/// Waits (bounded) for the wrapper to write the final status; finishes the
-/// job itself if the wrapper turns out to be gone.
+/// Waits (bounded) for the wrapper to commit the final status; finishes
+/// the job itself if the wrapper turns out to be gone.
 fn wait_for_final(
-    paths: &JobPaths,
+    store: &dyn Store,
+    name: &JobName,
     record: &JobRecord,
     grace: Duration,
 ) -> Result<JobState, RecoverError> {
     let same_run = |s: &JobState| s.record().is_some_and(|r| r.job_id == record.job_id);
     let deadline = Instant::now() + WRAPPER_FINISH_WAIT;
-    let state = poll_state(paths, deadline, |s| {
+    let state = poll_state(store, name, deadline, |s| {
         matches!(s, JobState::Finished { .. }) || needs_finisher(s) || !same_run(s)
     });
     match state {
-        s if needs_finisher(&s) && same_run(&s) => finalize_lost(paths, grace, WRAPPER_VANISHED),
+        s if needs_finisher(&s) && same_run(&s) => {
+            finalize_lost(store, name, grace, WRAPPER_VANISHED)
+        }
         other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::BreakerKey;
+    use crate::model::StatusWord;
+    use crate::store::memory::MemoryStore;
+    use crate::store::memory::fixture::{ended, name, record};
+
+    #[test]
+    fn a_finisher_commits_the_outcome_a_dead_wrapper_recorded_and_counts_it_once() {
+        let store = MemoryStore::new();
+        let t0 = store.now();
+        let j = name("j");
+        let mut final_record = ended(record("j", "r1", t0), Outcome::Failed, t0);
+        final_record.breaker = Some("k".into());
+        store.put_record(&j, final_record.clone());
+        // Its wrapper wrote the final record and died before the status.
+        let state = finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        assert!(
+            matches!(
+                state,
+                JobState::Finished {
+                    outcome: Outcome::Failed,
+                    ..
+                }
+            ),
+            "{state:?}"
+        );
+        assert_eq!(store.status(&j), Some(StatusWord::Failed));
+        assert_eq!(
+            store.record(&j),
+            Some(final_record),
+            "the record is left as it was"
+        );
+        let key = BreakerKey::parse("k").unwrap();
+        assert_eq!(
+            breaker::status(&store, &key).unwrap().consecutive_failures,
+            1
+        );
+        // A second finisher finds nothing left to do, and counts nothing.
+        finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        assert_eq!(
+            breaker::status(&store, &key).unwrap().consecutive_failures,
+            1
+        );
+    }
+
+    #[test]
+    fn a_finisher_finishes_a_run_whose_wrapper_vanished_as_lost_under_its_claim() {
+        let store = MemoryStore::new();
+        let t0 = store.now();
+        let j = name("j");
+        store.put_record(&j, record("j", "r1", t0));
+        let state = finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        assert!(matches!(
+            state,
+            JobState::Finished {
+                outcome: Outcome::Lost,
+                ..
+            }
+        ));
+        let lost = store.record(&j).unwrap();
+        assert_eq!(lost.outcome, Some(Outcome::Lost));
+        assert_eq!(lost.finalized_by, Some(Finalizer::Waiter));
+        assert_eq!(lost.reason.as_deref(), Some(WRAPPER_VANISHED));
+        assert_eq!(store.status(&j), Some(StatusWord::Failed));
+        assert!(!store.is_claimed(&j), "the claim is released");
+    }
+
+    #[test]
+    fn another_hosts_run_is_reported_lost_but_never_written() {
+        let store = MemoryStore::new();
+        let j = name("j");
+        store.put_record(&j, record("j", "r1", store.now()));
+        store.set_holder("r1", Holder::Elsewhere);
+        // Silent for longer than any healthy wrapper allows.
+        store.advance(Duration::from_secs(60));
+        let state = finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        assert_eq!(state.word(), "lost");
+        assert_eq!(store.status(&j), None);
+        assert_eq!(store.record(&j).unwrap().outcome, None);
+    }
+
+    #[test]
+    fn a_kill_request_is_stored_for_its_run_before_anything_else() {
+        let store = MemoryStore::new();
+        let j = name("j");
+        let rec = record("j", "r1", store.now());
+        request_kill(
+            &store,
+            &j,
+            &rec,
+            Outcome::Timeout,
+            "too slow",
+            Duration::ZERO,
+        )
+        .unwrap();
+        // The first cause wins: a second request for the run changes nothing.
+        request_kill(&store, &j, &rec, Outcome::Killed, "later", Duration::ZERO).unwrap();
+        let req = store.kill_request(&j).unwrap().unwrap();
+        assert_eq!(
+            (req.job_id.as_str(), req.outcome, req.reason.as_str()),
+            ("r1", Outcome::Timeout, "too slow")
+        );
     }
 }

@@ -3,29 +3,29 @@
 //! `wait`, `kill`, `logs` and the MCP server see it like any other; the
 //! batch waits for them with the library's event-driven waiter.
 
-use std::path::PathBuf;
 use std::process::Child;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::run::{Ended, Launch, LaunchError, Launcher, Seen};
-use crate::classify::{JobState, classify, observe};
+use crate::classify::{JobState, classify};
 use crate::detach::{Placement, spawn_detached};
 use crate::model::{JobName, JobRecord, Outcome};
-use crate::protocol::{JobPaths, JobsDir};
 use crate::recover::kill_job;
+use crate::store::file::FileStore;
+use crate::store::{RunAt, Store, Watch, WatchFor};
 use crate::supervise::RunSpec;
-use crate::wait::{Verdict, WaitMode, WaitSpec, Wakeups, wait_with};
+use crate::wait::{Verdict, WaitMode, WaitSpec, wait_with};
 
 /// Largest result file read for a cost: a result is a small JSON object.
 const MAX_RESULT_BYTES: u64 = 1 << 20;
 
 /// Starts batch jobs as detached jobwatch jobs in one jobs directory.
 pub struct Detached {
-    dir: JobsDir,
-    /// One inotify watch for the whole batch (every job and judge name),
-    /// kept across waits.
-    wakeups: Wakeups,
+    store: FileStore,
+    /// One watch for the whole batch (every job and judge name), kept
+    /// across waits.
+    watch: Box<dyn Watch>,
     /// The wrappers this process spawned: reaped once they exit, so a long
     /// batch leaves no zombies.
     wrappers: Mutex<Vec<Child>>,
@@ -34,10 +34,10 @@ pub struct Detached {
 impl Detached {
     /// A launcher for jobs in `dir`; `names` are every name the batch may
     /// run (jobs and judges).
-    pub fn new(dir: &JobsDir, names: &[JobName]) -> Detached {
+    pub fn new(store: &FileStore, names: &[JobName]) -> Detached {
         Detached {
-            dir: dir.clone(),
-            wakeups: Wakeups::new(dir.path(), names, None, false),
+            store: store.clone(),
+            watch: store.watch(names, WatchFor::default()),
             wrappers: Mutex::new(Vec::new()),
         }
     }
@@ -74,7 +74,7 @@ impl Launcher for Detached {
             env: job.env.clone(),
         };
         let (_, wrapper) =
-            spawn_detached(&self.dir, &spec, &place).map_err(|e| LaunchError(e.message))?;
+            spawn_detached(&self.store, &spec, &place).map_err(|e| LaunchError(e.message))?;
         self.wrappers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -93,10 +93,13 @@ impl Launcher for Detached {
             grace: None,
             exits_after: false,
         };
-        let verdicts =
-            wait_with(&self.dir, &spec, &self.wakeups).map_err(|e| LaunchError(e.to_string()))?;
+        let verdicts = wait_with(&self.store, &spec, self.watch.as_ref())
+            .map_err(|e| LaunchError(e.to_string()))?;
         self.reap();
-        Ok(verdicts.into_iter().map(|v| ended_of_verdict(&v)).collect())
+        Ok(verdicts
+            .into_iter()
+            .map(|v| ended_of_verdict(&self.store, &v))
+            .collect())
     }
 
     fn kill(
@@ -105,20 +108,20 @@ impl Launcher for Detached {
         reason: &str,
         grace: Option<Duration>,
     ) -> Result<(), LaunchError> {
-        let paths = self.dir.job(name);
+        let store = &self.store;
         let grace = grace.unwrap_or_else(|| {
-            classify(observe(&paths), SystemTime::now(), None)
+            classify(store.snapshot(name), store.now(), None)
                 .record()
                 .map_or(Duration::from_secs(5), |r| r.settings.grace())
         });
-        kill_job(&paths, Outcome::Killed, reason, grace)
+        kill_job(store, name, Outcome::Killed, reason, grace)
             .map(drop)
             .map_err(|e| LaunchError(e.to_string()))
     }
 
     fn look(&self, name: &JobName) -> Result<Seen, LaunchError> {
-        let paths = self.dir.job(name);
-        match classify(observe(&paths), SystemTime::now(), None) {
+        let store = &self.store;
+        match classify(store.snapshot(name), store.now(), None) {
             JobState::Missing => Ok(Seen::Missing),
             // Hung, lost or recorded-but-uncommitted: the waiter acts on it
             // (kills, finishes, commits the recorded outcome).
@@ -127,7 +130,9 @@ impl Launcher for Detached {
             | JobState::Lost { .. }
             | JobState::Recorded { .. } => Ok(Seen::Running),
             JobState::Finished { outcome, record } => Ok(Seen::Ended(Box::new(ended(
-                &paths,
+                store,
+                name,
+                &RunAt::Current,
                 outcome,
                 record.as_deref(),
             )))),
@@ -136,34 +141,35 @@ impl Launcher for Detached {
     }
 }
 
-fn ended_of_verdict(v: &Verdict) -> Ended {
-    ended(&v.paths, v.outcome, v.record.as_ref())
+fn ended_of_verdict(store: &dyn Store, v: &Verdict) -> Ended {
+    ended(store, &v.name, &v.at, v.outcome, v.record.as_ref())
 }
 
-fn ended(paths: &JobPaths, outcome: Outcome, record: Option<&JobRecord>) -> Ended {
-    let result_file = paths.result();
+fn ended(
+    store: &dyn Store,
+    name: &JobName,
+    at: &RunAt,
+    outcome: Outcome,
+    record: Option<&JobRecord>,
+) -> Ended {
+    let result_file = store.logs().result_file(name, at);
     Ended {
-        name: paths.name().clone(),
+        name: name.clone(),
         outcome,
         exit_code: record.and_then(|r| r.exit_code),
         duration_ms: record.and_then(|r| r.duration_ms),
         started_unix_ms: record.map(|r| r.started_unix_ms),
         attempts: record.map_or(1, |r| r.attempt),
         reason: record.and_then(|r| r.reason.clone()),
-        log: Some(paths.log()),
-        result: read_result(&result_file),
+        log: Some(store.log_path(name, at)),
+        result: read_result(store, name, at),
         result_file: Some(result_file),
     }
 }
 
-/// The job's result file as JSON, if it wrote a small valid one.
-fn read_result(path: &PathBuf) -> Option<serde_json::Value> {
-    use std::io::Read;
-    let mut text = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_RESULT_BYTES)
-        .read_to_end(&mut text)
-        .ok()?;
+/// The job's result file as JSON, if it wrote a small valid one (read
+/// safely: a FIFO there never holds up the batch).
+fn read_result(store: &dyn Store, name: &JobName, at: &RunAt) -> Option<serde_json::Value> {
+    let text = store.logs().read_result(name, at, MAX_RESULT_BYTES)?;
     serde_json::from_slice(&text).ok()
 }

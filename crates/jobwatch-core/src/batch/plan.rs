@@ -955,7 +955,7 @@ fn breaker(defaults: &Layer, own: &Layer) -> Result<Option<BreakerSpec>, Problem
         }
         return Ok(None);
     };
-    let parsed = BreakerKey::parse(&key.value).map_err(|e| Problem(Loc::of(key), e))?;
+    let parsed = BreakerKey::parse(&key.value).map_err(|e| Problem(Loc::of(key), e.to_string()))?;
     Ok(Some(BreakerSpec {
         key: parsed,
         policy: PolicyUpdate {

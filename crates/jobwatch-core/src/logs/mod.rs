@@ -6,14 +6,32 @@
 //! Every file is opened as protocol §3 says (never through a symlink, never
 //! blocking on a FIFO), and reads are bounded (tails are read from the end).
 
+mod follow;
+mod tail;
+
+pub use follow::{LineMatcher, LogChunk, LogFollower, MAX_PENDING_LINE};
+pub use tail::{MAX_TAIL_BYTES, tail_bytes, tail_bytes_at_most, tail_lines, tail_start};
+
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::model::JobName;
-use crate::protocol::JobPaths;
-use crate::protocol::open::{create_dirs_within, entry, open_append};
+use crate::store::file::protocol::JobPaths;
+use crate::store::file::protocol::open::{create_dirs_within, entry, open_append, open_existing};
+
+/// Opens a log file found by its path ([`LocalLogs::log_path`]) for
+/// reading, safely: no symlink followed, no FIFO waited on (protocol §3).
+pub fn open_log_file(path: &Path) -> io::Result<File> {
+    open_existing(path)
+}
+
+/// Opens an existing log file found by its path for appending (the
+/// detached wrapper's own stderr goes there), safely as [`open_log_file`].
+pub fn append_to_log_file(path: &Path) -> io::Result<File> {
+    open_append(path, false)
+}
 
 /// Which run of a name: the current one, or an archived one (by its label).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -62,23 +80,41 @@ impl LocalLogs {
         self.files(name, at).log()
     }
 
+    /// Where run `at`'s result file is, if the job wrote one (for the
+    /// current run: `$JOBWATCH_RESULT`; jobwatch never creates it).
+    pub fn result_file(&self, name: &JobName, at: &RunAt) -> PathBuf {
+        self.files(name, at).result()
+    }
+
+    /// The first `cap` bytes of run `at`'s result file, if the job wrote
+    /// one that is a regular file: opened as every job file is, so a FIFO
+    /// or a device the job put there never blocks the reader, and a symlink
+    /// is not followed.
+    pub fn read_result(&self, name: &JobName, at: &RunAt, cap: u64) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let file = open_existing(&self.result_file(name, at)).ok()?;
+        let mut bytes = Vec::new();
+        file.take(cap).read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    }
+
     /// The result file of run `at`, if the job wrote one.
     pub fn result_path(&self, name: &JobName, at: &RunAt) -> Option<PathBuf> {
-        let path = self.files(name, at).result();
+        let path = self.result_file(name, at);
         path.exists().then_some(path)
     }
 
-    /// Where the job may write its result (`$JOBWATCH_RESULT`); jobwatch
-    /// does not create it.
-    pub fn result_target(&self, name: &JobName) -> PathBuf {
-        JobPaths::new(&self.root, name).result()
+    /// Opens run `at`'s log for reading, as every job file is opened (no
+    /// symlink followed, no FIFO waited on); a missing one is `NotFound`.
+    pub fn open(&self, name: &JobName, at: &RunAt) -> io::Result<File> {
+        open_existing(&self.log_path(name, at))
     }
 
     /// The last `n` lines of run `at`'s log as a terminal would show them,
     /// each cut at [`crate::report::MAX_TAIL_LINE`]; none when there is no
     /// readable log.
     pub fn tail(&self, name: &JobName, at: &RunAt, n: usize) -> Vec<String> {
-        crate::report::tail_lines(&self.log_path(name, at), n).unwrap_or_default()
+        tail_lines(&self.log_path(name, at), n).unwrap_or_default()
     }
 
     /// The log of attempt `k` of the current run, once a later attempt

@@ -8,5 +8,5 @@ pub mod record;
 pub use name::{JobName, MAX_NAME_LEN, NameError};
 pub use record::{
     Attempt, Finalizer, JobEnd, JobRecord, KillRequest, LivenessMode, Outcome, RECORD_VERSION,
-    Settings, StatusWord, rfc3339, unix_ms,
+    Settings, StatusWord, archive_label, rfc3339, unix_ms,
 };

@@ -344,6 +344,12 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The label of a run archived at its start `t`, which sorts by start
+/// time: `20261124T081500.123Z` (RFC 3339 with `-` and `:` removed).
+pub fn archive_label(t: SystemTime) -> String {
+    rfc3339(t).replace(['-', ':'], "")
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64

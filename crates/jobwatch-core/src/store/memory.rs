@@ -542,10 +542,7 @@ impl Claim for MemoryClaim<'_> {
     }
 
     fn kill_request(&self) -> Option<KillRequest> {
-        let state = self.store.lock();
-        let job = state.jobs.get(&self.name)?;
-        let current = job.record.as_ref()?;
-        job.kill.clone().filter(|k| k.job_id == current.job_id)
+        self.store.lock().jobs.get(&self.name)?.kill.clone()
     }
 
     fn finished(&self) -> bool {
@@ -668,6 +665,7 @@ pub struct MemoryDocs {
 fn kind_code(kind: DocKind) -> u8 {
     match kind {
         DocKind::Breaker => 0,
+        DocKind::Session => 1,
     }
 }
 
@@ -682,8 +680,11 @@ impl MemoryDocs {
 }
 
 impl DocStore for MemoryDocs {
-    fn describe(&self, _kind: DocKind, key: &str) -> String {
-        format!("memory:breakers/{key}")
+    fn describe(&self, kind: DocKind, key: &str) -> String {
+        match kind {
+            DocKind::Breaker => format!("memory:breakers/{key}"),
+            DocKind::Session => format!("memory:sessions/{key}"),
+        }
     }
 
     fn read(&self, kind: DocKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -792,6 +793,78 @@ impl GcStore for MemoryStore {
     }
 }
 
+/// Records for tests over a [`MemoryStore`].
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::time::{Duration, SystemTime};
+
+    use crate::model::{JobName, JobRecord, LivenessMode, Outcome, RECORD_VERSION, Settings};
+    use crate::model::{rfc3339, unix_ms};
+
+    /// A job name.
+    pub fn name(s: &str) -> JobName {
+        JobName::parse(s).unwrap()
+    }
+
+    /// The record of run `job_id` of `name`, started at `started` on
+    /// another host with PIDs no process has (nothing here ever signals
+    /// one), output liveness, stale 10 s, heartbeat 1 s.
+    pub fn record(name: &str, job_id: &str, started: SystemTime) -> JobRecord {
+        JobRecord {
+            version: RECORD_VERSION,
+            name: name.into(),
+            job_id: job_id.into(),
+            command: vec!["true".into()],
+            cwd: "/".into(),
+            host: "elsewhere.invalid".into(),
+            boot_id: "b".into(),
+            // Beyond any pid_max: no process is ever these.
+            wrapper_pid: 999_999_999,
+            wrapper_start_time: 1,
+            child_pid: Some(999_999_998),
+            child_start_time: Some(2),
+            pgid: Some(999_999_998),
+            settings: Settings {
+                heartbeat_ms: 1_000,
+                stale_ms: 10_000,
+                timeout_ms: None,
+                grace_ms: 0,
+                liveness: LivenessMode::Output,
+                retries: 0,
+                backoff_ms: 0,
+                backoff_max_ms: 0,
+            },
+            started_at: rfc3339(started),
+            started_unix_ms: unix_ms(started),
+            ended_at: None,
+            exit_code: None,
+            signal: None,
+            outcome: None,
+            duration_ms: None,
+            reason: None,
+            finalized_by: None,
+            breaker: None,
+            attempt: 1,
+            max_attempts: 1,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// `record` ended at `ended` with `outcome`.
+    pub fn ended(mut record: JobRecord, outcome: Outcome, ended: SystemTime) -> JobRecord {
+        record.outcome = Some(outcome);
+        record.exit_code = Some(if outcome == Outcome::Success { 0 } else { 1 });
+        record.ended_at = Some(rfc3339(ended));
+        record.duration_ms = Some(
+            ended
+                .duration_since(record.started())
+                .unwrap_or(Duration::ZERO)
+                .as_millis() as u64,
+        );
+        record
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,6 +880,64 @@ mod tests {
         ));
         drop(first);
         assert!(store.claim(&name, ClaimWait::No).is_ok());
+    }
+
+    #[test]
+    fn a_name_held_by_a_live_wrapper_is_already_running_and_by_anyone_else_held() {
+        let store = MemoryStore::new();
+        let j = fixture::name("j");
+        let wrapper = store.claim(&j, ClaimWait::No).unwrap();
+        let brief = ClaimWait::Briefly(Duration::from_secs(2));
+        assert!(matches!(
+            store.claim(&j, brief),
+            Err(ClaimError::Held { .. })
+        ));
+        store.put_record(&j, fixture::record("j", "r1", store.now()));
+        store.set_holder("r1", Holder::Alive);
+        match store.claim(&j, brief) {
+            Err(e @ ClaimError::AlreadyRunning { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "job j is already running (wrapper pid 999999999)"
+                );
+            }
+            other => panic!("{:?}", other.err()),
+        }
+        drop(wrapper);
+        assert!(!store.is_claimed(&j));
+    }
+
+    #[test]
+    fn a_commit_is_create_once_and_only_after_the_final_record() {
+        let store = MemoryStore::new();
+        let j = fixture::name("j");
+        let t0 = store.now();
+        let mut claim = store.claim(&j, ClaimWait::No).unwrap();
+        claim.write_record(&fixture::record("j", "r1", t0)).unwrap();
+        let done = fixture::ended(
+            fixture::record("j", "r1", t0),
+            crate::model::Outcome::Success,
+            t0,
+        );
+        assert!(
+            claim.commit(&done).is_err(),
+            "the final record was not written"
+        );
+        assert_eq!(store.status(&j), None);
+        claim.write_record(&done).unwrap();
+        assert_eq!(claim.commit(&done).unwrap(), Commit::Committed);
+        let other = fixture::ended(
+            fixture::record("j", "r1", t0),
+            crate::model::Outcome::Failed,
+            t0,
+        );
+        claim.write_record(&other).unwrap();
+        assert_eq!(claim.commit(&other).unwrap(), Commit::AlreadyFinished);
+        assert_eq!(
+            store.status(&j),
+            Some(StatusWord::Success),
+            "never replaced"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@
 //! 6. **Watches never lose a change**: at worst they wake spuriously, or
 //!    at the safety recheck.
 
+pub mod file;
 pub mod memory;
 
 use std::ffi::OsString;
@@ -162,7 +163,8 @@ pub trait Claim: Send {
     /// The latest progress mark, explicit beats included.
     fn last_beat(&self) -> Option<SystemTime>;
 
-    /// The kill request for this claim's current run, if one is stored.
+    /// The kill request stored for the name, if a usable one is (it may
+    /// name another run: the caller compares `job_id`s).
     fn kill_request(&self) -> Option<KillRequest>;
 
     /// Whether the current run has a status (someone committed it).
@@ -220,7 +222,7 @@ pub enum Hold {
 }
 
 /// Wake-ups for a waiter.
-pub trait Watch: Send {
+pub trait Watch: Send + Sync {
     /// A descriptor that becomes readable when something may have changed,
     /// for a `poll(2)` loop that sleeps on more than this; `None` for a
     /// watch that polls on a timer.
@@ -374,6 +376,16 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// A lock (a claim's, a document's) could not be taken for a reason
+    /// other than its being held.
+    #[error("cannot lock {what}: {source}")]
+    Lock {
+        /// The lock (a file, a key).
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// The place data goes (a folder) cannot be made or used.
     #[error("cannot use {}: {source}", path.display())]
     Folder {
@@ -425,6 +437,9 @@ pub enum ClaimError {
 pub enum DocKind {
     /// A circuit breaker (`breakers/KEY.json` in the file store).
     Breaker,
+    /// An agent session's tracked jobs (`sessions/ID.json` in the file
+    /// store, protocol §17); updaters wait for each other without a bound.
+    Session,
 }
 
 /// What a [`DocStore::update`] closure sees: the current bytes (`None`:
@@ -443,8 +458,9 @@ pub trait DocStore: Send + Sync {
     /// Atomic read-modify-write: `f` sees the current bytes and returns the
     /// new ones (`None`: leave unchanged). It may be called more than once
     /// (a compare-and-swap store retries): keep it free of side effects
-    /// beyond what it returns. Updaters wait for each other a bounded time
-    /// ([`StoreError::Busy`] after it).
+    /// beyond what it returns. When the current bytes cannot be read and
+    /// `f` returns `None`, the read error is returned. Updaters wait for
+    /// each other a bounded time ([`StoreError::Busy`] after it).
     fn update(
         &self,
         kind: DocKind,

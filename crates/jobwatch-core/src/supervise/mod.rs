@@ -22,19 +22,14 @@ use std::time::{Duration, Instant, SystemTime};
 use rustix::process::Signal;
 
 use crate::breaker::{self, Admission, BreakerError, BreakerSpec, BreakerView, RunRef};
-use crate::classify::{JobState, WrapperState, classify, observe, wrapper_state};
+use crate::classify::{JobState, classify};
 use crate::kill::{DETACHED_WRAPPER_ENV, JOB_ID_ENV, JobTarget, escalate_after, terminate};
 use crate::liveness::{Observation, ProgressTracker};
 use crate::model::{Attempt, JobEnd, JobName, JobRecord, Outcome, Settings};
-use crate::model::{Finalizer, KillRequest, RECORD_VERSION, rfc3339, unix_ms};
-use crate::protocol::atomic::{WriteError, sync_parent, write_atomic};
-use crate::protocol::history::{archive, history_label};
-use crate::protocol::lock::{JobLock, LockError};
-use crate::protocol::record::read_json;
-use crate::protocol::status_file::write_status_once;
-use crate::protocol::{JobPaths, JobsDir};
+use crate::model::{Finalizer, KillRequest, RECORD_VERSION, archive_label, rfc3339, unix_ms};
 use crate::recover::finish_lost;
 use crate::retry;
+use crate::store::{Claim, ClaimError, ClaimWait, Holder, RunAt, Store, StoreError};
 use crate::sys::child::{ExitStatus, SignalPipe, become_subreaper, peek_exit, reap, reap_orphans};
 use crate::sys::proc::{self, ProcessId, Snapshot};
 use crate::sys::stdio::notice;
@@ -96,9 +91,9 @@ pub enum StartError {
     /// The job's circuit breaker could not be read or updated.
     #[error(transparent)]
     Breaker(#[from] BreakerError),
-    /// A file could not be written.
+    /// The job's state could not be written.
     #[error(transparent)]
-    Write(#[from] WriteError),
+    Store(#[from] StoreError),
     /// Another I/O failure, with context.
     #[error("{context}: {source}")]
     Io {
@@ -135,7 +130,7 @@ fn breaker_refusal(view: &BreakerView) -> String {
         })
         .unwrap_or_default();
     let when = match (view.trial_in_ms, &view.trial_job) {
-        (_, Some(job)) if view.state == "half-open" => {
+        (_, Some(job)) if view.state == crate::breaker::ViewState::HalfOpen => {
             format!("its trial run {job} is still running")
         }
         (Some(ms), _) => format!(
@@ -155,10 +150,10 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
     move |source| StartError::Io { context, source }
 }
 
-/// A started job under supervision.
-pub struct Supervisor {
-    dir: JobsDir,
-    paths: JobPaths,
+/// A started job under supervision, holding its name's claim.
+pub struct Supervisor<'s> {
+    store: &'s dyn Store,
+    claim: Box<dyn Claim + 's>,
     spec: RunSpec,
     record: JobRecord,
     child: Child,
@@ -168,20 +163,18 @@ pub struct Supervisor {
     started: Instant,
     attempt_started: SystemTime,
     tee: Option<Tee>,
-    _lock: JobLock,
 }
 
-/// Claims the name, retires a previous run, writes the job's files and
+/// Claims the name, retires a previous run, writes the job's state and
 /// starts the command.
-pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
-    let paths = dir.job(&spec.name);
-    // Claiming creates NAME.lock: a run the breaker refuses must not leave
-    // even that behind for a name never run.
-    refuse_if_breaker_open(dir, &spec)?;
-    let lock = claim(&paths)?;
+pub fn start(store: &dyn Store, spec: RunSpec) -> Result<Supervisor<'_>, StartError> {
+    // Claiming creates state (the file store's NAME.lock): a run the
+    // breaker refuses must not leave even that behind for a name never run.
+    refuse_if_breaker_open(store, &spec)?;
+    let mut claim = claim(store, &spec.name)?;
     let job_id = proc::random_id();
-    admit_through_breaker(dir, &spec, &job_id)?;
-    retire_previous(dir, &paths, spec.settings.grace())?;
+    admit_through_breaker(store, &spec, &job_id)?;
+    retire_previous(store, claim.as_mut(), spec.settings.grace())?;
 
     let now = SystemTime::now();
     let me = proc::myself();
@@ -221,23 +214,23 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
     };
     // The record comes first: from here on a reader sees a running job,
     // never job files without a record (which would read as invalid).
-    crate::protocol::record::write_record(&paths.record(), &record)?;
-    let log = create_log(&paths)?;
-    write_atomic(&paths.heartbeat(), b"")?;
+    claim.write_record(&record)?;
+    let log = create_log(store, &spec.name)?;
+    claim.reset_beat()?;
 
     become_subreaper().map_err(io_err("cannot become a child subreaper"))?;
     let signals = SignalPipe::install().map_err(io_err("cannot install signal handlers"))?;
-    let child = match spawn_command(&spec, &paths, &record, &log) {
+    let child = match spawn_command(store, &spec, &record, &log) {
         Ok(child) => child,
         Err(source) => {
-            record_spawn_failure(dir, &paths, &mut record, &source)?;
+            record_spawn_failure(store, claim.as_mut(), &mut record, &source)?;
             return Err(StartError::Spawn {
                 command: record.command.first().cloned().unwrap_or_default(),
                 source,
             });
         }
     };
-    if let Err(e) = record_child(&paths, &mut record, &child) {
+    if let Err(e) = record_child(claim.as_mut(), &mut record, &child) {
         // A command nobody can find in the files must not run on.
         let target = JobTarget {
             wrapper: Some(me),
@@ -247,10 +240,10 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
         reap(child.id() as i32);
         return Err(e.into());
     }
-    let tee = start_tee(&spec, &paths);
+    let tee = start_tee(store, &spec);
     Ok(Supervisor {
-        dir: dir.clone(),
-        paths,
+        store,
+        claim,
         spec,
         record,
         child,
@@ -259,17 +252,16 @@ pub fn start(dir: &JobsDir, spec: RunSpec) -> Result<Supervisor, StartError> {
         started: Instant::now(),
         attempt_started: now,
         tee,
-        _lock: lock,
     })
 }
 
 /// Turns the job away, before any of its files is touched, when its
 /// breaker (if any) would refuse it.
-fn refuse_if_breaker_open(dir: &JobsDir, spec: &RunSpec) -> Result<(), StartError> {
+fn refuse_if_breaker_open(store: &dyn Store, spec: &RunSpec) -> Result<(), StartError> {
     let Some(b) = &spec.breaker else {
         return Ok(());
     };
-    match breaker::refusal(dir, &b.key, b.policy)? {
+    match breaker::refusal(store, &b.key, b.policy)? {
         Some(view) => Err(StartError::BreakerOpen(Box::new(view))),
         None => Ok(()),
     }
@@ -277,7 +269,11 @@ fn refuse_if_breaker_open(dir: &JobsDir, spec: &RunSpec) -> Result<(), StartErro
 
 /// Asks the job's breaker (if any) whether it may start; an open breaker
 /// refuses before any of the job's files change.
-fn admit_through_breaker(dir: &JobsDir, spec: &RunSpec, job_id: &str) -> Result<(), StartError> {
+fn admit_through_breaker(
+    store: &dyn Store,
+    spec: &RunSpec,
+    job_id: &str,
+) -> Result<(), StartError> {
     let Some(b) = &spec.breaker else {
         return Ok(());
     };
@@ -285,15 +281,19 @@ fn admit_through_breaker(dir: &JobsDir, spec: &RunSpec, job_id: &str) -> Result<
         job: spec.name.to_string(),
         job_id: job_id.to_owned(),
     };
-    match breaker::admit(dir, &b.key, &run, b.policy)? {
+    match breaker::admit(store, &b.key, &run, b.policy)? {
         Admission::Admitted | Admission::Trial => Ok(()),
         Admission::Refused(view) => Err(StartError::BreakerOpen(view)),
     }
 }
 
-/// Records a freshly spawned command in the record and `NAME.pid`, and
-/// makes both durable: from here on a reader can find and judge it.
-fn record_child(paths: &JobPaths, record: &mut JobRecord, child: &Child) -> Result<(), WriteError> {
+/// Records a freshly spawned command in the record (and the file store's
+/// `NAME.pid`), made durable: from here on a reader can find and judge it.
+fn record_child(
+    claim: &mut dyn Claim,
+    record: &mut JobRecord,
+    child: &Child,
+) -> Result<(), StoreError> {
     let child_id = proc::identify(child.id() as i32).unwrap_or(ProcessId {
         pid: child.id() as i32,
         start_time: 0,
@@ -301,76 +301,60 @@ fn record_child(paths: &JobPaths, record: &mut JobRecord, child: &Child) -> Resu
     record.child_pid = Some(child_id.pid);
     record.child_start_time = Some(child_id.start_time);
     record.pgid = Some(child_id.pid);
-    crate::protocol::record::write_record(&paths.record(), record)?;
-    write_atomic(&paths.pid(), format!("{}\n", child_id.pid).as_bytes())?;
-    sync_parent(&paths.pid()).map_err(|source| WriteError {
-        path: paths.dir().to_owned(),
-        source,
-    })
+    claim.mark_spawned(record)
 }
 
-fn start_tee(spec: &RunSpec, paths: &JobPaths) -> Option<Tee> {
+fn start_tee(store: &dyn Store, spec: &RunSpec) -> Option<Tee> {
     spec.echo_output
-        .then(|| Tee::start(&paths.log()).ok())
+        .then(|| Tee::start(&store.log_path(&spec.name, &RunAt::Current)).ok())
         .flatten()
 }
 
-/// Takes the name's lock. A live wrapper holds it for its job's whole life:
-/// that is "already running". Anyone else (`gc`, or a waiter finishing a
-/// lost run) holds it briefly, so a run waits a moment for them.
-fn claim(paths: &JobPaths) -> Result<JobLock, StartError> {
-    let patience = Instant::now() + BRIEF_HOLDER_WAIT;
-    loop {
-        match JobLock::try_acquire(&paths.lock()) {
-            Ok(lock) => return Ok(lock),
-            Err(LockError::Held) => {
-                let record = read_json::<JobRecord>(&paths.record()).ok().flatten();
-                let wrapper_alive = record.as_ref().is_some_and(|r| {
-                    r.outcome.is_none() && wrapper_state(r) == WrapperState::Alive
-                });
-                let name = paths.name().to_string();
-                if wrapper_alive {
-                    let pid = record.map(|r| r.wrapper_pid);
-                    return Err(StartError::AlreadyRunning { name, pid });
-                }
-                if Instant::now() >= patience {
-                    return Err(StartError::Busy { name });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(LockError::Io { path, source }) => {
-                return Err(StartError::Io {
-                    context: format!("cannot lock {}", path.display()),
-                    source,
-                });
-            }
-        }
-    }
+/// Claims the name. A live wrapper holds it for its job's whole life: that
+/// is "already running". Anyone else (`gc`, or a waiter finishing a lost
+/// run) holds it briefly, so a run waits a moment for them.
+fn claim<'s>(store: &'s dyn Store, name: &JobName) -> Result<Box<dyn Claim + 's>, StartError> {
+    store
+        .claim(name, ClaimWait::Briefly(BRIEF_HOLDER_WAIT))
+        .map_err(|e| match e {
+            ClaimError::AlreadyRunning { name, pid } => StartError::AlreadyRunning {
+                name: name.to_string(),
+                pid,
+            },
+            ClaimError::Held { name } => StartError::Busy {
+                name: name.to_string(),
+            },
+            ClaimError::Store(e) => StartError::Store(e),
+        })
 }
 
 /// How long `run` waits for a lock holder that is not a live wrapper.
 const BRIEF_HOLDER_WAIT: Duration = Duration::from_secs(2);
 
-/// Moves the previous run's files into history. A run left without a status
-/// (its wrapper died: we hold the lock) is first finished: from its record
-/// when that holds the outcome, else as `lost` with its remaining processes
+/// Moves the previous run into history. A run left without a status (its
+/// wrapper died: we hold the claim) is first finished: from its record when
+/// that holds the outcome, else as `lost` with its remaining processes
 /// killed, so nothing of it is lost or left running.
-fn retire_previous(dir: &JobsDir, paths: &JobPaths, grace: Duration) -> Result<(), StartError> {
+fn retire_previous(
+    store: &dyn Store,
+    claim: &mut dyn Claim,
+    grace: Duration,
+) -> Result<(), StartError> {
+    let name = claim.name().clone();
     let previous = |reason: String| StartError::Previous {
-        name: paths.name().to_string(),
+        name: name.to_string(),
         reason,
     };
-    let state = classify(observe(paths), SystemTime::now(), None);
-    // The lock proves nothing about a wrapper on another host (a shared
+    let state = classify(claim.snapshot(), store.now(), None);
+    // The claim proves nothing about a wrapper on another host (a shared
     // directory): never take over a run that may still be alive there.
     if let Some(r) = state.record()
         && r.outcome.is_none()
-        && wrapper_state(r) == WrapperState::Elsewhere
+        && store.holder(r) == Holder::Elsewhere
     {
         return Err(previous(format!(
             "its last run has no status and runs (or ran) on host {}; finish it there, or `jobwatch kill {}` there",
-            r.host,
-            paths.name()
+            r.host, name
         )));
     }
     let label_time = match &state {
@@ -379,11 +363,11 @@ fn retire_previous(dir: &JobsDir, paths: &JobPaths, grace: Duration) -> Result<(
         | JobState::Recorded { record }
         | JobState::Running { record, .. }
         | JobState::Hung { record, .. } => {
-            // Under our lock a "running" record can only be a dead wrapper
+            // Under our claim a "running" record can only be a dead wrapper
             // whose PID check raced; finish it the same way. A record that
             // holds an outcome gets its status from it: it is not lost.
             let why = "the wrapper vanished without a status; found when the name was reused";
-            finish_lost(paths, (**record).clone(), grace, why)
+            finish_lost(store, claim, (**record).clone(), grace, why)
                 .map_err(|e| previous(e.to_string()))?
                 .started()
         }
@@ -392,25 +376,25 @@ fn retire_previous(dir: &JobsDir, paths: &JobPaths, grace: Duration) -> Result<(
             .map(JobRecord::started)
             .unwrap_or_else(SystemTime::now),
     };
-    let label = history_label(label_time);
-    archive(paths, &dir.history_of(paths.name()), &label).map_err(|e| previous(e.to_string()))?;
+    claim
+        .archive_current(&archive_label(label_time))
+        .map_err(|e| previous(e.to_string()))?;
     Ok(())
 }
 
-fn create_log(paths: &JobPaths) -> Result<File, StartError> {
-    open_log(paths).map_err(io_err(format!("cannot create {}", paths.log().display())))
-}
-
-/// `NAME.log`, created if missing, opened for appending: every writer's
-/// bytes land at the end, whoever else writes. Never through a symlink
-/// (§3): a log swapped for one fails the attempt loudly.
-fn open_log(paths: &JobPaths) -> io::Result<File> {
-    crate::protocol::open::open_append(&paths.log(), true)
+/// The current run's log, created if missing, opened for appending: every
+/// writer's bytes land at the end, whoever else writes. Never through a
+/// symlink (§3): a log swapped for one fails the attempt loudly.
+fn create_log(store: &dyn Store, name: &JobName) -> Result<File, StartError> {
+    store.logs().open_for_append(name).map_err(io_err(format!(
+        "cannot create {}",
+        store.log_path(name, &RunAt::Current).display()
+    )))
 }
 
 fn spawn_command(
+    store: &dyn Store,
     spec: &RunSpec,
-    paths: &JobPaths,
     record: &JobRecord,
     log: &File,
 ) -> io::Result<Child> {
@@ -425,9 +409,7 @@ fn spawn_command(
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?)
         .env("JOBWATCH_NAME", spec.name.as_str())
-        .env("JOBWATCH_DIR", paths.dir())
-        .env("JOBWATCH_RESULT", paths.result())
-        .env("JOBWATCH_HEARTBEAT", paths.heartbeat())
+        .envs(store.job_env(&spec.name))
         .env(JOB_ID_ENV, &record.job_id)
         // The mark of a detached wrapper is the wrapper's alone: its job is
         // not another run's wrapper.
@@ -436,8 +418,8 @@ fn spawn_command(
 }
 
 fn record_spawn_failure(
-    dir: &JobsDir,
-    paths: &JobPaths,
+    store: &dyn Store,
+    claim: &mut dyn Claim,
     record: &mut JobRecord,
     err: &io::Error,
 ) -> Result<(), StartError> {
@@ -446,7 +428,7 @@ fn record_spawn_failure(
         Finalizer::Wrapper,
         SystemTime::now(),
     );
-    write_final(dir, paths, record)?;
+    write_final(store, claim, record)?;
     Ok(())
 }
 
@@ -469,17 +451,20 @@ fn spawn_failure(record: &JobRecord, err: &io::Error) -> JobEnd {
     }
 }
 
-/// Writes a finished record, reports it to its breaker, then writes the
+/// Writes a finished record, reports it to its breaker, then commits the
 /// status (the completion flag comes last, so whoever sees it also sees the
 /// breaker's new state). A breaker that cannot be updated is reported on
 /// stderr; it never costs the job its result.
-fn write_final(dir: &JobsDir, paths: &JobPaths, record: &JobRecord) -> Result<(), WriteError> {
-    crate::protocol::record::write_record(&paths.record(), record)?;
-    if let Err(e) = breaker::record_job(dir, record) {
+fn write_final(
+    store: &dyn Store,
+    claim: &mut dyn Claim,
+    record: &JobRecord,
+) -> Result<(), StoreError> {
+    claim.write_record(record)?;
+    if let Err(e) = breaker::record_job(store, record) {
         notice(format_args!("{}: {e}", record.name));
     }
-    let outcome = record.outcome.unwrap_or(Outcome::Failed);
-    write_status_once(&paths.status(), record, outcome)?;
+    claim.commit(record)?;
     Ok(())
 }
 
@@ -494,15 +479,15 @@ enum KillCause {
     Request,
 }
 
-impl Supervisor {
+impl Supervisor<'_> {
     /// The job's record as written at start.
     pub fn record(&self) -> &JobRecord {
         &self.record
     }
 
-    /// The job's files.
-    pub fn paths(&self) -> &JobPaths {
-        &self.paths
+    /// The job's log (the current attempt's).
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self.store.log_path(&self.spec.name, &RunAt::Current)
     }
 
     /// The echo of the job's output (foreground runs), for the caller to
@@ -514,7 +499,7 @@ impl Supervisor {
     /// Supervises the command until it ends (running it again while it
     /// fails and retries are left), then writes the final record and
     /// status. Returns the final record.
-    pub fn run_to_end(mut self) -> Result<JobRecord, WriteError> {
+    pub fn run_to_end(mut self) -> Result<JobRecord, StoreError> {
         // `ended_attempt`: whether `end` is how an attempt ended, rather
         // than an interrupted backoff (whose attempt is already listed).
         let (end, ended_attempt) = loop {
@@ -549,7 +534,7 @@ impl Supervisor {
                 .push(attempt_of(&record, self.attempt_started, &end, now, None));
         }
         record.finish(&end, Finalizer::Wrapper, now);
-        if crate::protocol::status_file::is_written(&self.paths.status()) {
+        if self.claim.finished() {
             // Someone judged this run over while it lived (only possible
             // where flock does not work, e.g. some network filesystems):
             // leave their consistent record and status alone.
@@ -559,7 +544,7 @@ impl Supervisor {
             ));
             return Ok(record);
         }
-        write_final(&self.dir, &self.paths, &record)?;
+        write_final(self.store, self.claim.as_mut(), &record)?;
         Ok(record)
     }
 
@@ -582,7 +567,7 @@ impl Supervisor {
         self.record.attempt < self.record.max_attempts
             && retry::is_retryable(end.outcome)
             && self.kill_request().is_none()
-            && !crate::protocol::status_file::is_written(&self.paths.status())
+            && !self.claim.finished()
     }
 
     /// Records a finished attempt and moves its log to
@@ -593,26 +578,21 @@ impl Supervisor {
         &mut self,
         end: &JobEnd,
         delay: Option<Duration>,
-    ) -> Result<(), WriteError> {
+    ) -> Result<(), StoreError> {
         let now = SystemTime::now();
         let attempt = attempt_of(&self.record, self.attempt_started, end, now, delay);
         let k = self.record.attempt;
-        let folder = self.paths.attempts();
-        // A fresh `NAME.log` exists throughout, so readers of the log never
-        // find it missing between attempts; the next attempt appends to it.
-        let moved = crate::protocol::open::create_dirs_within(self.paths.dir(), &folder)
-            .and_then(
-                |()| match std::fs::rename(self.paths.log(), self.paths.attempt_log(k)) {
-                    // The job removed its own log: nothing to put aside.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    other => other,
-                },
-            )
-            .and_then(|()| open_log(&self.paths).map(drop));
-        moved.map_err(|source| WriteError {
-            path: self.paths.attempt_log(k),
-            source,
-        })?;
+        // A fresh log exists throughout, so readers of the log never find
+        // it missing between attempts; the next attempt appends to it.
+        let logs = self.store.logs();
+        logs.put_attempt_aside(&self.spec.name, k)
+            .map_err(|source| StoreError::Io {
+                context: format!(
+                    "cannot write {}",
+                    logs.attempt_log(&self.spec.name, k).display()
+                ),
+                source,
+            })?;
         self.record.attempts.push(attempt);
         if let Some(tee) = &self.tee {
             tee.notice(format!(
@@ -628,11 +608,10 @@ impl Supervisor {
                 ))
             ));
         }
-        crate::protocol::record::write_record(&self.paths.record(), &self.record).inspect_err(
-            |_| {
-                self.record.attempts.pop();
-            },
-        )
+        let record = self.record.clone();
+        self.claim.write_record(&record).inspect_err(|_| {
+            self.record.attempts.pop();
+        })
     }
 
     /// Waits out the backoff while beating (the wrapper is idle on purpose,
@@ -685,19 +664,20 @@ impl Supervisor {
     /// A command that can no longer be executed ends the job.
     fn start_next_attempt(&mut self) -> Result<(), JobEnd> {
         self.record.attempt += 1;
-        let fresh = create_log(&self.paths)
+        let fresh = create_log(self.store, &self.spec.name)
             .map_err(|e| failed_to_start(e.to_string()))
             .and_then(|log| {
-                write_atomic(&self.paths.heartbeat(), b"")
+                self.claim
+                    .reset_beat()
                     .map_err(|e| failed_to_start(e.to_string()))?;
                 Ok(log)
             })?;
         self.attempt_started = SystemTime::now();
         self.started = Instant::now();
-        let child = spawn_command(&self.spec, &self.paths, &self.record, &fresh)
+        let child = spawn_command(self.store, &self.spec, &self.record, &fresh)
             .map_err(|e| spawn_failure(&self.record, &e))?;
         self.child = child;
-        if let Err(e) = record_child(&self.paths, &mut self.record, &self.child) {
+        if let Err(e) = record_child(self.claim.as_mut(), &mut self.record, &self.child) {
             // A command nobody can find in the files must not run on.
             let pid = self.child.id() as i32;
             self.kill_leftovers();
@@ -705,7 +685,7 @@ impl Supervisor {
             return Err(failed_to_start(e.to_string()));
         }
         if let Some(tee) = &self.tee {
-            tee.follow(&self.paths.log());
+            tee.follow(&self.log_path());
         }
         // A kill request written after the backoff's last look may have
         // missed this attempt (its killer searched for the job's processes
@@ -717,13 +697,12 @@ impl Supervisor {
         Ok(())
     }
 
-    /// The kill request written for this run, if any.
+    /// The kill request stored for this run, if any (one meant for an
+    /// earlier run of the name is ignored).
     fn kill_request(&self) -> Option<KillRequest> {
-        match read_json::<KillRequest>(&self.paths.kill_request()) {
-            // A request meant for an earlier run of the name is ignored.
-            Ok(Some(req)) if req.job_id == self.record.job_id => Some(req),
-            _ => None,
-        }
+        self.claim
+            .kill_request()
+            .filter(|req| req.job_id == self.record.job_id)
     }
 
     /// The job's processes; the wrapper also owns every descendant of its
@@ -905,11 +884,11 @@ impl Supervisor {
     }
 
     fn observe(&self) -> Observation {
-        let meta = crate::protocol::open::entry(&self.paths.log());
+        let (log_len, log_mtime) = self.store.logs().output_mark(&self.spec.name);
         Observation {
             at: SystemTime::now(),
-            log_len: meta.as_ref().map_or(0, |m| m.len()),
-            log_mtime: meta.and_then(|m| m.modified().ok()),
+            log_len,
+            log_mtime,
             cpu_ticks: self
                 .record
                 .settings
@@ -939,16 +918,13 @@ impl Supervisor {
     }
 
     fn heartbeat_mtime(&self) -> Option<SystemTime> {
-        crate::protocol::open::mtime(&self.paths.heartbeat())
+        self.claim.last_beat()
     }
 
-    /// Moves the heartbeat's mtime forward to `t` (never backwards: an
-    /// explicit beat may already be newer).
+    /// Moves the progress mark forward to `t` (never backwards: an explicit
+    /// beat may already be newer).
     fn beat(&self, t: SystemTime) {
-        if self.heartbeat_mtime().is_some_and(|hb| hb >= t) {
-            return;
-        }
-        let _ = crate::protocol::heartbeat::beat(&self.paths.heartbeat(), t);
+        let _ = self.claim.beat(t);
     }
 }
 

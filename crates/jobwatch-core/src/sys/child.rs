@@ -133,7 +133,7 @@ pub fn release_stdio(log: &std::path::Path) {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = rustix::stdio::dup2_stdout(&null);
     }
-    if let Ok(log) = crate::protocol::open::open_append(log, false) {
+    if let Ok(log) = crate::logs::append_to_log_file(log) {
         let _ = rustix::stdio::dup2_stderr(&log);
     }
 }

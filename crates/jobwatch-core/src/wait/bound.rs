@@ -6,16 +6,13 @@
 //! describe the new run. Its verdict must never be reported for the bound
 //! run; the bound run's own verdict is then read from its archived files.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use super::watch::{SAFETY_RECHECK, Wake};
 use super::{VANISHED_LIMIT, Verdict};
-use crate::classify::{JobState, classify, observe};
-use crate::logfollow::LogFollower;
-use crate::model::{JobName, JobRecord, Outcome};
-use crate::protocol::record::read_record;
-use crate::protocol::{JobPaths, JobsDir};
+use crate::classify::{JobState, classify};
+use crate::logs::LogFollower;
+use crate::model::{JobName, Outcome};
+use crate::store::{SAFETY_RECHECK, Store, Wake};
 
 /// What one look at the bound run's state found.
 pub(super) enum Look {
@@ -78,7 +75,7 @@ pub(super) trait RunBinding {
     fn bind(&mut self, job_id: &str);
 }
 
-impl RunBinding for LogFollower {
+impl RunBinding for LogFollower<'_> {
     fn run(&self) -> Option<&str> {
         LogFollower::run(self)
     }
@@ -110,11 +107,11 @@ pub(super) enum Located {
 
 /// Where the run `log` is bound to is, binding it to the current run when
 /// it is not bound yet.
-pub(super) fn locate(dir: &JobsDir, job: &JobPaths, log: &mut impl RunBinding) -> Located {
-    let current = read_record(&job.record()).ok().flatten().map(|r| r.job_id);
+pub(super) fn locate(store: &dyn Store, name: &JobName, log: &mut impl RunBinding) -> Located {
+    let current = store.current_job_id(name);
     match (log.run(), current) {
         (Some(bound), Some(current)) if bound != current => {
-            match archived_verdict(dir, job.name(), bound) {
+            match archived_verdict(store, name, bound) {
                 Some(v) => Located::Archived(Box::new(v)),
                 None => Located::Gone,
             }
@@ -128,13 +125,17 @@ pub(super) fn locate(dir: &JobsDir, job: &JobPaths, log: &mut impl RunBinding) -
 }
 
 /// The bound run's verdict, given a verdict read from the name's current
-/// files: that one if it is about the bound run; else the bound run's from
+/// state: that one if it is about the bound run; else the bound run's from
 /// history. `None` when it cannot be told yet.
-pub(super) fn own_verdict(dir: &JobsDir, log: &mut impl RunBinding, v: Verdict) -> Option<Verdict> {
+pub(super) fn own_verdict(
+    store: &dyn Store,
+    log: &mut impl RunBinding,
+    v: Verdict,
+) -> Option<Verdict> {
     let current = v.record.as_ref().map(|r| r.job_id.clone());
     match (log.run(), current) {
         (Some(bound), current) if current.as_deref() != Some(bound) => {
-            match archived_verdict(dir, v.paths.name(), bound) {
+            match archived_verdict(store, &v.name, bound) {
                 Some(archived) => Some(archived),
                 // A status without a record: the bound run's own, seen while
                 // it was being archived (the record moves first).
@@ -150,33 +151,25 @@ pub(super) fn own_verdict(dir: &JobsDir, log: &mut impl RunBinding, v: Verdict) 
     }
 }
 
-/// The verdict of run `job_id` of `name` from its archived files, if it is
-/// in history. Its paths point into history, so a report names the log
-/// where it now is.
-pub fn archived_verdict(dir: &JobsDir, name: &JobName, job_id: &str) -> Option<Verdict> {
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir.history_of(name))
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path()))
-        .collect();
-    // Labels sort by start time: the run just archived is usually the last.
-    folders.sort_unstable_by(|a, b| b.cmp(a));
-    folders.into_iter().find_map(|folder| {
-        let paths = JobPaths::new(&folder, name);
-        let record = read_record(&paths.record()).ok().flatten()?;
-        (record.job_id == job_id).then(|| verdict_of_archived(&paths, record))
-    })
-}
-
-fn verdict_of_archived(paths: &JobPaths, record: JobRecord) -> Verdict {
-    if let Some(outcome) = record.outcome {
-        return Verdict::ended(paths, outcome, Some(record));
+/// The verdict of run `job_id` of `name` from its archived state, if it is
+/// in history. It says where the run is, so a report names the log where
+/// it now is.
+pub fn archived_verdict(store: &dyn Store, name: &JobName, job_id: &str) -> Option<Verdict> {
+    let archived = store.archived_run(name, job_id)?;
+    if let Some(outcome) = archived.record.outcome {
+        return Some(Verdict::ended(
+            name,
+            archived.at,
+            outcome,
+            Some(archived.record),
+        ));
     }
-    match classify(observe(paths), SystemTime::now(), None) {
+    Some(match classify(archived.snapshot, store.now(), None) {
         JobState::Finished { outcome, record } => {
-            Verdict::ended(paths, outcome, record.map(|r| *r))
+            Verdict::ended(name, archived.at, outcome, record.map(|r| *r))
         }
         // A run is finished before it is archived; one that was not had
         // lost its wrapper.
-        _ => Verdict::ended(paths, Outcome::Lost, Some(record)),
-    }
+        _ => Verdict::ended(name, archived.at, Outcome::Lost, Some(archived.record)),
+    })
 }

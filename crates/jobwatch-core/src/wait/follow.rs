@@ -7,15 +7,14 @@
 //! wrapper (or a waiter) is what decides.
 
 use std::io::{self, Write};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::Verdict;
 use super::bound::{Located, Look, LookSchedule, locate, own_verdict};
-use super::watch::{SAFETY_RECHECK, Wake, Wakeups};
-use crate::classify::{JobState, classify, observe};
-use crate::logfollow::{LogChunk, LogFollower};
+use crate::classify::{JobState, classify};
+use crate::logs::{LogChunk, LogFollower};
 use crate::model::{JobName, Outcome};
-use crate::protocol::{JobPaths, JobsDir};
+use crate::store::{RunAt, SAFETY_RECHECK, Store, Wake, WatchFor};
 
 /// How to follow.
 #[derive(Debug, Clone, Default)]
@@ -60,36 +59,37 @@ pub enum FollowError {
 /// it ends; returns the run's verdict. Follows the log across truncation and
 /// replacement within the run; a new run of the name is not followed.
 pub fn follow(
-    dir: &JobsDir,
+    store: &dyn Store,
     name: &JobName,
     spec: &FollowSpec,
     out: &mut impl Write,
 ) -> Result<Verdict, FollowError> {
-    let job = dir.job(name);
-    let mut log = LogFollower::new(&job);
+    let mut log = LogFollower::new(store, name);
     let read_err = |source| FollowError::Read {
-        path: job.log().display().to_string(),
+        path: store.log_path(name, &RunAt::Current).display().to_string(),
         source,
     };
     if let Some(n) = spec.tail {
         log.start_at_last_lines(n).map_err(read_err)?;
     }
-    let wakeups = Wakeups::with_log_writes(
-        dir.path(),
+    let watch = store.watch(
         std::slice::from_ref(name),
-        None,
-        spec.exits_after,
+        WatchFor {
+            log_writes: true,
+            exits_after: spec.exits_after,
+            ..WatchFor::default()
+        },
     );
     let mut first_look = true;
     let mut schedule = LookSchedule::new();
     let mut wake = Wake::State;
     loop {
-        copy_new(&job, &mut log, out)?;
+        copy_new(store, name, &mut log, out)?;
         if schedule.due(wake) {
-            match look(dir, &job, &mut log, first_look)? {
+            match look(store, name, &mut log, first_look)? {
                 Look::Ended(v) => {
                     // The run is over: what it wrote is all there now.
-                    copy_new(&job, &mut log, out)?;
+                    copy_new(store, name, &mut log, out)?;
                     return Ok(*v);
                 }
                 Look::Pending(recheck_in) => schedule.pending(recheck_in),
@@ -98,25 +98,25 @@ pub fn follow(
             }
             first_look = false;
         }
-        wake = wakeups.wait(schedule.until_next());
+        wake = watch.wait(schedule.until_next());
     }
 }
 
 /// Reads the bound run's state, without acting on it.
 fn look(
-    dir: &JobsDir,
-    job: &JobPaths,
-    log: &mut LogFollower,
+    store: &dyn Store,
+    name: &JobName,
+    log: &mut LogFollower<'_>,
     first_look: bool,
 ) -> Result<Look, FollowError> {
-    match locate(dir, job, log) {
+    match locate(store, name, log) {
         Located::Archived(v) => return Ok(Look::Ended(v)),
         Located::Gone => return Ok(Look::Vanished),
         Located::Current => {}
     }
-    let now = SystemTime::now();
-    let ended = |outcome, record| Verdict::ended(job, outcome, record);
-    let v = match classify(observe(job), now, None) {
+    let now = store.now();
+    let ended = |outcome, record| Verdict::ended(name, RunAt::Current, outcome, record);
+    let v = match classify(store.snapshot(name), now, None) {
         JobState::Finished { outcome, record } => ended(outcome, record.map(|r| *r)),
         JobState::Lost { record } => ended(Outcome::Lost, Some(*record)),
         // The wrapper died committing: its record is the run's outcome.
@@ -129,17 +129,17 @@ fn look(
         }
         JobState::Hung { .. } => return Ok(Look::Pending(SAFETY_RECHECK)),
         JobState::Missing if first_look => {
-            return Err(FollowError::Missing(job.name().to_string()));
+            return Err(FollowError::Missing(name.to_string()));
         }
         JobState::Missing => return Ok(Look::Vanished),
         JobState::Invalid { reason } => {
             return Err(FollowError::Invalid {
-                name: job.name().to_string(),
+                name: name.to_string(),
                 reason,
             });
         }
     };
-    Ok(match own_verdict(dir, log, v) {
+    Ok(match own_verdict(store, log, v) {
         Some(v) => Look::Ended(Box::new(v)),
         None => Look::Vanished,
     })
@@ -148,8 +148,9 @@ fn look(
 /// Copies what is new in the log to `out`, and flushes it: a partial line
 /// is shown as soon as it is written.
 fn copy_new(
-    job: &JobPaths,
-    log: &mut LogFollower,
+    store: &dyn Store,
+    name: &JobName,
+    log: &mut LogFollower<'_>,
     out: &mut impl Write,
 ) -> Result<(), FollowError> {
     loop {
@@ -161,7 +162,7 @@ fn copy_new(
             Ok(None) => break,
             Err(source) => {
                 return Err(FollowError::Read {
-                    path: job.log().display().to_string(),
+                    path: store.log_path(name, &RunAt::Current).display().to_string(),
                     source,
                 });
             }

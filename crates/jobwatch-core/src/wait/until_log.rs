@@ -7,24 +7,25 @@
 //! changes (or at the usual safety recheck), so a chatty log costs a read
 //! of its new bytes per wake-up and nothing more.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use regex::Regex;
 
 use super::bound::{Located, Look, LookSchedule, locate, own_verdict};
-use super::watch::{Wake, Wakeups};
 use super::{Step, Verdict, WaitError, WaitSpec, bound_step, time_out};
-use crate::classify::{JobState, classify, observe};
-use crate::logfollow::{LineMatcher, LogFollower};
-use crate::model::JobRecord;
-use crate::protocol::{JobPaths, JobsDir};
+use crate::classify::{JobState, classify};
+use crate::logs::{LineMatcher, LogFollower};
+use crate::model::{JobName, JobRecord};
 use crate::recover::RecoverError;
+use crate::store::{RunAt, Store, Wake, WatchFor};
 
 /// A line of the bound run's log matched.
 #[derive(Debug, Clone)]
 pub struct LogMatch {
-    /// The run's files (in history when it was archived meanwhile).
-    pub paths: JobPaths,
+    /// The job.
+    pub name: JobName,
+    /// Which run: the current one, or one archived meanwhile.
+    pub at: RunAt,
     /// The first matching line, cut to [`crate::report::MAX_TAIL_LINE`].
     pub line: String,
     /// Whether the run was still going when the line was found.
@@ -49,16 +50,23 @@ pub enum LogWait {
 /// matches, and if the name is restarted meanwhile the bound run's own
 /// outcome is returned.
 pub fn wait_until_log(
-    dir: &JobsDir,
+    store: &dyn Store,
     spec: &WaitSpec,
     pattern: &Regex,
 ) -> Result<LogWait, WaitError> {
     let [name] = spec.names.as_slice() else {
         return Err(WaitError::UntilLogNames(spec.names.len()));
     };
-    let job = dir.job(name);
-    let wakeups = Wakeups::with_log_writes(dir.path(), &spec.names, spec.poll, spec.exits_after);
-    let mut log = LogFollower::new(&job);
+    let watch = store.watch(
+        &spec.names,
+        WatchFor {
+            log_writes: true,
+            poll: spec.poll,
+            exits_after: spec.exits_after,
+            ..WatchFor::default()
+        },
+    );
+    let mut log = LogFollower::new(store, name);
     let mut lines = LineMatcher::new(pattern.clone());
     // A limit too far away for the clock never comes.
     let deadline = spec.timeout.and_then(|t| Instant::now().checked_add(t));
@@ -68,13 +76,13 @@ pub fn wait_until_log(
     loop {
         // The log before the state: a line written before the job ended
         // counts even when the end is seen in the same look.
-        scan(&job, &mut log, &mut lines)?;
+        scan(store, name, &mut log, &mut lines)?;
         if let Some(line) = lines.found() {
-            return Ok(LogWait::Matched(matched(dir, &job, &mut log, line)));
+            return Ok(LogWait::Matched(matched(store, name, &mut log, line)));
         }
         if schedule.due(wake) {
-            match look(dir, &job, spec, first_pass, &mut log)? {
-                Look::Ended(v) => return finish(&job, &mut log, &mut lines, *v),
+            match look(store, name, spec, first_pass, &mut log)? {
+                Look::Ended(v) => return finish(store, name, &mut log, &mut lines, *v),
                 Look::Pending(recheck_in) => schedule.pending(recheck_in),
                 Look::Vanished if schedule.vanished() => {}
                 Look::Vanished => return Err(RecoverError::Missing(name.to_string()).into()),
@@ -85,23 +93,23 @@ pub fn wait_until_log(
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return timed_out(dir, &job, spec, &mut log, &mut lines);
+                return timed_out(store, name, spec, &mut log, &mut lines);
             }
             sleep = sleep.min(left);
         }
-        wake = wakeups.wait(sleep);
+        wake = watch.wait(sleep);
     }
 }
 
 /// Looks at the bound run once and acts on it as a plain wait does.
 fn look(
-    dir: &JobsDir,
-    job: &JobPaths,
+    store: &dyn Store,
+    name: &JobName,
     spec: &WaitSpec,
     first_pass: bool,
-    log: &mut LogFollower,
+    log: &mut LogFollower<'_>,
 ) -> Result<Look, RecoverError> {
-    Ok(match bound_step(dir, job, spec, first_pass, log)? {
+    Ok(match bound_step(store, name, spec, first_pass, log)? {
         Step::Done(v) => Look::Ended(v),
         Step::Pending { recheck_in } => Look::Pending(recheck_in),
         Step::Vanished => Look::Vanished,
@@ -109,14 +117,19 @@ fn look(
 }
 
 /// Reads what is new in the log into the matcher.
-fn scan(job: &JobPaths, log: &mut LogFollower, lines: &mut LineMatcher) -> Result<(), WaitError> {
+fn scan(
+    store: &dyn Store,
+    name: &JobName,
+    log: &mut LogFollower<'_>,
+    lines: &mut LineMatcher,
+) -> Result<(), WaitError> {
     while lines.found().is_none() {
         match log.next_chunk() {
             Ok(Some(chunk)) => lines.take(chunk),
             Ok(None) => break,
             Err(source) => {
                 return Err(WaitError::Log {
-                    path: job.log().display().to_string(),
+                    path: store.log_path(name, &RunAt::Current).display().to_string(),
                     source,
                 });
             }
@@ -128,16 +141,18 @@ fn scan(job: &JobPaths, log: &mut LogFollower, lines: &mut LineMatcher) -> Resul
 /// The run ended: its log is complete, and its last line counts even
 /// without a newline.
 fn finish(
-    job: &JobPaths,
-    log: &mut LogFollower,
+    store: &dyn Store,
+    name: &JobName,
+    log: &mut LogFollower<'_>,
     lines: &mut LineMatcher,
     v: Verdict,
 ) -> Result<LogWait, WaitError> {
-    scan(job, log, lines)?;
+    scan(store, name, log, lines)?;
     lines.finish();
     Ok(match lines.found() {
         Some(line) => LogWait::Matched(LogMatch {
-            paths: v.paths,
+            name: v.name,
+            at: v.at,
             line: line.to_owned(),
             running: v.running,
             record: v.record,
@@ -149,21 +164,21 @@ fn finish(
 /// The waiter's own limit passed: a line that arrived at the last moment
 /// still counts; else the job is timed out as by a plain wait.
 fn timed_out(
-    dir: &JobsDir,
-    job: &JobPaths,
+    store: &dyn Store,
+    name: &JobName,
     spec: &WaitSpec,
-    log: &mut LogFollower,
+    log: &mut LogFollower<'_>,
     lines: &mut LineMatcher,
 ) -> Result<LogWait, WaitError> {
-    scan(job, log, lines)?;
+    scan(store, name, log, lines)?;
     if let Some(line) = lines.found() {
-        return Ok(LogWait::Matched(matched(dir, job, log, line)));
+        return Ok(LogWait::Matched(matched(store, name, log, line)));
     }
-    if let Located::Archived(v) = locate(dir, job, log) {
+    if let Located::Archived(v) = locate(store, name, log) {
         return Ok(LogWait::Ended(*v));
     }
     let runs = [log.run().map(str::to_owned)];
-    let verdict = time_out(dir, std::slice::from_ref(job), vec![None], &runs, spec)?;
+    let verdict = time_out(store, std::slice::from_ref(name), vec![None], &runs, spec)?;
     Ok(LogWait::Ended(
         verdict
             .into_iter()
@@ -173,31 +188,33 @@ fn timed_out(
 }
 
 /// The match report, with whether the run still goes (read, not acted on).
-fn matched(dir: &JobsDir, job: &JobPaths, log: &mut LogFollower, line: &str) -> LogMatch {
+fn matched(store: &dyn Store, name: &JobName, log: &mut LogFollower<'_>, line: &str) -> LogMatch {
     let ended = |v: Verdict| LogMatch {
-        paths: v.paths,
+        name: v.name,
+        at: v.at,
         line: line.to_owned(),
         running: false,
         record: v.record,
     };
-    if let Located::Archived(v) = locate(dir, job, log) {
+    if let Located::Archived(v) = locate(store, name, log) {
         return ended(*v);
     }
-    match classify(observe(job), SystemTime::now(), None) {
+    match classify(store.snapshot(name), store.now(), None) {
         JobState::Finished { outcome, record } => {
-            let v = Verdict::ended(job, outcome, record.map(|r| *r));
-            match own_verdict(dir, log, v) {
+            let v = Verdict::ended(name, RunAt::Current, outcome, record.map(|r| *r));
+            match own_verdict(store, log, v) {
                 Some(v) => ended(v),
-                None => still_running(job, line),
+                None => still_running(name, line),
             }
         }
-        _ => still_running(job, line),
+        _ => still_running(name, line),
     }
 }
 
-fn still_running(job: &JobPaths, line: &str) -> LogMatch {
+fn still_running(name: &JobName, line: &str) -> LogMatch {
     LogMatch {
-        paths: job.clone(),
+        name: name.clone(),
+        at: RunAt::Current,
         line: line.to_owned(),
         running: true,
         record: None,

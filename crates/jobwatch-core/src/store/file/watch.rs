@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -21,107 +21,76 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 
 use crate::model::JobName;
-use crate::protocol::FileKind;
+use crate::store::file::protocol::FileKind;
+use crate::store::{DEFAULT_POLL, SAFETY_RECHECK, Wake, Watch, WatchFor};
 use crate::sys::child::hold_until_exit;
 
-/// With events, the state is still re-read this often: a safety net for a
-/// lost event, never the normal path.
-pub const SAFETY_RECHECK: Duration = Duration::from_secs(2);
-
-/// Poll interval used where events are unavailable and none was given.
-pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
-
-/// Why [`Wakeups::wait`] returned; ordered by how much it asks to look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Wake {
-    /// Only a watched job's log changed (with [`Wakeups::with_log_writes`]):
-    /// its new bytes are worth reading, its state need not be re-read.
-    Log,
-    /// Anything else: a file that can change a verdict, a poll tick, or the
-    /// time given ran out. Look at everything.
-    State,
-}
-
-/// How the waiter is woken.
-pub enum Wakeups {
+/// How a waiter on a jobs directory is woken.
+pub enum FileWatch {
     /// inotify events on the directory, filtered to the jobs waited for.
     Events {
         /// The inotify descriptor.
         fd: OwnedFd,
         /// The job names whose files matter.
         names: HashSet<String>,
-        /// Whether writes to the jobs' logs wake the waiter too.
-        log_writes: bool,
+        /// What wakes besides state changes.
+        what: WatchFor,
     },
     /// A fixed interval.
     Poll(Duration),
 }
 
-impl Wakeups {
-    /// Events on `dir` for `names`, unless `poll` is given or `dir` is on a
-    /// network filesystem (or inotify fails): then polling.
-    /// `close_off_exit_path` is for a process that exits right after the
-    /// wait (the CLI): a helper then takes the slow last close of the
-    /// descriptor (see the module docs); a long-lived process has no exit
-    /// to speed up.
-    pub fn new(
-        dir: &Path,
-        names: &[JobName],
-        poll: Option<Duration>,
-        close_off_exit_path: bool,
-    ) -> Self {
-        Self::build(dir, names, poll, close_off_exit_path, false)
-    }
-
-    /// Like [`Self::new`], and writes to the jobs' `NAME.log` (and its
-    /// creation, rotation or truncation) wake the waiter too, with
-    /// [`Wake::Log`]: for a waiter that reads the log as it grows.
-    pub fn with_log_writes(
-        dir: &Path,
-        names: &[JobName],
-        poll: Option<Duration>,
-        close_off_exit_path: bool,
-    ) -> Self {
-        Self::build(dir, names, poll, close_off_exit_path, true)
-    }
-
-    fn build(
-        dir: &Path,
-        names: &[JobName],
-        poll: Option<Duration>,
-        close_off_exit_path: bool,
-        log_writes: bool,
-    ) -> Self {
-        if let Some(interval) = poll {
-            return Wakeups::Poll(interval);
+impl FileWatch {
+    /// Events on `dir` for `names`, unless `what.poll` is given or `dir` is
+    /// on a network filesystem (or inotify fails): then polling. With
+    /// `what.exits_after` (a process that exits right after the wait, the
+    /// CLI), a helper takes the slow last close of the descriptor (see the
+    /// module docs); a long-lived process has no exit to speed up.
+    pub fn new(dir: &Path, names: &[JobName], what: WatchFor) -> Self {
+        if let Some(interval) = what.poll {
+            return FileWatch::Poll(interval);
         }
         if is_network_fs(dir) {
-            return Wakeups::Poll(DEFAULT_POLL);
+            return FileWatch::Poll(DEFAULT_POLL);
         }
-        match watch(dir, log_writes) {
+        match watch(dir, what.log_writes) {
             Ok(fd) => {
-                if close_off_exit_path {
+                if what.exits_after {
                     hold_until_exit(&fd);
                 }
-                Wakeups::Events {
+                FileWatch::Events {
                     fd,
                     names: names.iter().map(|n| n.to_string()).collect(),
-                    log_writes,
+                    what,
                 }
             }
-            Err(_) => Wakeups::Poll(DEFAULT_POLL),
+            Err(_) => FileWatch::Poll(DEFAULT_POLL),
+        }
+    }
+}
+
+impl Watch for FileWatch {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            FileWatch::Events { fd, .. } => Some(fd.as_fd()),
+            FileWatch::Poll(_) => None,
+        }
+    }
+
+    fn drain(&self) -> Option<Wake> {
+        match self {
+            FileWatch::Events { fd, names, what } => drain_events(fd, names, *what),
+            FileWatch::Poll(_) => None,
         }
     }
 
     /// Sleeps until a relevant event or `max` passes; says which.
-    pub fn wait(&self, max: Duration) -> Wake {
+    fn wait(&self, max: Duration) -> Wake {
         match self {
-            Wakeups::Events {
-                fd,
-                names,
-                log_writes,
-            } => wait_for_event(fd, names, *log_writes, max.min(SAFETY_RECHECK)),
-            Wakeups::Poll(interval) => {
+            FileWatch::Events { fd, names, what } => {
+                wait_for_event(fd, names, *what, max.min(SAFETY_RECHECK))
+            }
+            FileWatch::Poll(interval) => {
                 std::thread::sleep(max.min(*interval));
                 Wake::State
             }
@@ -152,7 +121,7 @@ fn watch(dir: &Path, log_writes: bool) -> rustix::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn wait_for_event(fd: &OwnedFd, names: &HashSet<String>, logs: bool, max: Duration) -> Wake {
+fn wait_for_event(fd: &OwnedFd, names: &HashSet<String>, what: WatchFor, max: Duration) -> Wake {
     let deadline = Instant::now() + max;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -167,7 +136,7 @@ fn wait_for_event(fd: &OwnedFd, names: &HashSet<String>, logs: bool, max: Durati
         match poll(&mut fds, Some(&ts)) {
             Ok(0) => return Wake::State,
             Ok(_) => {
-                if let Some(wake) = drain_events(fd, names, logs) {
+                if let Some(wake) = drain_events(fd, names, what) {
                     return wake;
                 }
             }
@@ -178,7 +147,7 @@ fn wait_for_event(fd: &OwnedFd, names: &HashSet<String>, logs: bool, max: Durati
 }
 
 /// Reads every queued event; the strongest reason among them to wake.
-fn drain_events(fd: &OwnedFd, names: &HashSet<String>, logs: bool) -> Option<Wake> {
+fn drain_events(fd: &OwnedFd, names: &HashSet<String>, what: WatchFor) -> Option<Wake> {
     let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
     let mut reader = inotify::Reader::new(fd, &mut buf);
     let mut wake = None;
@@ -186,7 +155,7 @@ fn drain_events(fd: &OwnedFd, names: &HashSet<String>, logs: bool) -> Option<Wak
         // Events without a name concern the directory itself or an
         // overflowed queue: look again.
         let this = match event.file_name().and_then(|n| n.to_str().ok()) {
-            Some(file) => relevance(file, names, logs),
+            Some(file) => relevance(file, names, what),
             None => Some(Wake::State),
         };
         wake = wake.max(this);
@@ -196,15 +165,17 @@ fn drain_events(fd: &OwnedFd, names: &HashSet<String>, logs: bool) -> Option<Wak
 
 /// Only files that can change a verdict wake the waiter: the status (done),
 /// the lock (its close is the wrapper's death) and the record (a restart);
-/// and the log, for a waiter that reads it.
-fn relevance(file: &str, names: &HashSet<String>, logs: bool) -> Option<Wake> {
+/// and the log, for a waiter that reads it, and kill requests, for one
+/// that carries them out.
+fn relevance(file: &str, names: &HashSet<String>, what: WatchFor) -> Option<Wake> {
     let (name, kind) = FileKind::parse_file_name(file)?;
     if !names.contains(name.as_str()) {
         return None;
     }
     match kind {
         FileKind::Status | FileKind::Lock | FileKind::Record => Some(Wake::State),
-        FileKind::Log if logs => Some(Wake::Log),
+        FileKind::Log if what.log_writes => Some(Wake::Log),
+        FileKind::KillRequest if what.kill_requests => Some(Wake::KillRequest),
         _ => None,
     }
 }
@@ -235,16 +206,20 @@ mod tests {
     #[test]
     fn only_status_lock_and_record_of_watched_jobs_matter() {
         let names: HashSet<String> = ["a".to_owned()].into();
-        for logs in [false, true] {
+        let logs = |log_writes| WatchFor {
+            log_writes,
+            ..WatchFor::default()
+        };
+        for what in [logs(false), logs(true)] {
             for file in ["a.status", "a.lock", "a.job.json"] {
-                assert_eq!(relevance(file, &names, logs), Some(Wake::State), "{file}");
+                assert_eq!(relevance(file, &names, what), Some(Wake::State), "{file}");
             }
-            for file in ["a.heartbeat", "b.status", "b.log", ".tmp-xyz"] {
-                assert_eq!(relevance(file, &names, logs), None, "{file}");
+            for file in ["a.heartbeat", "b.status", "b.log", ".tmp-xyz", "a.kill"] {
+                assert_eq!(relevance(file, &names, what), None, "{file}");
             }
         }
-        assert_eq!(relevance("a.log", &names, false), None);
-        assert_eq!(relevance("a.log", &names, true), Some(Wake::Log));
+        assert_eq!(relevance("a.log", &names, logs(false)), None);
+        assert_eq!(relevance("a.log", &names, logs(true)), Some(Wake::Log));
     }
 
     /// Local filesystems keep inotify (a FUSE mount polls: see the

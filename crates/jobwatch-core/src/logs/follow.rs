@@ -22,10 +22,11 @@ use std::path::PathBuf;
 
 use regex::Regex;
 
-use crate::protocol::JobPaths;
-use crate::protocol::open::open_regular;
-use crate::protocol::record::read_record;
-use crate::report::{shorten, tail_start};
+use super::tail_start;
+use crate::model::JobName;
+use crate::report::shorten;
+use crate::store::file::protocol::open::open_regular;
+use crate::store::{RunAt, Store};
 
 /// Longest part of one line kept while its newline has not arrived, in
 /// bytes. A longer line is matched on its first 64 KiB as soon as they are
@@ -69,9 +70,10 @@ struct OpenLog {
 }
 
 /// Follows the log of one run of a job.
-pub struct LogFollower {
+pub struct LogFollower<'s> {
     log: PathBuf,
-    record: PathBuf,
+    store: &'s dyn Store,
+    name: JobName,
     run: Option<String>,
     open: Option<OpenLog>,
     /// A file at the path known to belong to another run, so that it is
@@ -80,13 +82,15 @@ pub struct LogFollower {
     buf: Vec<u8>,
 }
 
-impl LogFollower {
-    /// A follower of `job`'s log, not yet bound to a run: it binds to the
-    /// run whose log it first opens, or to the one given to [`Self::bind`].
-    pub fn new(job: &JobPaths) -> Self {
+impl<'s> LogFollower<'s> {
+    /// A follower of the log of `name` in `store`, not yet bound to a run:
+    /// it binds to the run whose log it first opens, or to the one given to
+    /// [`Self::bind`].
+    pub fn new(store: &'s dyn Store, name: &JobName) -> Self {
         Self {
-            log: job.log(),
-            record: job.record(),
+            log: store.log_path(name, &RunAt::Current),
+            store,
+            name: name.clone(),
             run: None,
             open: None,
             foreign: None,
@@ -201,7 +205,7 @@ impl LogFollower {
     }
 
     fn current_run(&self) -> Option<String> {
-        read_record(&self.record).ok().flatten().map(|r| r.job_id)
+        self.store.current_job_id(&self.name)
     }
 }
 
@@ -312,6 +316,7 @@ impl LineMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::file::protocol::JobPaths;
     use std::io::Write;
 
     fn matcher(re: &str) -> LineMatcher {
@@ -362,11 +367,14 @@ mod tests {
         assert_eq!(m.found(), Some("tail-marker"), "the next line counts");
     }
 
-    fn job(dir: &std::path::Path) -> JobPaths {
-        JobPaths::new(dir, &crate::model::JobName::parse("j").unwrap())
+    /// A file store in `dir`, and the paths of its job `j`.
+    fn job(dir: &std::path::Path) -> (crate::store::file::FileStore, JobPaths) {
+        let store = crate::store::file::FileStore::open(Some(dir)).unwrap();
+        let paths = JobPaths::new(store.path(), &JobName::parse("j").unwrap());
+        (store, paths)
     }
 
-    fn read_all(f: &mut LogFollower) -> (Vec<u8>, usize) {
+    fn read_all(f: &mut LogFollower<'_>) -> (Vec<u8>, usize) {
         let (mut bytes, mut restarts) = (Vec::new(), 0);
         while let Some(chunk) = f.next_chunk().unwrap() {
             match chunk {
@@ -380,8 +388,8 @@ mod tests {
     #[test]
     fn only_new_bytes_are_read_and_a_truncation_restarts_at_zero() {
         let dir = tempfile::tempdir().unwrap();
-        let job = job(dir.path());
-        let mut f = LogFollower::new(&job);
+        let (store, job) = job(dir.path());
+        let mut f = LogFollower::new(&store, job.name());
         assert_eq!(read_all(&mut f), (Vec::new(), 0), "no log yet");
         let mut log = File::options()
             .create(true)
@@ -401,9 +409,9 @@ mod tests {
     #[test]
     fn a_replaced_log_is_read_to_its_end_then_the_new_one_from_zero() {
         let dir = tempfile::tempdir().unwrap();
-        let job = job(dir.path());
+        let (store, job) = job(dir.path());
         std::fs::write(job.log(), b"first\n").unwrap();
-        let mut f = LogFollower::new(&job);
+        let mut f = LogFollower::new(&store, job.name());
         assert_eq!(read_all(&mut f).0, b"first\n");
         let mut old = File::options().append(true).open(job.log()).unwrap();
         std::fs::rename(job.log(), dir.path().join("j.log.1")).unwrap();
@@ -415,9 +423,9 @@ mod tests {
     #[test]
     fn start_at_last_lines_skips_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let job = job(dir.path());
+        let (store, job) = job(dir.path());
         std::fs::write(job.log(), b"a\nb\nc\n").unwrap();
-        let mut f = LogFollower::new(&job);
+        let mut f = LogFollower::new(&store, job.name());
         f.start_at_last_lines(2).unwrap();
         assert_eq!(read_all(&mut f).0, b"b\nc\n");
     }

@@ -5,7 +5,6 @@ use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use super::open::create_dirs_within;
 use super::paths::{ATTEMPTS_DIR, FileKind, JobPaths};
@@ -110,9 +109,22 @@ fn unique_folder(jobs_dir: &Path, root: &Path, label: &str) -> io::Result<PathBu
     unreachable!("u32 range exhausted")
 }
 
+/// The labels of the run folders in `history` (a name's history folder),
+/// newest first (labels sort by start time); nothing of the runs is read,
+/// and a folder that is a symlink is not listed.
+pub fn archived_labels(history: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(history) else {
+        return Vec::new();
+    };
+    let mut labels: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    labels.sort_unstable_by(|a, b| b.cmp(a));
+    labels
+}
+
 /// A sortable folder label for a run that started at `t`:
 /// `20261124T081500.123Z`.
-pub fn history_label(t: SystemTime) -> String {
-    let s = humantime::format_rfc3339_millis(t).to_string();
-    s.replace(['-', ':'], "")
-}
+pub use crate::model::archive_label as history_label;
