@@ -245,6 +245,7 @@ mod tests {
             attempt: 1,
             max_attempts: 1,
             attempts: Vec::new(),
+            pid_ns: None,
         }
     }
 

@@ -11,7 +11,9 @@ use crate::breaker;
 use crate::classify::{JobState, classify};
 use crate::kill::{JobTarget, KillReport, command_exited, terminate};
 use crate::model::{Finalizer, JobEnd, JobName, JobRecord, KillRequest, Outcome, rfc3339};
-use crate::store::{Claim, ClaimError, ClaimWait, Holder, Store, StoreError};
+use crate::store::{
+    Claim, ClaimError, ClaimWait, Holder, SAFETY_RECHECK, Store, StoreError, WatchFor,
+};
 use crate::sys::proc::{self, ProcessId};
 use crate::sys::signal::signal_process;
 
@@ -109,20 +111,32 @@ pub fn finalize_lost(
     Ok(classify(store.snapshot(name), store.now(), None))
 }
 
-/// Re-reads the name's state every 5 ms until `settled` holds for what it
-/// says, or `deadline` passes; returns the last state read.
+/// Re-reads the name's state until `settled` holds for what it says, or
+/// `deadline` passes; returns the last state read. A run on this host is
+/// looked at every 5 ms (its wrapper's death shows in no store event); one
+/// elsewhere can only change through the store, so its watch wakes the look.
 fn poll_state(
     store: &dyn Store,
     name: &JobName,
     deadline: Instant,
     settled: impl Fn(&JobState) -> bool,
 ) -> JobState {
+    let mut watch = None;
     loop {
         let state = classify(store.snapshot(name), store.now(), None);
-        if settled(&state) || Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if settled(&state) || left.is_zero() {
             return state;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        match state.record().map(proc::place_of_record) {
+            Some(proc::Place::Elsewhere) => {
+                let watch = watch.get_or_insert_with(|| {
+                    store.watch(std::slice::from_ref(name), WatchFor::default())
+                });
+                watch.wait(left.min(SAFETY_RECHECK));
+            }
+            _ => std::thread::sleep(Duration::from_millis(5).min(left)),
+        }
     }
 }
 
@@ -137,8 +151,9 @@ pub fn finish_lost(
     grace: Duration,
     why: &str,
 ) -> Result<JobRecord, StoreError> {
-    // PIDs from another boot or host mean nothing here: signal nothing.
-    let local = record.boot_id == proc::boot_id() && record.host == proc::hostname();
+    // PIDs from another boot, host or PID namespace mean nothing here:
+    // signal nothing.
+    let local = proc::place_of_record(&record) == proc::Place::Here;
     let kill_remains = |record: &JobRecord| {
         if local {
             terminate(&target_of(record), Signal::TERM, grace, &mut || false)
@@ -260,7 +275,11 @@ pub fn kill_run(
     // the run is left to kill, and that outcome stands.
     if record.outcome.is_none() {
         request_kill(store, name, &record, outcome, reason, grace)?;
-        terminate(&target_of(&record), Signal::TERM, grace, &mut || false);
+        // Processes are only ever signalled on their own host: elsewhere,
+        // the wrapper carries the request out itself.
+        if proc::place_of_record(&record) == proc::Place::Here {
+            terminate(&target_of(&record), Signal::TERM, grace, &mut || false);
+        }
     }
     wait_for_final(store, name, &record, grace)
 }
@@ -296,8 +315,11 @@ fn request_kill(
         start_time: record.wrapper_start_time,
     };
     // SIGURG is ignored by default: a wrapper that does not listen for it
-    // (another implementation) is unharmed.
-    signal_process(wrapper, Signal::URG);
+    // (another implementation) is unharmed. Elsewhere, the store's watch
+    // wakes it.
+    if proc::place_of_record(record) == proc::Place::Here {
+        signal_process(wrapper, Signal::URG);
+    }
     Ok(())
 }
 
@@ -310,7 +332,13 @@ fn wait_for_final(
     grace: Duration,
 ) -> Result<JobState, RecoverError> {
     let same_run = |s: &JobState| s.record().is_some_and(|r| r.job_id == record.job_id);
-    let deadline = Instant::now() + WRAPPER_FINISH_WAIT;
+    // A wrapper elsewhere first gives the job the request's grace; if it is
+    // cut off, the store reports it gone only once its lease expires.
+    let remote = match proc::place_of_record(record) {
+        proc::Place::Here => Duration::ZERO,
+        _ => grace + store.holder_expiry(record),
+    };
+    let deadline = Instant::now() + WRAPPER_FINISH_WAIT + remote;
     let state = poll_state(store, name, deadline, |s| {
         matches!(s, JobState::Finished { .. }) || needs_finisher(s) || !same_run(s)
     });

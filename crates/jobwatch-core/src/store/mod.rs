@@ -69,6 +69,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The liveness of the wrapper that wrote `record` (rule 4).
     fn holder(&self, record: &JobRecord) -> Holder;
 
+    /// How long after a wrapper died this store may still report it
+    /// [`Holder::Alive`]: zero where liveness is checked directly (PIDs);
+    /// a lease-based store reports a dead host only once its lease expires.
+    /// A killer waits this long (beyond the kill itself) for the status.
+    fn holder_expiry(&self, _record: &JobRecord) -> Duration {
+        Duration::ZERO
+    }
+
     /// The `job_id` of the name's current run, read cheaply (no liveness
     /// check): what a waiter bound to a run compares with.
     fn current_job_id(&self, name: &JobName) -> Option<String>;

@@ -157,14 +157,13 @@ pub fn observe(paths: &JobPaths) -> Snapshot {
     }
 }
 
-/// Checks the wrapper named by a record: on this host, by its PID, start
-/// time and boot id.
+/// Checks the wrapper named by a record: on this host (and boot, and PID
+/// namespace), by its PID and start time.
 pub fn wrapper_holder(record: &JobRecord) -> Holder {
-    if record.host != proc::hostname() {
-        return Holder::Elsewhere;
-    }
-    if record.boot_id != proc::boot_id() {
-        return Holder::Dead;
+    match proc::place_of_record(record) {
+        proc::Place::Elsewhere => return Holder::Elsewhere,
+        proc::Place::EarlierBoot => return Holder::Dead,
+        proc::Place::Here => {}
     }
     let id = ProcessId {
         pid: record.wrapper_pid,
