@@ -29,7 +29,7 @@ use crate::model::{Attempt, JobEnd, JobName, JobRecord, Outcome, Settings};
 use crate::model::{Finalizer, KillRequest, RECORD_VERSION, archive_label, rfc3339, unix_ms};
 use crate::recover::finish_lost;
 use crate::retry;
-use crate::store::{Claim, ClaimError, ClaimWait, Holder, RunAt, Store, StoreError};
+use crate::store::{Claim, ClaimError, ClaimWait, Hold, Holder, RunAt, Store, StoreError};
 use crate::sys::child::{ExitStatus, SignalPipe, become_subreaper, peek_exit, reap, reap_orphans};
 use crate::sys::proc::{self, ProcessId, Snapshot};
 use crate::sys::stdio::notice;
@@ -192,6 +192,7 @@ pub fn start(store: &dyn Store, spec: RunSpec) -> Result<Supervisor<'_>, StartEr
             .unwrap_or_default(),
         host: proc::hostname().to_owned(),
         boot_id: proc::boot_id().to_owned(),
+        pid_ns: proc::pid_namespace(),
         wrapper_pid: me.pid,
         wrapper_start_time: me.start_time,
         child_pid: None,
@@ -477,6 +478,10 @@ enum KillCause {
     /// A kill request (`NAME.kill`) for this run, made while the command
     /// ran: the wrapper carries it out should its requester go away.
     Request,
+    /// The store can no longer vouch for the claim ([`Hold::Losing`]: an
+    /// etcd store cut off from its cluster): the job is stopped before
+    /// another host may report the run lost (issue 11).
+    Fenced,
 }
 
 impl Supervisor<'_> {
@@ -634,6 +639,9 @@ impl Supervisor<'_> {
                     )),
                 });
             }
+            if let Hold::Losing { reason, .. } = self.claim.hold() {
+                return Some(fenced_end(reason));
+            }
             if let Some(req) = self.kill_request() {
                 return Some(JobEnd {
                     outcome: req.outcome,
@@ -651,11 +659,12 @@ impl Supervisor<'_> {
                 next_beat = now + heartbeat;
             }
             // Kill requests are files, not signals: look for one often.
-            self.signals.wait(
+            self.signals.wait_also(
                 until
                     .min(next_beat)
                     .saturating_duration_since(now)
                     .min(BACKOFF_TICK),
+                self.claim.wake_fd(),
             );
         }
     }
@@ -727,9 +736,16 @@ impl Supervisor<'_> {
             if let Some(exit) = peek_exit(child) {
                 return (exit, cause);
             }
+            // Also consumes the claim's wake-up (see `wait_also` below).
+            let hold = self.claim.hold();
             // Once killed, only the exit is awaited, which SIGCHLD reports.
             let mut wake = Duration::from_secs(1);
             if cause.is_none() {
+                if let Hold::Losing { within, .. } = hold {
+                    cause = Some(KillCause::Fenced);
+                    self.fence(within);
+                    continue;
+                }
                 match self.check_limits(&mut tracker, &mut next_sample, deadline) {
                     Ok(_) if self.live_kill_request().is_some() => {
                         cause = Some(KillCause::Request);
@@ -744,9 +760,21 @@ impl Supervisor<'_> {
                     }
                 }
             }
-            self.signals.wait(wake);
+            self.signals.wait_also(wake, self.claim.wake_fd());
             reap_orphans(child);
         }
+    }
+
+    /// Stops the job before the store could let another host report it
+    /// lost: SIGTERM, then SIGKILL within the time the claim has left.
+    fn fence(&mut self, within: Duration) {
+        let child = self.child.id() as i32;
+        let signals = &self.signals;
+        let grace = self.record.settings.grace().min(within / 2);
+        terminate(&self.target(), Signal::TERM, grace, &mut || {
+            reap_orphans(child);
+            signals.take_terminating().is_some()
+        });
     }
 
     /// Checks signals, the time limit and progress; returns a reason to
@@ -811,7 +839,9 @@ impl Supervisor<'_> {
     fn kill_for(&mut self, cause: KillCause) {
         let first = match cause {
             KillCause::Signal(sig) => crate::sys::signal::from_number(sig).unwrap_or(Signal::TERM),
-            KillCause::Timeout | KillCause::Hung | KillCause::Request => Signal::TERM,
+            KillCause::Timeout | KillCause::Hung | KillCause::Request | KillCause::Fenced => {
+                Signal::TERM
+            }
         };
         let child = self.child.id() as i32;
         let signals = &self.signals;
@@ -867,6 +897,14 @@ impl Supervisor<'_> {
                     "the wrapper received signal {sig}; forwarded to the job"
                 )),
             ),
+            Some(KillCause::Fenced) => {
+                let reason = match self.claim.hold() {
+                    Hold::Losing { reason, .. } => reason,
+                    Hold::Held => "the store could no longer vouch for its claim".to_owned(),
+                };
+                let end = fenced_end(reason);
+                (end.outcome, end.reason)
+            }
             // A request made after the command had exited does not decide:
             // the exit came first and keeps its own outcome.
             Some(KillCause::Request) | None => match self.live_kill_request() {
@@ -925,6 +963,20 @@ impl Supervisor<'_> {
     /// beat may already be newer).
     fn beat(&self, t: SystemTime) {
         let _ = self.claim.beat(t);
+    }
+}
+
+/// How a run ends whose wrapper stopped it because its store could no
+/// longer vouch for its claim: `lost`, which is what every other host
+/// reports once the claim is gone.
+fn fenced_end(why: String) -> JobEnd {
+    JobEnd {
+        outcome: Outcome::Lost,
+        exit_code: None,
+        signal: None,
+        reason: Some(format!(
+            "{why}; the wrapper killed the job so that it does not run on after being reported lost"
+        )),
     }
 }
 

@@ -91,11 +91,20 @@ impl SignalPipe {
 
     /// Sleeps until a handled signal arrives or `timeout` passes.
     pub fn wait(&self, timeout: Duration) {
+        self.wait_also(timeout, None);
+    }
+
+    /// [`SignalPipe::wait`], also woken when `other` becomes readable (a
+    /// store claim's wake-up: its owner consumes it).
+    pub fn wait_also(&self, timeout: Duration, other: Option<std::os::fd::BorrowedFd<'_>>) {
         let ts = Timespec {
             tv_sec: timeout.as_secs() as i64,
             tv_nsec: timeout.subsec_nanos() as i64,
         };
-        let mut fds = [PollFd::new(&self.read, PollFlags::IN)];
+        let mut fds = vec![PollFd::new(&self.read, PollFlags::IN)];
+        if let Some(fd) = &other {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
         let _ = poll(&mut fds, Some(&ts));
         self.drain();
     }
