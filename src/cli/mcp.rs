@@ -8,7 +8,6 @@ use super::args::positive_duration;
 use super::{CliError, CliResult};
 use crate::mcp::{Context, Options, serve};
 use jobwatch_core::exit_code;
-use jobwatch_core::store::file::FileStore;
 
 const MCP_HELP: &str = concat!(
     "\
@@ -46,11 +45,13 @@ pub struct McpArgs {
 }
 
 /// Runs the `mcp` command.
-pub fn mcp(store: &FileStore, a: McpArgs) -> CliResult {
+pub fn mcp(opened: super::store::Opened, a: McpArgs) -> CliResult {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::from(format!("cannot find this executable: {e}")))?;
     let ctx = Context {
-        store: store.clone(),
+        store: opened.store,
+        dir: opened.dir,
+        env: opened.env,
         exe,
     };
     let options = Options {

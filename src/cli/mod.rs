@@ -26,6 +26,7 @@ mod preflight;
 mod progress;
 pub(crate) mod run;
 pub(crate) mod status;
+pub(crate) mod store;
 mod usage;
 mod wait;
 
@@ -57,10 +58,8 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "jobwatch", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Jobs directory (default: $JOBWATCH_DIR, $XDG_STATE_HOME/jobwatch or
-    /// ~/.local/state/jobwatch).
-    #[arg(long, global = true, value_name = "DIR")]
-    dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: store::StoreArgs,
 
     #[command(subcommand)]
     command: Commands,
@@ -129,25 +128,30 @@ fn dispatch(cli: Cli) -> CliResult {
     if !is_long_lived(&cli.command) {
         jobwatch_core::sys::signal::exit_on_broken_pipe();
     }
-    let dir = || open_dir(cli.dir.clone());
+    // `--dir` or `--store`: one store for every command (cli/store.rs).
+    let open = || cli.store.open();
     match cli.command {
-        Commands::Run(a) => run::run(&dir()?, a),
-        Commands::Wait(a) => wait::wait(&dir()?, a),
-        Commands::Status(a) => status::status(&dir()?, a),
-        Commands::Ls(a) => status::ls(&dir()?, a),
-        Commands::Logs(a) => logs::logs(&dir()?, a),
-        Commands::Kill(a) => kill::kill(&dir()?, a),
-        Commands::Beat(a) => beat::beat(&dir()?, a),
+        Commands::Run(a) => run::run(&open()?, a),
+        Commands::Wait(a) => wait::wait(&*open()?.store, a),
+        Commands::Status(a) => status::status(&*open()?.store, a),
+        Commands::Ls(a) => status::ls(&*open()?.store, a),
+        Commands::Logs(a) => logs::logs(&*open()?.store, a),
+        Commands::Kill(a) => kill::kill(&*open()?.store, a),
+        Commands::Beat(a) => beat::beat(&*open()?.store, a),
         #[cfg(feature = "mcp")]
-        Commands::Mcp(a) => mcp::mcp(&dir()?, a),
-        Commands::Breaker(a) => breaker::breaker(&dir()?, a),
-        Commands::Gc(a) => gc::gc(&dir()?, a),
+        Commands::Mcp(a) => mcp::mcp(open()?, a),
+        Commands::Breaker(a) => breaker::breaker(&*open()?.store, a),
+        Commands::Gc(a) => gc::gc(&*open()?.store, a),
         Commands::Completions(a) => completions::completions(a),
         Commands::Preflight(a) => preflight::preflight(a),
         // A hook must never block the agent over a bad jobs directory: it
         // opens the directory itself and turns every problem into a note.
-        Commands::Hook(a) => Ok(crate::hook::main(cli.dir.clone(), a)),
-        Commands::Batch(a) => batch::batch(&dir()?, a),
+        Commands::Hook(a) => Ok(crate::hook::main(cli.store.dir.clone(), a)),
+        Commands::Batch(_) if !cli.store.is_files() => Err(CliError {
+            code: exit_code::USAGE,
+            message: "batch runs on the jobs directory only (not with --store)".to_owned(),
+        }),
+        Commands::Batch(a) => batch::batch(&open_dir(cli.store.dir.clone())?, a),
     }
 }
 

@@ -13,7 +13,7 @@ use jobwatch_core::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
 use jobwatch_core::detach::{Placement, Started, spawn_detached};
 use jobwatch_core::exit_code;
 use jobwatch_core::model::{JobName, LivenessMode, Settings};
-use jobwatch_core::store::file::FileStore;
+use jobwatch_core::store::Store;
 use jobwatch_core::supervise::{RunSpec, StartError, start};
 use jobwatch_core::sys::stdio::{notice, notice_within, say, warn};
 
@@ -153,7 +153,8 @@ impl From<Liveness> for LivenessMode {
 }
 
 /// Runs the `run` command.
-pub fn run(store: &FileStore, a: RunArgs) -> CliResult {
+pub fn run(opened: &super::store::Opened, a: RunArgs) -> CliResult {
+    let store = &*opened.store;
     if a.heartbeat > a.stale {
         return Err(CliError::from(format!(
             "--heartbeat ({}) must not be longer than --stale ({})",
@@ -167,7 +168,7 @@ pub fn run(store: &FileStore, a: RunArgs) -> CliResult {
     if a.detached_supervisor {
         run_as_detached_wrapper(store, &a)
     } else if a.detach {
-        spawn_detached_wrapper(store, &a)
+        spawn_detached_wrapper(opened, &a)
     } else {
         run_in_foreground(store, &a)
     }
@@ -237,7 +238,7 @@ fn start_error(e: StartError) -> CliError {
 /// only after the process exited must not wait forever.
 const ECHO_STALL_LIMIT: Duration = Duration::from_secs(2);
 
-fn run_in_foreground(store: &FileStore, a: &RunArgs) -> CliResult {
+fn run_in_foreground(store: &dyn Store, a: &RunArgs) -> CliResult {
     let supervisor = start(store, spec(a, !a.quiet)).map_err(start_error)?;
     let log = supervisor.log_path();
     let echo = supervisor.echo();
@@ -273,7 +274,7 @@ fn run_in_foreground(store: &FileStore, a: &RunArgs) -> CliResult {
 
 /// The detached wrapper: reports readiness on stdout (a pipe to the `run
 /// --detach` that spawned it), then lets go of that pipe and supervises.
-fn run_as_detached_wrapper(store: &FileStore, a: &RunArgs) -> CliResult {
+fn run_as_detached_wrapper(store: &dyn Store, a: &RunArgs) -> CliResult {
     let supervisor = start(store, spec(a, false)).map_err(start_error)?;
     let record = supervisor.record();
     let started = Started {
@@ -294,8 +295,12 @@ fn run_as_detached_wrapper(store: &FileStore, a: &RunArgs) -> CliResult {
 
 /// Starts a wrapper in a new session (immune to this terminal's hangup) and
 /// returns once it reports the job started, or relays why it could not.
-fn spawn_detached_wrapper(store: &FileStore, a: &RunArgs) -> CliResult {
-    let (started, _wrapper) = spawn_detached(store, &spec(a, false), &Placement::default())
+fn spawn_detached_wrapper(opened: &super::store::Opened, a: &RunArgs) -> CliResult {
+    let place = Placement {
+        env: opened.env.clone(),
+        ..Placement::default()
+    };
+    let (started, _wrapper) = spawn_detached(&*opened.store, &opened.dir, &spec(a, false), &place)
         .map_err(|e| CliError {
             code: e.code,
             message: e.message,

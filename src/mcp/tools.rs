@@ -18,7 +18,6 @@ use jobwatch_core::exit_code;
 use jobwatch_core::model::{JobName, Outcome};
 use jobwatch_core::preflight;
 use jobwatch_core::recover::kill_job;
-use jobwatch_core::store::file::FileStore;
 use jobwatch_core::store::{RunAt, Store};
 
 /// A tool's failure: one line for the agent.
@@ -186,8 +185,12 @@ const MAX_STATUS_ROWS: usize = 30;
 /// executable.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// The jobs directory, the same one the CLI would use.
-    pub store: FileStore,
+    /// The store, the same one the CLI would use.
+    pub store: std::sync::Arc<dyn Store>,
+    /// The jobs directory (`--dir` of the `run` the `start` tool spawns).
+    pub dir: PathBuf,
+    /// What that `run` needs besides `--dir` to open the store (etcd).
+    pub env: Vec<(String, String)>,
     /// This executable, started as `run --detach` by `start`.
     pub exe: PathBuf,
 }
@@ -215,7 +218,8 @@ pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
     check_spawnable(&p)?;
     let mut cmd = Command::new(&ctx.exe);
     cmd.arg("--dir")
-        .arg(ctx.store.path())
+        .arg(&ctx.dir)
+        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
         .arg("run")
         .arg(job.as_str())
         .args(["--detach", "--json"])
@@ -368,7 +372,7 @@ pub fn status(ctx: &Context, p: StatusParams) -> ToolResult {
     let mut rows: Vec<String> = jobs
         .iter()
         .take(MAX_STATUS_ROWS)
-        .map(|j| shape::line(&shape::status_row(&ctx.store, j, now)))
+        .map(|j| shape::line(&shape::status_row(&*ctx.store, j, now)))
         .collect();
     if jobs.len() > MAX_STATUS_ROWS {
         rows.push(format!(
@@ -449,7 +453,7 @@ pub fn kill(ctx: &Context, p: KillParams) -> ToolResult {
         .unwrap_or(Duration::from_secs(5));
     let already = matches!(before, JobState::Finished { .. });
     let after = kill_job(
-        &ctx.store,
+        &*ctx.store,
         &job,
         Outcome::Killed,
         "killed by jobwatch kill (mcp)",
@@ -460,7 +464,7 @@ pub fn kill(ctx: &Context, p: KillParams) -> ToolResult {
         JobState::Finished { outcome, record } => (*outcome, record.as_deref()),
         other => (Outcome::Killed, other.record()),
     };
-    let mut result = shape::ended(&ctx.store, &job, &RunAt::Current, outcome, record, 0);
+    let mut result = shape::ended(&*ctx.store, &job, &RunAt::Current, outcome, record, 0);
     if already {
         result.reason = Some(format!("already finished ({outcome}); nothing to kill"));
     }
@@ -474,10 +478,10 @@ fn breaker_key(s: &str) -> Result<BreakerKey, ToolError> {
 /// `breaker_status`: one breaker, or every breaker, one line each.
 pub fn breaker_status(ctx: &Context, p: BreakerStatusParams) -> ToolResult {
     if let Some(key) = &p.key {
-        let view = breaker::status(&ctx.store, &breaker_key(key)?).map_err(|e| e.to_string())?;
+        let view = breaker::status(&*ctx.store, &breaker_key(key)?).map_err(|e| e.to_string())?;
         return Ok(shape::line(&view));
     }
-    let views = breaker::list(&ctx.store).map_err(|e| e.to_string())?;
+    let views = breaker::list(&*ctx.store).map_err(|e| e.to_string())?;
     if views.is_empty() {
         return Ok(r#"{"breakers":0}"#.into());
     }
@@ -500,7 +504,7 @@ pub fn breaker_status(ctx: &Context, p: BreakerStatusParams) -> ToolResult {
 
 /// `breaker_reset`: close a breaker and forget its failures.
 pub fn breaker_reset(ctx: &Context, p: BreakerResetParams) -> ToolResult {
-    let view = breaker::reset(&ctx.store, &breaker_key(&p.key)?).map_err(|e| e.to_string())?;
+    let view = breaker::reset(&*ctx.store, &breaker_key(&p.key)?).map_err(|e| e.to_string())?;
     Ok(shape::line(&view))
 }
 

@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
@@ -18,7 +19,6 @@ use super::shape;
 use super::tools::{self, DEFAULT_WAIT_TAIL, Mode, ToolError, WaitParams};
 use jobwatch_core::model::JobName;
 use jobwatch_core::store::Store;
-use jobwatch_core::store::file::FileStore;
 use jobwatch_core::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
 
 /// A checked `wait` request.
@@ -105,29 +105,34 @@ pub struct Slice {
 }
 
 /// Waits at most `limit` on a blocking thread.
-pub async fn wait_slice(dir: &FileStore, plan: &Plan, limit: Duration) -> Result<Slice, ToolError> {
+pub async fn wait_slice(
+    dir: &Arc<dyn Store>,
+    plan: &Plan,
+    limit: Duration,
+) -> Result<Slice, ToolError> {
     let dir = dir.clone();
     let plan = plan.clone();
     tokio::task::spawn_blocking(move || {
+        let dir = &*dir;
         let spec = plan.spec(limit);
         if let Some(pattern) = &plan.until_log {
-            return match wait_until_log(&dir, &spec, pattern).map_err(|e| e.to_string())? {
+            return match wait_until_log(dir, &spec, pattern).map_err(|e| e.to_string())? {
                 LogWait::Matched(m) => Ok(Slice {
-                    text: shape::line(&shape::matched(&dir, &m)),
+                    text: shape::line(&shape::matched(dir, &m)),
                     settled: true,
                 }),
                 LogWait::Ended(v) => Ok(Slice {
-                    text: shape::verdict_line(&dir, &v, plan.tail),
+                    text: shape::verdict_line(dir, &v, plan.tail),
                     settled: !v.running,
                 }),
             };
         }
-        let verdicts = wait_for(&dir, &spec).map_err(|e| e.to_string())?;
+        let verdicts = wait_for(dir, &spec).map_err(|e| e.to_string())?;
         Ok(Slice {
             text: shape::lines(
                 verdicts
                     .iter()
-                    .map(|v| shape::verdict_line(&dir, v, plan.tail)),
+                    .map(|v| shape::verdict_line(dir, v, plan.tail)),
             ),
             settled: plan.settled(&verdicts),
         })
@@ -139,7 +144,7 @@ pub async fn wait_slice(dir: &FileStore, plan: &Plan, limit: Duration) -> Result
 /// Waits until the jobs settle, `plan.timeout` passes or `cancelled`
 /// resolves (then `None`), in slices of at most `cap`.
 pub async fn wait_until_settled(
-    dir: &FileStore,
+    dir: &Arc<dyn Store>,
     plan: &Plan,
     cap: Duration,
     cancelled: impl Future<Output = ()>,
@@ -169,7 +174,12 @@ pub type Forever = Pin<Box<dyn Future<Output = Infallible> + Send>>;
 
 /// Calls `report(message, elapsed)` every `every`, forever: the message
 /// names each job still running with its run time and last log line.
-pub fn report_progress<F>(dir: &FileStore, names: &[JobName], every: Duration, report: F) -> Forever
+pub fn report_progress<F>(
+    dir: &Arc<dyn Store>,
+    names: &[JobName],
+    every: Duration,
+    report: F,
+) -> Forever
 where
     F: Fn(String, Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static,
 {
@@ -180,7 +190,7 @@ where
         loop {
             tokio::time::sleep(every).await;
             let (dir, names) = (dir.clone(), names.clone());
-            let message = tokio::task::spawn_blocking(move || progress_message(&dir, &names))
+            let message = tokio::task::spawn_blocking(move || progress_message(&*dir, &names))
                 .await
                 .unwrap_or_default();
             report(message, started.elapsed()).await;

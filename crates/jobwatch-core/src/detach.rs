@@ -7,6 +7,7 @@
 //! flags (issue 10 replaces them with a typed spec sent over the pipe).
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -18,7 +19,6 @@ use crate::model::JobName;
 use crate::recover;
 use crate::spec::ms;
 use crate::store::Store;
-use crate::store::file::FileStore;
 use crate::supervise::RunSpec;
 use crate::sys::child::detach_into_new_session;
 use crate::sys::proc::{self, ProcessId};
@@ -67,12 +67,14 @@ pub struct Placement {
 }
 
 /// Starts `spec` as a detached job: a wrapper (this executable with
-/// `run --detached-supervisor`) in a new session, placed per `place`.
-/// Returns once the wrapper reports the job started, with the wrapper's
+/// `run --detached-supervisor`) in a new session, placed per `place`,
+/// told to use `store` through `--dir dir` (the jobs directory; a store
+/// elsewhere is named in `place.env`, e.g. `JOBWATCH_STORE`). Returns once the wrapper reports the job started, with the wrapper's
 /// process, which a long-lived caller reaps once the job has ended; or the
 /// wrapper's reason and exit code when it could not start the job.
 pub fn spawn_detached(
-    store: &FileStore,
+    store: &dyn Store,
+    dir: &Path,
     spec: &RunSpec,
     place: &Placement,
 ) -> Result<(Started, std::process::Child), DetachError> {
@@ -80,7 +82,7 @@ pub fn spawn_detached(
     let exe = std::env::current_exe().map_err(DetachError::usage)?;
     let mut cmd = Command::new(exe);
     cmd.arg("--dir")
-        .arg(store.path())
+        .arg(dir)
         .arg("run")
         .arg(spec.name.as_str())
         .arg("--detached-supervisor")

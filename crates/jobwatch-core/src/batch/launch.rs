@@ -73,8 +73,8 @@ impl Launcher for Detached {
             cwd: Some(job.cwd.clone()),
             env: job.env.clone(),
         };
-        let (_, wrapper) =
-            spawn_detached(&self.store, &spec, &place).map_err(|e| LaunchError(e.message))?;
+        let (_, wrapper) = spawn_detached(&self.store, self.store.path(), &spec, &place)
+            .map_err(|e| LaunchError(e.message))?;
         self.wrappers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
