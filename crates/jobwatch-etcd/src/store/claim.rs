@@ -358,6 +358,7 @@ impl<'s> EtcdClaim<'s> {
             claim_key: self.claim_key.clone(),
             claim_value: self.value.clone(),
             logs: self.store.logs.clone(),
+            log: self.store.files.log(&self.name).display().to_string(),
             min_interval: record.settings.heartbeat().max(MIN_PUBLISH_INTERVAL),
             shared: Arc::clone(&shared),
         };
@@ -392,6 +393,12 @@ impl<'s> EtcdClaim<'s> {
             Part::Record,
         ))];
         let mut then = Vec::new();
+        if let Some(kv) = &keys.beat {
+            then.push(Op::put(
+                keys::history(&self.name, &label, Part::Beat),
+                kv.value.clone(),
+            ));
+        }
         for (kv, part) in [(&keys.record, Part::Record), (&keys.status, Part::Status)] {
             if let Some(kv) = kv {
                 compares.push(Compare::ModRevision(kv.key.clone(), kv.mod_revision));
@@ -523,6 +530,7 @@ impl Claim for EtcdClaim<'_> {
             token: Some(self.token.clone()),
             at_ms: unix_ms(now),
             tail: Vec::new(),
+            log: Some(self.store.files.log(&self.name).display().to_string()),
         };
         let key = keys::job(&self.name, Part::Beat);
         let bytes = serde_json::to_vec(&beat).expect("a beat serializes");
@@ -888,6 +896,7 @@ struct Publisher {
     claim_key: Vec<u8>,
     claim_value: Vec<u8>,
     logs: LocalLogs,
+    log: String,
     min_interval: Duration,
     shared: Arc<Shared>,
 }
@@ -942,6 +951,7 @@ impl Publisher {
                 token: Some(self.token.clone()),
                 at_ms: unix_ms(at),
                 tail,
+                log: Some(self.log.clone()),
             };
             let bytes = serde_json::to_vec(&beat).expect("a beat serializes");
             let written = self.client.txn(
@@ -982,7 +992,7 @@ pub(crate) fn explicit_remote_beat(
         let new = BeatValue {
             token: None,
             at_ms: unix_ms(at),
-            tail: old.tail,
+            ..old
         };
         let bytes = serde_json::to_vec(&new).expect("a beat serializes");
         match client.compare_and_swap(&key, kv.mod_revision, &bytes, None) {

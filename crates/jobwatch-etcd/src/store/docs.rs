@@ -1,4 +1,4 @@
-//! Documents (circuit breakers) on etcd: each one key, changed by
+//! Documents (circuit breakers, agent sessions) on etcd: each one key, changed by
 //! compare-and-swap on its revision and retried on a conflict, so that
 //! breakers on many hosts count every run exactly once. The update
 //! function is the breaker's own pure rule (it counts each `job_id` once,
@@ -73,7 +73,9 @@ impl DocStore for EtcdDocs {
                 CasOutcome::Swapped { .. } => return Ok(()),
                 // Another host changed it since our read: apply the rule
                 // again to what it wrote.
-                CasOutcome::Conflict(_) if started.elapsed() < PATIENCE => {}
+                // Sessions wait for each other without a bound (protocol §17).
+                CasOutcome::Conflict(_)
+                    if kind == DocKind::Session || started.elapsed() < PATIENCE => {}
                 CasOutcome::Conflict(_) => {
                     return Err(StoreError::Busy {
                         what: self.describe(kind, key),

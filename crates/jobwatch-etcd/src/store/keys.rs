@@ -11,6 +11,7 @@
 //! jobs/NAME/tail      the final output tail, written with the status
 //! history/NAME/LABEL/{record,status,tail}   an archived run
 //! docs/breaker/KEY    a circuit breaker (the breaker's JSON document)
+//! docs/session/ID     an agent session's tracked jobs (`jobwatch hook`)
 //! ```
 //!
 //! Names and breaker keys are validated before they get here
@@ -99,6 +100,7 @@ pub fn history(name: &JobName, label: &str, part: Part) -> Vec<u8> {
 fn kind_dir(kind: DocKind) -> &'static str {
     match kind {
         DocKind::Breaker => "breaker",
+        DocKind::Session => "session",
     }
 }
 

@@ -5,7 +5,8 @@
 //! `history/NAME/LABEL/…`), which is where [`LocalLogs`] looks.
 //!
 //! A run's processes and files are only ever touched on its own host: a
-//! record is "here" when its host name and boot id are this host's.
+//! record is "here" when its host name, boot id and PID namespace are
+//! this process's.
 
 use std::fs;
 use std::io;
@@ -18,11 +19,12 @@ use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
 use jobwatch_core::model::{JobName, JobRecord};
 use jobwatch_core::sys::proc;
 
-/// Whether `record`'s processes and files are on this host: its host name
-/// and boot id are this process's. (PIDs of another host, or of this host
-/// before a reboot, mean nothing here.)
+/// Whether `record`'s processes and files are on this host: its host name,
+/// boot id and PID namespace are this process's. (PIDs of another host, of
+/// another PID namespace, or of this host before a reboot, mean nothing
+/// here.)
 pub fn runs_here(record: &JobRecord) -> bool {
-    record.host == proc::hostname() && record.boot_id == proc::boot_id()
+    proc::place_of_record(record) == proc::Place::Here
 }
 
 /// This host's files of a namespace.

@@ -269,6 +269,10 @@ impl Store for EtcdStore {
         }
     }
 
+    fn holder_expiry(&self, record: &JobRecord) -> Duration {
+        policy::lost_bound(policy::lease_ttl(&record.settings))
+    }
+
     fn current_job_id(&self, name: &JobName) -> Option<String> {
         let kv = self.client.get(&keys::job(name, Part::Record)).ok()?.kv?;
         parse::<JobRecord>(&kv.key, &kv.value)
@@ -433,6 +437,41 @@ impl Store for EtcdStore {
             .collect();
         let skip = tail.len().saturating_sub(lines);
         tail.split_off(skip)
+    }
+
+    /// This host's path of a run here (or of no run yet); for a run on
+    /// another host, `HOST:PATH` with the path there: nothing here can be
+    /// opened by that name, and it says where to look.
+    fn log_path(&self, name: &JobName, at: &RunAt) -> PathBuf {
+        let here = self.logs.log_path(name, at);
+        let (record, beat) = match at {
+            RunAt::Current => (keys::job(name, Part::Record), keys::job(name, Part::Beat)),
+            RunAt::Archived(label) => (
+                keys::history(name, label, Part::Record),
+                keys::history(name, label, Part::Beat),
+            ),
+        };
+        let Some(record) = self
+            .client
+            .get(&record)
+            .ok()
+            .and_then(|g| g.kv)
+            .and_then(|kv| parse::<JobRecord>(&kv.key, &kv.value).ok())
+        else {
+            return here;
+        };
+        if runs_here(&record) {
+            return here;
+        }
+        let there = self
+            .client
+            .get(&beat)
+            .ok()
+            .and_then(|g| g.kv)
+            .and_then(|kv| parse::<BeatValue>(&kv.key, &kv.value).ok())
+            .and_then(|b| b.log)
+            .unwrap_or_else(|| format!("(its jobs directory)/etcd/…/{name}.log"));
+        PathBuf::from(format!("{}:{there}", values::one_line(&record.host)))
     }
 
     fn result_path(&self, name: &JobName, at: &RunAt) -> Option<PathBuf> {

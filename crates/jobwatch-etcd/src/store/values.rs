@@ -95,6 +95,10 @@ pub struct BeatValue {
     /// [`crate::store::policy::TAIL_BYTES`] bytes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tail: Vec<String>,
+    /// Where the run's log is on its host, so that another host can say
+    /// where to read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// Parses stored JSON, naming the key in the error.
