@@ -35,6 +35,13 @@ mod runtime;
 pub mod store;
 pub mod watch;
 
+/// A real 3-member etcd cluster for tests (tests/support/cluster.rs), for
+/// test crates outside this package (the root's multi-host tests).
+#[cfg(feature = "test-cluster")]
+#[doc(hidden)]
+#[path = "../tests/support/cluster.rs"]
+pub mod test_cluster;
+
 pub use client::EtcdClient;
 pub use config::{ConfigError, Credentials, EtcdConfig, TlsFiles};
 pub use error::{Error, Result};
