@@ -586,3 +586,29 @@ fn wrong_credentials_are_refused_in_one_line_naming_the_user_never_the_password(
     let out = jw(&["wait", "a", "--timeout", "100s"], "s3cret-pw");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+#[test]
+fn without_self_fencing_a_cut_off_wrapper_lets_its_job_run_on_while_others_see_it_lost() {
+    let Some(cluster) = Cluster::start("no-fence") else {
+        return;
+    };
+    if !hosts::available("no-fence") {
+        return;
+    }
+    let member = cluster.followers()[0];
+    let url = cluster.url("nofence");
+    let only_its_member = format!("etcd://{}/nofence", cluster.endpoints()[member]);
+    let a = Host::start("alpha", &only_its_member);
+    let b = Host::start("beta", &url);
+    let mut flags = vec!["--no-self-fence"];
+    flags.extend_from_slice(LEASE_10S);
+    a.start_job("work", &flags, &["sleep", "1000"]);
+    let id = job_id(&url, "work");
+    let waiter = b.spawn(&["wait", "work", "--timeout", "100s"]);
+    cluster.stop(member);
+    let out = finish(waiter, LONG);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    // The availability choice (docs/multi-host.md): the job was not stopped.
+    assert!(!processes_of(&id).is_empty(), "the job was stopped");
+    cluster.resume(member);
+}
