@@ -13,6 +13,8 @@
 
 mod hang;
 mod latency;
+#[cfg(feature = "etcd-tests")]
+mod multihost;
 mod overhead;
 mod pueue;
 mod scale;
@@ -55,10 +57,20 @@ pub struct Opts {
     /// Finished-job counts for the `status`/`ls` figures.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     finished: Vec<usize>,
+    /// Runs of the cross-host completion detection (etcd section).
+    #[arg(long, default_value_t = 30)]
+    etcd_runs: usize,
+    /// Host crashes timed to `lost` (etcd section; each takes ~10 s).
+    #[arg(long, default_value_t = 3)]
+    etcd_lost_runs: usize,
+    /// How long each job runs while its etcd writes are counted.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    etcd_writes_for: Duration,
     /// Directory holding `pueue` and `pueued`; pueue rows are skipped without it.
     #[arg(long)]
     pueue_bin: Option<PathBuf>,
-    /// Only these sections (latency, hang, overhead, scale).
+    /// Only these sections (latency, hang, overhead, scale, etcd: built with
+    /// `--features etcd-tests`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Helper modes used by the timed jobs themselves.
@@ -99,6 +111,10 @@ fn main() {
     }
     if wants("scale") {
         rows.extend(scale::run(&ctx, &opts));
+    }
+    #[cfg(feature = "etcd-tests")]
+    if wants("etcd") {
+        rows.extend(multihost::run(&ctx, &opts));
     }
     println!();
     stats::print_table(&rows);
