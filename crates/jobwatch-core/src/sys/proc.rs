@@ -285,6 +285,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_this_host_boot_and_pid_namespace_is_here() {
+        let (host, boot, ns) = (hostname(), boot_id(), pid_namespace());
+        assert!(ns.is_some(), "/proc/self/ns/pid is readable");
+        assert_eq!(place_of(host, boot, ns), Place::Here);
+        // An older record, without a namespace: judged as before.
+        assert_eq!(place_of(host, boot, None), Place::Here);
+        assert_eq!(place_of("another-host", boot, ns), Place::Elsewhere);
+        assert_eq!(place_of(host, "another-boot", ns), Place::EarlierBoot);
+        // Another container on this kernel, with the same host name.
+        let other = ns.map(|n| n + 1);
+        assert_eq!(place_of(host, boot, other), Place::Elsewhere);
+    }
+
+    #[test]
     fn stat_fields_count_from_the_last_parenthesis() {
         let line =
             b"4242 (a) (b c) S 17 4242 4242 0 -1 4194304 90 0 0 0 7 3 2 1 20 0 1 0 123456 1 2 3\n";
