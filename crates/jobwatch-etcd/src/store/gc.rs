@@ -12,6 +12,9 @@ use super::keys::{self, Part};
 use super::values::parse;
 use super::{EtcdStore, etcd_err};
 
+/// An archived run's keys, their size, and when it ended.
+type RunKeys = (Vec<Vec<u8>>, u64, Option<SystemTime>);
+
 fn item(keys: Vec<Vec<u8>>, bytes: u64) -> GcItem {
     GcItem {
         paths: keys.iter().map(|k| PathBuf::from(keys::show(k))).collect(),
@@ -75,8 +78,7 @@ impl GcStore for EtcdStore {
                 return inv;
             }
         };
-        let mut runs: std::collections::BTreeMap<String, (Vec<Vec<u8>>, u64, Option<SystemTime>)> =
-            Default::default();
+        let mut runs: std::collections::BTreeMap<String, RunKeys> = Default::default();
         for kv in &history {
             let Some((_, label, part)) = keys::parse_history_key(&kv.key) else {
                 continue;

@@ -356,7 +356,7 @@ pub fn commit_verdict(
 pub fn unique_label(label: &str, taken: &[String]) -> String {
     let mut unique = label.to_owned();
     let mut n = 0;
-    while taken.iter().any(|t| *t == unique) {
+    while taken.contains(&unique) {
         n += 1;
         unique = format!("{label}.{n}");
     }
