@@ -12,6 +12,7 @@
 //! for every tool.
 
 mod hang;
+mod idle_jobs;
 mod latency;
 #[cfg(feature = "etcd-tests")]
 mod multihost;
@@ -54,6 +55,16 @@ pub struct Opts {
     /// Running (sleeping, detached) jobs for the `wait --all` CPU figure.
     #[arg(long, default_value_t = 1000)]
     running: usize,
+    /// Idle detached jobs whose wrappers' total CPU is measured.
+    #[arg(long, value_delimiter = ',', default_value = "300,1000")]
+    idle_jobs: Vec<usize>,
+    /// How long the idle jobs' wrappers are measured.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_window: Duration,
+    /// The CPU samplers measured over the idle jobs: `full-scan` (the old
+    /// one, a full /proc scan at every sample) and `new`.
+    #[arg(long, value_delimiter = ',', default_value = "full-scan,new")]
+    idle_samplers: Vec<String>,
     /// Finished-job counts for the `status`/`ls` figures.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     finished: Vec<usize>,
@@ -69,8 +80,8 @@ pub struct Opts {
     /// Directory holding `pueue` and `pueued`; pueue rows are skipped without it.
     #[arg(long)]
     pueue_bin: Option<PathBuf>,
-    /// Only these sections (latency, hang, overhead, scale, etcd: built with
-    /// `--features etcd-tests`).
+    /// Only these sections (latency, hang, overhead, scale, idle-jobs, etcd:
+    /// built with `--features etcd-tests`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Helper modes used by the timed jobs themselves.
@@ -111,6 +122,9 @@ fn main() {
     }
     if wants("scale") {
         rows.extend(scale::run(&ctx, &opts));
+    }
+    if wants("idle-jobs") {
+        rows.extend(idle_jobs::run(&ctx, &opts));
     }
     #[cfg(feature = "etcd-tests")]
     if wants("etcd") {

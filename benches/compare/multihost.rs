@@ -26,7 +26,7 @@ use hosts::{Host, finish};
 use jobwatch_etcd::test_cluster::Cluster;
 use jobwatch_etcd::{EtcdClient, EtcdConfig};
 
-const SECTION: &str = "5. many hosts (etcd, loopback 3-member cluster)";
+const SECTION: &str = "6. many hosts (etcd, loopback 3-member cluster)";
 const FILES: &str = "jobwatch wait, jobs directory, same host (inotify)";
 /// A 10 s lease (the minimum): `lost` within 2 × 10 s + an election.
 const LEASE_10S: &[&str] = &["--stale", "30s", "--heartbeat", "1s"];
@@ -63,7 +63,11 @@ pub fn run(ctx: &Ctx, opts: &Opts) -> Vec<Row> {
         })
     };
     note("etcd: completion detection, jobs directory baseline");
-    add(FILES.into(), Value::Times(files_baseline(ctx, opts.etcd_runs)), false);
+    add(
+        FILES.into(),
+        Value::Times(files_baseline(ctx, opts.etcd_runs)),
+        false,
+    );
     note("etcd: completion detection across hosts");
     add(
         "jobwatch wait on host B, job on host A (etcd watch)".into(),
@@ -125,7 +129,11 @@ fn across_hosts(ctx: &Ctx, a: &Host, b: &Host, runs: usize) -> Vec<Duration> {
             a.start_job(&name, &[], &["sh", "-c", &job]);
             let out = b.run(&["wait", &name], Duration::from_secs(120));
             let returned = SystemTime::now();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             since(read_time(&stamp), returned)
         })
         .collect()

@@ -68,7 +68,11 @@ pub fn print_table(rows: &[Row]) {
             })
             .and_then(|b| Some((central(&row.value)?, central(&b.value)?)))
             .filter(|(_, base)| *base > 0.0)
-            .map(|(v, base)| format!("{:.1}×", v / base))
+            .map(|(v, base)| match v / base {
+                // A figure cut to a small fraction would print as 0.0×.
+                r if r < 0.1 => format!("{r:.3}×"),
+                r => format!("{r:.1}×"),
+            })
             .unwrap_or_default();
         let cells = match &row.value {
             Value::Times(samples) if samples.is_empty() => [

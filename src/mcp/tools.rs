@@ -11,13 +11,13 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::shape;
-use crate::cli::args;
 use jobwatch_core::breaker::{self, BreakerKey};
 use jobwatch_core::classify::{JobState, classify};
 use jobwatch_core::exit_code;
 use jobwatch_core::model::{JobName, Outcome};
 use jobwatch_core::preflight;
 use jobwatch_core::recover::kill_job;
+use jobwatch_core::spec as args;
 use jobwatch_core::store::{RunAt, Store};
 
 /// A tool's failure: one line for the agent.

@@ -42,7 +42,7 @@ impl Plan {
         let timeout = p
             .timeout
             .as_deref()
-            .map(|t| crate::cli::args::duration(t).map_err(|e| format!("timeout: {e}")))
+            .map(|t| jobwatch_core::spec::duration(t).map_err(|e| format!("timeout: {e}")))
             .transpose()?;
         let names = tools::names(&p.names)?;
         let until_log = match &p.until_log {

@@ -1,6 +1,7 @@
 //! Liveness: silent deadlocked jobs are reported hung and killed; jobs that
 //! show progress the way their `--liveness` mode expects are never hung.
 
+use std::fs;
 use std::time::{Duration, SystemTime};
 
 use crate::support::*;
@@ -10,10 +11,17 @@ use crate::support::*;
 /// first means it was wrongly judged hung).
 #[track_caller]
 fn assert_heartbeat_outlives_the_stale_threshold(env: &Env, name: &str, t0: SystemTime) {
-    let target = t0 + Duration::from_millis(2500);
+    assert_heartbeat_advances(env, name, t0, Duration::from_millis(2500));
+}
+
+/// Waits until `NAME.heartbeat` has advanced to `by` after `t0` while the
+/// job keeps running (a status appearing first means it was judged hung).
+#[track_caller]
+fn assert_heartbeat_advances(env: &Env, name: &str, t0: SystemTime, by: Duration) {
+    let target = t0 + by;
     let hb = env.file(name, ".heartbeat");
     eventually(
-        &format!("{name}.heartbeat advances 2.5 s past the start"),
+        &format!("{name}.heartbeat advances {by:?} past the start"),
         || {
             if let Some(status) = env.status_file(name) {
                 panic!(
@@ -195,4 +203,146 @@ fn beat_command_touches_the_heartbeat() {
     );
     env.release("manual");
     assert_code(&env.wait(&["manual"]).0, exit::SUCCESS);
+}
+
+// ------------------------------------------- CPU liveness over a tree ---
+//
+// The wrapper samples its job tree's CPU cheaply while nothing in it runs,
+// and looks for new processes when something does (src/sys/cpu.rs); these
+// pin down what that must never miss.
+
+#[test]
+fn two_processes_blocked_on_each_other_are_hung_under_cpu_liveness() {
+    let env = Env::new();
+    let (a, b) = (env.scratch("a.fifo"), env.scratch("b.fifo"));
+    let mut mk = env.other("mkfifo");
+    mk.arg(&a).arg(&b);
+    assert_code(&output_of(mk), 0);
+    let sub_pid = env.scratch("sub.pid");
+    // Each opens for reading the FIFO only the other would write: both
+    // block forever, using no CPU.
+    let job = sh(&format!(
+        "(read x < '{a}'; echo > '{b}') & echo $! > '{sub}'; read y < '{b}'; echo > '{a}'",
+        a = a.display(),
+        b = b.display(),
+        sub = sub_pid.display()
+    ));
+    let mut opts = vec!["--liveness", "cpu"];
+    opts.extend_from_slice(FAST);
+    let d = env.detach("deadlock", &opts, &job);
+    let (w, lines) = env.wait(&["deadlock"]);
+    assert_code(&w, exit::HUNG);
+    assert_eq!(line_for(&lines, "deadlock")["outcome"], "hung");
+    assert_eq!(env.record("deadlock")["outcome"], "hung");
+    assert_all_gone(&[("leader", d.pid), ("subshell", read_pid(&sub_pid))]);
+}
+
+/// A job whose leader and child only wait, and whose grandchild, forked
+/// 0.3 s after the start (after the wrapper has sampled the quiet tree a
+/// few times at a 100 ms heartbeat), burns CPU until released.
+fn late_burning_grandchild(env: &Env, prefix: &str) -> Vec<String> {
+    let go = env.scratch(&format!("{prefix}.go"));
+    let burner = format!("sh -c \"while [ ! -e '{}' ]; do :; done\"", go.display());
+    env.tree_script(prefix, "sleep 0.3", &burner)
+}
+
+/// Waits until the grandchild of [`Env::tree_script`] has written its PID.
+fn grandchild_started(env: &Env, prefix: &str) -> i32 {
+    let file = env.scratch(&format!("{prefix}.grandchild.pid"));
+    wait_for("the grandchild has started", || {
+        fs::read_to_string(&file).ok()?.trim().parse().ok()
+    })
+}
+
+#[test]
+fn a_job_whose_only_progress_is_a_late_grandchilds_cpu_stays_alive() {
+    let env = Env::new();
+    // A 2 s threshold leaves room for a slow start on a loaded machine.
+    let opts = [
+        "--liveness",
+        "cpu",
+        "--heartbeat",
+        "100ms",
+        "--stale",
+        "2s",
+        "--grace",
+        "300ms",
+    ];
+    env.detach("late", &opts, &late_burning_grandchild(&env, "late"));
+    grandchild_started(&env, "late");
+    // Three stale periods after the grandchild started.
+    assert_heartbeat_advances(&env, "late", SystemTime::now(), Duration::from_secs(6));
+    env.release("late");
+    let (w, lines) = env.wait(&["late"]);
+    assert_code(&w, exit::SUCCESS);
+    assert_eq!(line_for(&lines, "late")["outcome"], "success");
+}
+
+#[test]
+fn a_waiter_sees_a_late_grandchilds_cpu_as_progress_within_a_heartbeat() {
+    let env = Env::new();
+    // The wrapper's own threshold is far away: only the heartbeat it keeps
+    // (moved at each sample that sees CPU progress, protocol section 7)
+    // tells a waiter with a short --stale that the job is alive.
+    let opts = ["--liveness", "cpu", "--heartbeat", "100ms", "--stale", "1h"];
+    env.detach("late", &opts, &late_burning_grandchild(&env, "late"));
+    grandchild_started(&env, "late");
+    let (w, lines) = env.wait(&["late", "--stale", "2s", "--timeout", "5s", "--no-kill"]);
+    assert_code(&w, exit::TIMEOUT);
+    assert_ne!(line_for(&lines, "late")["outcome"], "hung");
+    env.release("late");
+    assert_code(&env.wait(&["late"]).0, exit::SUCCESS);
+}
+
+#[test]
+fn grandchildren_that_burn_and_exit_between_samples_keep_their_job_alive() {
+    let env = Env::new();
+    let go = env.scratch("brief.go");
+    // Each burner lives a few tens of milliseconds, less than the 100 ms
+    // between samples, and is reaped by the child before the next one.
+    let job = env.tree_script(
+        "brief",
+        "",
+        &format!(
+            "while [ ! -e '{}' ]; do sh -c 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done'; sleep 0.2; done",
+            go.display()
+        ),
+    );
+    let mut opts = vec!["--liveness", "cpu"];
+    opts.extend_from_slice(FAST);
+    let t0 = SystemTime::now();
+    env.detach("brief", &opts, &job);
+    assert_heartbeat_advances(&env, "brief", t0, Duration::from_secs(4));
+    env.release("brief");
+    assert_code(&env.wait(&["brief"]).0, exit::SUCCESS);
+}
+
+#[test]
+fn an_idle_wrapper_does_not_read_the_whole_process_table_at_each_sample() {
+    let Some(()) = runnable(strace()) else {
+        return;
+    };
+    let env = Env::new();
+    let opts = ["--liveness", "cpu", "--heartbeat", "50ms", "--stale", "1h"];
+    let d = env.detach("idle", &opts, &["sleep", "300"]);
+    let trace = env.scratch("idle.strace");
+    let tracer = attach_strace(&env, d.wrapper_pid, &trace, &["-e", "trace=ppoll,openat"]);
+    let samples = |t: &str| t.lines().filter(|l| l.contains("ppoll(")).count();
+    eventually("the wrapper has slept and sampled 30 times", || {
+        fs::read_to_string(&trace).is_ok_and(|t| samples(&t) >= 30)
+    });
+    let t = detach_strace(tracer, &trace);
+    let scans = t
+        .lines()
+        .filter(|l| l.contains("openat(") && l.contains("\"/proc\","))
+        .count();
+    // Finding the tree again after the start may scan (twice at most, on a
+    // kernel without children files); an idle tree is never scanned again.
+    assert!(
+        scans <= 2,
+        "{scans} scans of /proc over {} samples:\n{t}",
+        samples(&t)
+    );
+    assert_code(&env.jw(&["kill", "idle", "--grace", "300ms"]), 0);
+    assert_all_gone(&[("sleep", d.pid)]);
 }

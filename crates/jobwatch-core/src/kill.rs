@@ -278,6 +278,7 @@ mod tests {
             state,
             own_ticks: 0,
             reaped_children_ticks: 0,
+            threads: 1,
         }
     }
 

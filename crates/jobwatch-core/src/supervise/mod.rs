@@ -31,7 +31,8 @@ use crate::recover::finish_lost;
 use crate::retry;
 use crate::store::{Claim, ClaimError, ClaimWait, Hold, Holder, RunAt, Store, StoreError};
 use crate::sys::child::{ExitStatus, SignalPipe, become_subreaper, peek_exit, reap, reap_orphans};
-use crate::sys::proc::{self, ProcessId, Snapshot};
+use crate::sys::cpu::{Look, TreeCpu};
+use crate::sys::proc::{self, ProcessId};
 use crate::sys::stdio::notice;
 
 pub use tee::Tee;
@@ -158,6 +159,8 @@ pub struct Supervisor<'s> {
     record: JobRecord,
     child: Child,
     me: ProcessId,
+    /// Samples the job tree's CPU time (cheaply while it is idle).
+    cpu: TreeCpu,
     signals: SignalPipe,
     /// When the current attempt started (its time limit counts from here).
     started: Instant,
@@ -249,6 +252,7 @@ pub fn start(store: &dyn Store, spec: RunSpec) -> Result<Supervisor<'_>, StartEr
         record,
         child,
         me,
+        cpu: TreeCpu::for_wrapper(me.pid),
         signals,
         started: Instant::now(),
         attempt_started: now,
@@ -729,7 +733,7 @@ impl Supervisor<'_> {
         let settings = self.record.settings;
         let child = self.child.id() as i32;
         let deadline = settings.timeout().and_then(|t| self.started.checked_add(t));
-        let mut tracker = ProgressTracker::new(settings.liveness, &self.observe());
+        let mut tracker = ProgressTracker::new(settings.liveness, &self.observe(Look::Routine));
         let mut next_sample = Instant::now() + settings.heartbeat();
         let mut cause: Option<KillCause> = None;
         loop {
@@ -798,13 +802,23 @@ impl Supervisor<'_> {
             // A fresh look before any verdict: progress since the last
             // sample still counts.
             *next_sample = now + self.record.settings.heartbeat();
-            if let Some(t) = tracker.progress_since_last(&self.observe()) {
-                self.beat(t);
+            // A hung verdict rests only on a full look (see sys::cpu): a
+            // cheap sample that leaves the job stale is followed by one.
+            for look in [Look::Routine, Look::Verdict] {
+                let progress = tracker.progress_since_last(&self.observe(look));
+                if let Some(t) = progress {
+                    self.beat(t);
+                }
+                // Without progress the heartbeat moved only if someone else
+                // beat, which matters only once the deadline has passed.
+                if progress.is_some() || SystemTime::now() >= stale_at {
+                    stale_at = self.last_beat() + stale;
+                }
+                if SystemTime::now() < stale_at {
+                    return Ok(stale_at);
+                }
             }
-            stale_at = self.last_beat() + stale;
-            if SystemTime::now() >= stale_at {
-                return Err(KillCause::Hung);
-            }
+            return Err(KillCause::Hung);
         }
         Ok(stale_at)
     }
@@ -921,7 +935,7 @@ impl Supervisor<'_> {
         }
     }
 
-    fn observe(&self) -> Observation {
+    fn observe(&mut self, look: Look) -> Observation {
         let (log_len, log_mtime) = self.store.logs().output_mark(&self.spec.name);
         Observation {
             at: SystemTime::now(),
@@ -932,21 +946,14 @@ impl Supervisor<'_> {
                 .settings
                 .liveness
                 .counts_cpu()
-                .then(|| self.tree_cpu_ticks()),
+                .then(|| self.tree_cpu_ticks(look)),
         }
     }
 
     /// CPU used by the job: every live descendant of the wrapper (the
     /// subreaper sees the whole tree), plus children the wrapper reaped.
-    fn tree_cpu_ticks(&self) -> u64 {
-        let snap = Snapshot::take();
-        let tree: u64 = snap
-            .descendants_of(&[self.me.pid])
-            .iter()
-            .map(|p| p.own_ticks + p.reaped_children_ticks)
-            .sum();
-        let reaped_by_me = proc::read_proc(self.me.pid).map_or(0, |p| p.reaped_children_ticks);
-        tree + reaped_by_me
+    fn tree_cpu_ticks(&mut self, look: Look) -> u64 {
+        self.cpu.sample_now(look).ticks
     }
 
     /// The last recorded progress (the job's start if the heartbeat file is

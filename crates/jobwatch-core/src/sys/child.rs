@@ -53,6 +53,13 @@ pub fn reap(pid: i32) {
 /// Reaps every exited child except `keep`; orphans of the job re-parented to
 /// the subreaper would otherwise linger as zombies.
 pub fn reap_orphans(keep: i32) {
+    // The wrapper calls this at every wake-up, and almost always no child
+    // has exited: one `waitid` that reaps nothing says so, where listing
+    // the children opens a file per thread and a folder.
+    let exited = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    if !matches!(waitid(WaitId::All, exited), Ok(Some(_))) {
+        return;
+    }
     for pid in own_children() {
         if pid == keep {
             continue;
@@ -101,12 +108,25 @@ impl SignalPipe {
             tv_sec: timeout.as_secs() as i64,
             tv_nsec: timeout.subsec_nanos() as i64,
         };
-        let mut fds = vec![PollFd::new(&self.read, PollFlags::IN)];
-        if let Some(fd) = &other {
-            fds.push(PollFd::new(fd, PollFlags::IN));
+        // No allocation on the idle path: one or two descriptors in place.
+        let (mut one, mut both);
+        let fds: &mut [PollFd<'_>] = match &other {
+            Some(fd) => {
+                both = [
+                    PollFd::new(&self.read, PollFlags::IN),
+                    PollFd::new(fd, PollFlags::IN),
+                ];
+                &mut both
+            }
+            None => {
+                one = [PollFd::new(&self.read, PollFlags::IN)];
+                &mut one
+            }
+        };
+        // A timeout left nothing to read: no syscall to find that out.
+        if poll(fds, Some(&ts)) != Ok(0) {
+            self.drain();
         }
-        let _ = poll(&mut fds, Some(&ts));
-        self.drain();
     }
 
     fn drain(&self) {

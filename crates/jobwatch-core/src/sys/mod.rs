@@ -4,6 +4,7 @@
 //! nor write `unsafe`.
 
 pub mod child;
+pub mod cpu;
 pub mod exec;
 pub mod proc;
 pub mod signal;

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::FileStore;
+use super::protocol::JobPaths;
 use super::protocol::history::RUN_FILES;
 use super::protocol::paths::ATTEMPTS_DIR;
 use super::protocol::record::{read_json, read_record};
-use super::protocol::{FileKind, JobPaths};
 use crate::model::{JobName, KillRequest};
-use crate::store::{ArchivedItem, Claim, Folder, GcItem, GcStore, Inventory, StoreError};
+use crate::store::{ArchivedItem, Claim, Folder, GcItem, GcStore, Inventory, Store, StoreError};
 
 const HISTORY: &str = "history";
 
@@ -83,21 +83,10 @@ impl GcStore for FileStore {
     }
 
     fn names(&self) -> Result<Vec<JobName>, StoreError> {
-        let entries = fs::read_dir(self.path()).map_err(|source| StoreError::Io {
-            context: format!("cannot list {}", self.path().display()),
-            source,
-        })?;
-        let mut names = std::collections::BTreeSet::new();
-        for entry in entries.flatten() {
-            if let Some((name, kind)) = entry
-                .file_name()
-                .to_str()
-                .and_then(FileKind::parse_file_name)
-                && kind != FileKind::Lock
-            {
-                names.insert(name);
-            }
-        }
+        // The names with a current run (the one listing, `Store::list`),
+        // and those with only archived runs or attempts' logs left.
+        let mut names: std::collections::BTreeSet<JobName> =
+            Store::list(self)?.into_iter().collect();
         for sub in [HISTORY, ATTEMPTS_DIR] {
             for (name, _) in real_subdirs(&self.path().join(sub)) {
                 if let Ok(name) = JobName::parse(&name) {
