@@ -97,16 +97,7 @@ impl EtcdWatch {
         if self.filter && !self.names.contains(&name) {
             return None;
         }
-        match part {
-            Part::Kill if self.what.kill_requests => Some(Wake::KillRequest),
-            Part::Kill => None,
-            // A claim created or dropped, a record, a status, a beat: each
-            // can change a verdict (a claim key deleted by its lease's
-            // expiry is how a dead host shows).
-            Part::Claim | Part::Record | Part::Status | Part::Beat | Part::Tail => {
-                Some(Wake::State)
-            }
-        }
+        wake_for(part, &self.what)
     }
 
     fn drain_etcd(&self) -> Option<Wake> {
@@ -145,6 +136,18 @@ impl EtcdWatch {
             }
         }
         wake
+    }
+}
+
+/// What a change of one of a name's keys asks its waiter to look at.
+pub fn wake_for(part: Part, what: &WatchFor) -> Option<Wake> {
+    match part {
+        Part::Kill if what.kill_requests => Some(Wake::KillRequest),
+        Part::Kill => None,
+        // A claim created or dropped, a record, a status, a beat: each can
+        // change a verdict (a claim key deleted by its lease's expiry is how
+        // a dead host shows).
+        Part::Claim | Part::Record | Part::Status | Part::Beat | Part::Tail => Some(Wake::State),
     }
 }
 
@@ -201,5 +204,24 @@ impl Watch for EtcdWatch {
                 Err(_) => return Wake::State,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_going_wakes_a_waiter_and_kill_requests_only_those_who_ask() {
+        let plain = WatchFor::default();
+        assert_eq!(wake_for(Part::Claim, &plain), Some(Wake::State));
+        assert_eq!(wake_for(Part::Status, &plain), Some(Wake::State));
+        assert_eq!(wake_for(Part::Beat, &plain), Some(Wake::State));
+        assert_eq!(wake_for(Part::Kill, &plain), None);
+        let killers = WatchFor {
+            kill_requests: true,
+            ..WatchFor::default()
+        };
+        assert_eq!(wake_for(Part::Kill, &killers), Some(Wake::KillRequest));
     }
 }
