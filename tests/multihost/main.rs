@@ -612,3 +612,51 @@ fn without_self_fencing_a_cut_off_wrapper_lets_its_job_run_on_while_others_see_i
     assert!(!processes_of(&id).is_empty(), "the job was stopped");
     cluster.resume(member);
 }
+
+/// The parent of a process, as this test sees PIDs.
+fn parent_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("PPid")
+}
+
+#[test]
+fn a_sigkilled_wrapper_is_lost_at_once_on_its_host_and_for_every_other_host_once() {
+    let Some(cluster) = setup("wrapper-killed") else {
+        return;
+    };
+    let url = cluster.url("wkill");
+    let a = Host::start("alpha", &url);
+    let b = Host::start("beta", &url);
+    a.start_job("work", LEASE_10S, &["sleep", "1000"]);
+    let id = job_id(&url, "work");
+    let job = eventually(Duration::from_secs(10), "the job runs", || {
+        processes_of(&id).first().copied()
+    });
+    let wrapper = parent_of(job);
+    let remote = b.spawn(&["wait", "work", "--timeout", "100s"]);
+    let killed = Instant::now();
+    // SAFETY: kill(2) of the wrapper this test started (through its host).
+    unsafe {
+        libc::kill(wrapper as libc::pid_t, libc::SIGKILL);
+    }
+    // On its own host the wrapper's PID says it is gone: no lease to wait
+    // for (its lease is ended so the name can be finished now).
+    let out = a.run(&["wait", "work", "--timeout", "100s"], LONG);
+    let here = killed.elapsed();
+    measured("wrapper SIGKILL to lost on its own host", here);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        here < Duration::from_secs(10),
+        "waited for the lease: {here:?}"
+    );
+    let out = finish(remote, LONG);
+    measured("wrapper SIGKILL to lost on another host", killed.elapsed());
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert_eq!(status_versions(&url, "work"), 1);
+    // The finisher on its host killed what was left of the job.
+    assert_eq!(processes_of(&id), Vec::<u32>::new());
+}

@@ -146,6 +146,7 @@ impl<'s> EtcdClaim<'s> {
             let _ = keeper.revoke();
             Err(e)
         };
+        let mut ended_dead_lease = false;
         loop {
             let existing = match client.create(&claim_key, &value, Some(lease)) {
                 Ok(CreateOutcome::Created { .. }) => break,
@@ -158,6 +159,18 @@ impl<'s> EtcdClaim<'s> {
             };
             let record = keys.record().ok().flatten();
             let holder = parse::<ClaimValue>(&existing.key, &existing.value).ok();
+            // A wrapper of this host that is gone (SIGKILLed) holds the name
+            // until its lease runs out: end the lease now, and look again.
+            if let (Some(h), Some(r)) = (&holder, &record)
+                && h.wrapper_of() == Some(r.job_id.as_str())
+                && existing.lease != 0
+                && !ended_dead_lease
+                && super::wrapper_died_here(r)
+            {
+                ended_dead_lease = true;
+                let _ = client.lease_revoke(existing.lease);
+                continue;
+            }
             match policy::conflict(holder.as_ref(), record.as_ref(), keys.status.is_some()) {
                 Conflict::AlreadyRunning { pid } => {
                     return give_up(

@@ -164,13 +164,9 @@ impl EtcdStore {
     /// A snapshot from keys read at one revision.
     fn snapshot_of(&self, name: &JobName, keys: &JobKeys) -> Snapshot {
         let now = self.now();
-        let local_output = keys
-            .record()
-            .ok()
-            .flatten()
-            .filter(runs_here)
-            .and_then(|_| self.logs.output_mark(name).1);
-        policy::snapshot(
+        let local = keys.record().ok().flatten().filter(runs_here);
+        let local_output = local.as_ref().and_then(|_| self.logs.output_mark(name).1);
+        let mut snapshot = policy::snapshot(
             keys,
             |rev| {
                 self.beats
@@ -179,7 +175,11 @@ impl EtcdStore {
                     .date(name, rev, now)
             },
             local_output,
-        )
+        );
+        if snapshot.holder == Holder::Alive && local.as_ref().is_some_and(wrapper_died_here) {
+            snapshot.holder = Holder::Dead;
+        }
+        snapshot
     }
 
     /// The run's published tail: the final one once it has a status, else
@@ -205,6 +205,17 @@ impl EtcdStore {
         let record: JobRecord = parse(&kv.key, &kv.value).ok()?;
         runs_here(&record).then_some(record)
     }
+}
+
+/// Whether `record`'s wrapper ran on this host (and boot, and PID
+/// namespace) and is gone: its lease still runs out its TTL, but here its
+/// PID tells at once (a SIGKILLed wrapper is lost now, not in 10 s).
+pub(crate) fn wrapper_died_here(record: &JobRecord) -> bool {
+    runs_here(record)
+        && !jobwatch_core::sys::proc::is_alive(jobwatch_core::sys::ProcessId {
+            pid: record.wrapper_pid,
+            start_time: record.wrapper_start_time,
+        })
 }
 
 /// The URL of a configuration, as `--store` takes it (never credentials:
@@ -264,7 +275,10 @@ impl Store for EtcdStore {
             return Holder::Unknown;
         };
         match self.client.get(&keys::job(&name, Part::Claim)) {
-            Ok(got) => policy::holder_of(got.kv.as_ref(), record),
+            Ok(got) => match policy::holder_of(got.kv.as_ref(), record) {
+                Holder::Alive if wrapper_died_here(record) => Holder::Dead,
+                holder => holder,
+            },
             Err(_) => Holder::Unknown,
         }
     }
