@@ -58,8 +58,9 @@ fn record(name: &str, job_id: &str) -> JobRecord {
         cwd: "/".into(),
         host: jobwatch_core::sys::proc::hostname().to_owned(),
         boot_id: jobwatch_core::sys::proc::boot_id().to_owned(),
+        // This test process stands for the wrapper: alive, on this host.
         wrapper_pid: std::process::id() as i32,
-        wrapper_start_time: 1,
+        wrapper_start_time: jobwatch_core::sys::proc::myself().start_time,
         child_pid: None,
         child_start_time: None,
         pgid: None,
