@@ -44,6 +44,7 @@ const AFTER_HELP: &str = concat!(
     "\
 Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 6 breaker open, 7 preflight failed, 124 timeout.
 Jobs directory: --dir, else $JOBWATCH_DIR, else $XDG_STATE_HOME/jobwatch, else ~/.local/state/jobwatch.
+Many hosts: --store etcd://HOST:PORT[,...][/NAMESPACE] or $JOBWATCH_STORE (docs/multi-host.md).
 ",
     durations_note!(),
     "

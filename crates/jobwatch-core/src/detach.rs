@@ -69,7 +69,8 @@ pub struct Placement {
 /// Starts `spec` as a detached job: a wrapper (this executable with
 /// `run --detached-supervisor`) in a new session, placed per `place`,
 /// told to use `store` through `--dir dir` (the jobs directory; a store
-/// elsewhere is named in `place.env`, e.g. `JOBWATCH_STORE`). Returns once the wrapper reports the job started, with the wrapper's
+/// elsewhere is named in `place.env`, e.g. `JOBWATCH_STORE`). Returns once
+/// the wrapper reports the job started, with the wrapper's
 /// process, which a long-lived caller reaps once the job has ended; or the
 /// wrapper's reason and exit code when it could not start the job.
 pub fn spawn_detached(
