@@ -7,8 +7,8 @@
 //! - time to `lost` after host A dies (its namespace killed), against the
 //!   documented bound (2 × lease TTL + an election);
 //! - etcd writes per running job per minute, for a job that prints all the
-//!   time and for a silent one (the cluster's revision counts every write;
-//!   lease keepalives are not writes).
+//!   time and for a silent one (the revisions that touch the job's keys:
+//!   each write is one transaction; lease keepalives are not writes).
 //!
 //! Built only with `--features etcd-tests`; without etcd, or without root
 //! for the namespaces, its rows say why they are missing.
@@ -24,7 +24,7 @@ use crate::stats::{Row, Value};
 use crate::util::{Ctx, note, read_time, since, spread};
 use hosts::{Host, finish};
 use jobwatch_etcd::test_cluster::Cluster;
-use jobwatch_etcd::{EtcdClient, EtcdConfig};
+use jobwatch_etcd::{EtcdClient, EtcdConfig, WatchEvent, WatchMessage, WatchScope};
 
 const SECTION: &str = "6. many hosts (etcd, loopback 3-member cluster)";
 const FILES: &str = "jobwatch wait, jobs directory, same host (inotify)";
@@ -160,14 +160,22 @@ fn writes_per_minute(a: &Host, url: &str, script: &str, over: Duration) -> f64 {
     let client = EtcdClient::connect(EtcdConfig::parse(url).unwrap()).expect("connect");
     let name = format!("w{}", script.len());
     a.start_job(&name, &[], &["sh", "-c", script]);
-    // From the start's writes settled to just before the stop.
+    // The start's writes settled; from here every revision that touches the
+    // job's keys is one write of its (each is one transaction).
     std::thread::sleep(Duration::from_secs(2));
-    let revision = || client.get(b"x").expect("read").revision;
-    let from = revision();
+    let from = client.get(b"x").expect("read").revision;
+    let prefix = format!("jobs/{name}/");
+    let watch = client
+        .watch(prefix.as_bytes(), WatchScope::Prefix, from + 1)
+        .expect("watch");
     let started = Instant::now();
-    std::thread::sleep(over);
-    let to = revision();
+    let mut revisions = std::collections::BTreeSet::new();
+    while let Some(left) = over.checked_sub(started.elapsed()) {
+        if let Some(WatchMessage::Events(events)) = watch.recv_timeout(left) {
+            revisions.extend(events.iter().map(WatchEvent::revision));
+        }
+    }
     let minutes = started.elapsed().as_secs_f64() / 60.0;
     let _ = a.run(&["kill", &name], Duration::from_secs(60));
-    (to - from) as f64 / minutes
+    revisions.len() as f64 / minutes
 }
