@@ -560,9 +560,11 @@ impl Claim for EtcdClaim<'_> {
                 })?;
         }
         if let Some(w) = &self.wrapper {
+            // The fresh heartbeat file is this mark, not progress to publish.
+            let mark = Some(now).max(self.store.files.heartbeat_mtime(&self.name));
             let mut st = w.shared.lock();
-            st.own_mark = Some(now);
-            st.published = Some(now);
+            st.own_mark = mark;
+            st.published = mark;
         }
         Ok(())
     }
