@@ -17,8 +17,9 @@ use crate::store::values::{ClaimValue, StatusValue, parse};
 /// The shortest wrapper lease. A wrapper that hears nothing from the
 /// cluster for most of a TTL fences itself; a healthy cluster can leave a
 /// keepalive unanswered for one renewal interval (TTL/3) plus one bounded
-/// attempt (3 s) plus an election (about 2 s), which must stay below the
-/// fencing deadline: 10 s is the smallest TTL with room for that (see
+/// attempt ([`crate::lease::RENEWAL_BOUND`], 2 s) plus an election (about
+/// 2 s), which must stay below the fencing deadline while leaving the kill
+/// its margin: 10 s is the smallest TTL with room for both (see
 /// [`fence_after`]).
 pub const MIN_TTL: Duration = Duration::from_secs(10);
 
@@ -60,10 +61,11 @@ pub fn lost_bound(ttl: Duration) -> Duration {
     2 * ttl + ELECTION
 }
 
-/// How long before its lease could expire a fenced wrapper must have
-/// stopped its job: TTL/8, at least 1 s, at most 3 s.
+/// How long before its lease could expire a fenced wrapper has to stop its
+/// job: TTL/5, at least 2 s, at most 5 s (room for a loaded machine to
+/// schedule the wrapper, and for SIGTERM, SIGKILL and their effect).
 pub fn kill_margin(ttl: Duration) -> Duration {
-    (ttl / 8).clamp(Duration::from_secs(1), Duration::from_secs(3))
+    (ttl / 5).clamp(Duration::from_secs(2), Duration::from_secs(5))
 }
 
 /// A wrapper that has had no successful keepalive for this long (counted
@@ -400,12 +402,13 @@ mod tests {
 
     #[test]
     fn fencing_leaves_room_for_a_slow_renewal_and_an_election_and_for_the_kill() {
+        let election = Duration::from_secs(2);
         for secs in [10, 17, 30] {
             let ttl = Duration::from_secs(secs);
-            let slow_renewal = ttl / 3 + Duration::from_secs(3) + Duration::from_secs(2);
+            let slow_renewal = ttl / 3 + crate::lease::RENEWAL_BOUND + election;
             assert!(slow_renewal < fence_after(ttl), "ttl {secs}s");
             assert!(
-                ttl - fence_after(ttl) >= Duration::from_secs(1),
+                ttl - fence_after(ttl) >= Duration::from_secs(2),
                 "ttl {secs}s"
             );
         }
@@ -414,11 +417,14 @@ mod tests {
     #[test]
     fn a_wrapper_holds_until_the_fence_deadline_then_must_stop_before_expiry() {
         let ttl = Duration::from_secs(10);
-        assert_eq!(hold_verdict(Duration::from_secs(8), false, ttl), Hold::Held);
-        match hold_verdict(Duration::from_millis(8_800), false, ttl) {
+        assert_eq!(
+            hold_verdict(Duration::from_millis(7_900), false, ttl),
+            Hold::Held
+        );
+        match hold_verdict(Duration::from_millis(8_100), false, ttl) {
             Hold::Losing { within, reason } => {
-                assert!(within < Duration::from_millis(1_200), "{within:?}");
-                assert!(reason.contains("8.8s"), "{reason}");
+                assert!(within < Duration::from_millis(1_900), "{within:?}");
+                assert!(reason.contains("8.1s"), "{reason}");
             }
             held => panic!("{held:?}"),
         }
