@@ -1,7 +1,12 @@
 //! jobwatch's front ends over [`jobwatch_core`]: the command line
 //! ([`cli`]), the MCP server for AI agents ([`mcp`], feature `mcp`, on by
 //! default) and Claude Code's hooks ([`hook`]: a session's background jobs
-//! wake its model when they end, without polling).
+//! wake its model when they end, without polling); and the detached
+//! wrapper's entry point ([`wrapper`]: `jobwatch __wrapper`).
+//!
+//! The CLI and the MCP server never import each other: both parse their
+//! input into the core's requests, call `jobwatch_core::ops`, and render
+//! its report types.
 //!
 //! clap, rmcp, tokio, indicatif and console live here only; everything a
 //! job is and does lives in `jobwatch_core` (see its crate docs and
@@ -14,3 +19,4 @@ pub mod cli;
 pub mod hook;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+pub mod wrapper;

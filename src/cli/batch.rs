@@ -19,6 +19,7 @@ use jobwatch_core::batch::table::all_passed;
 use jobwatch_core::batch::worktree::Source;
 use jobwatch_core::exit_code;
 use jobwatch_core::model::JobName;
+use jobwatch_core::ops::Wrapper;
 use jobwatch_core::store::file::FileStore;
 
 const BATCH_HELP: &str = "\
@@ -94,7 +95,8 @@ pub fn batch(store: &FileStore, a: BatchArgs) -> CliResult {
         .report
         .iter()
         .map(|p| Format::of(p).map(|f| (p.clone(), f)))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::usage)?;
     let plan = Plan::load(&a.plan)?;
     if a.dry_run {
         print_jobs(&plan);
@@ -102,10 +104,11 @@ pub fn batch(store: &FileStore, a: BatchArgs) -> CliResult {
     }
     let source = plan.worktree.as_ref().map(Source::resolve).transpose()?;
     let names = every_name(&plan);
-    let launcher = Detached::new(store, &names);
+    let launcher = Detached::new(store, Wrapper::this_executable()?, &names);
     let stopper = Stopper::new();
     let started = Instant::now();
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| CliError::usage(format!("cannot handle signals: {e}")))?;
     let handle = signals.handle();
     let outcome = std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -158,7 +161,7 @@ pub fn batch(store: &FileStore, a: BatchArgs) -> CliResult {
     };
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     if let Some(first) = failed_reports.first() {
-        return Err(CliError::from(first.clone()));
+        return Err(CliError::usage(first));
     }
     Ok(code)
 }

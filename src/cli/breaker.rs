@@ -7,8 +7,9 @@ use clap::{Args, Subcommand};
 
 use super::args::{breaker_key, duration};
 use super::{CliResult, wants_json};
-use jobwatch_core::breaker::{self, BreakerKey, BreakerView, Event, PolicyUpdate};
-use jobwatch_core::exit_code;
+use jobwatch_core::breaker::{BreakerKey, BreakerView, Event, PolicyUpdate};
+use jobwatch_core::exit_code::{self, Coded};
+use jobwatch_core::ops;
 use jobwatch_core::report::human_ms;
 use jobwatch_core::store::Store;
 use jobwatch_core::sys::stdio::{say, warn};
@@ -90,19 +91,19 @@ pub fn breaker(store: &dyn Store, a: BreakerArgs) -> CliResult {
             key: Some(key),
             json,
         } => {
-            let view = breaker::status(store, &key)?;
+            let view = ops::breaker::status(store, &key)?;
             print(std::slice::from_ref(&view), json);
-            Ok(refusal_code(&view))
+            Ok(exit_code::for_breaker(&view))
         }
         BreakerCommand::Status { key: None, json } => {
             let mut views = Vec::new();
             let mut code = exit_code::SUCCESS;
-            for entry in breaker::list(store)? {
+            for entry in ops::breaker::list(store)? {
                 match entry {
                     Ok(view) => views.push(view),
                     Err(e) => {
+                        code = code.max(e.exit_code());
                         warn(e);
-                        code = exit_code::USAGE;
                     }
                 }
             }
@@ -110,7 +111,7 @@ pub fn breaker(store: &dyn Store, a: BreakerArgs) -> CliResult {
             Ok(code)
         }
         BreakerCommand::Reset { key, json } => {
-            let view = breaker::reset(store, &key)?;
+            let view = ops::breaker::reset(store, &key)?;
             print(&[view], json);
             Ok(exit_code::SUCCESS)
         }
@@ -130,18 +131,10 @@ pub fn breaker(store: &dyn Store, a: BreakerArgs) -> CliResult {
                 max_failures,
                 cooldown,
             };
-            let view = breaker::record_event(store, &key, event, None, None, policy)?;
+            let view = ops::breaker::record(store, &key, event, policy)?;
             print(std::slice::from_ref(&view), json);
-            Ok(refusal_code(&view))
+            Ok(exit_code::for_breaker(&view))
         }
-    }
-}
-
-fn refusal_code(view: &BreakerView) -> u8 {
-    if view.admits {
-        exit_code::SUCCESS
-    } else {
-        exit_code::BREAKER_OPEN
     }
 }
 

@@ -1,7 +1,7 @@
 //! `jobwatch gc`: remove finished runs, surplus history and stray files.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::Args;
 use indicatif::HumanBytes;
@@ -10,7 +10,8 @@ use serde::Serialize;
 use super::args::duration;
 use super::{CliResult, wants_json};
 use jobwatch_core::exit_code;
-use jobwatch_core::gc::{self, ItemKind, Policy, Removal};
+use jobwatch_core::gc::{ItemKind, Policy, Removal};
+use jobwatch_core::ops;
 use jobwatch_core::store::Store;
 use jobwatch_core::sys::stdio::warn;
 
@@ -74,7 +75,7 @@ struct SummaryLine {
 /// Runs the `gc` command.
 pub fn gc(store: &dyn Store, a: GcArgs) -> CliResult {
     let policy = Policy::new(a.older_than, a.keep);
-    let report = gc::collect(store, &policy, a.dry_run, SystemTime::now())?;
+    let report = ops::gc::gc(store, &policy, a.dry_run)?;
     for w in &report.warnings {
         warn(format_args!("warning: {w}"));
     }
@@ -126,6 +127,7 @@ fn human_line(verb: &str, r: &Removal) -> String {
         ItemKind::TempFile => "temp file",
         ItemKind::KillRequest => "kill request",
         ItemKind::EmptyDir => "empty folder",
+        ItemKind::EventJournal => "old event journal",
     };
     let paths: Vec<String> = r.paths.iter().map(|p| p.display().to_string()).collect();
     format!(

@@ -1,17 +1,17 @@
 //! `jobwatch logs`: print a job's log, or its last lines; with `--follow`,
 //! go on printing until the run ends.
 
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 
 use clap::Args;
 
 use super::args::job_name;
 use super::{CliError, CliResult};
 use jobwatch_core::exit_code;
-use jobwatch_core::logs::tail_start;
 use jobwatch_core::model::JobName;
-use jobwatch_core::store::{RunAt, Store};
-use jobwatch_core::wait::{FollowError, FollowSpec, follow};
+use jobwatch_core::ops;
+use jobwatch_core::store::Store;
+use jobwatch_core::wait::FollowError;
 
 const LOGS_HELP: &str = "\
 With --follow, new output is printed as it is written (across truncation
@@ -43,47 +43,27 @@ pub struct LogsArgs {
 
 /// Runs the `logs` command.
 pub fn logs(store: &dyn Store, a: LogsArgs) -> CliResult {
-    let path = store.log_path(&a.name, &RunAt::Current);
-    if !path.exists() {
-        return Err(CliError::from(format!(
-            "no log for job {} ({})",
-            a.name,
-            path.display()
-        )));
-    }
     if a.follow {
         return follow_log(store, &a);
     }
-    let read_err =
-        |e: std::io::Error| CliError::from(format!("cannot read {}: {e}", path.display()));
     // Opened as every job file is (no symlink, no FIFO), and streamed from
     // where the tail starts: one line of any length is never held whole.
-    let mut f = store
-        .logs()
-        .open(&a.name, &RunAt::Current)
-        .map_err(read_err)?;
-    if let Some(n) = a.tail {
-        let start = tail_start(&mut f, n).map_err(read_err)?;
-        f.seek(SeekFrom::Start(start)).map_err(read_err)?;
-    }
+    let mut f = ops::logs::open(store, &a.name, a.tail)?;
     let mut out = std::io::stdout().lock();
-    let written = std::io::copy(&mut f, &mut out).and_then(|_| out.flush());
-    match written {
+    match std::io::copy(&mut f, &mut out).and_then(|_| out.flush()) {
         // A closed pipe (`| head`) is the reader's choice, not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit_code::SUCCESS),
-        Err(e) => Err(CliError::from(e)),
+        Err(e) => Err(CliError::usage(e)),
         Ok(()) => Ok(exit_code::SUCCESS),
     }
 }
 
 /// `--follow`: the log until the run ends, then the run's exit code.
 fn follow_log(store: &dyn Store, a: &LogsArgs) -> CliResult {
-    let spec = FollowSpec {
-        tail: a.tail,
-        exits_after: true,
-    };
-    match follow(store, &a.name, &spec, &mut std::io::stdout().lock()) {
-        Ok(v) => Ok(exit_code::for_outcome(v.outcome)),
+    ops::logs::log_path(store, &a.name)?;
+    let out = &mut std::io::stdout().lock();
+    match ops::wait::follow(store, &a.name, a.tail, true, out) {
+        Ok(outcome) => Ok(exit_code::for_outcome(outcome)),
         // A closed pipe (`| head`) is the reader's choice, not an error.
         Err(FollowError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(exit_code::SUCCESS)

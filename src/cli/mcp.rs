@@ -8,6 +8,8 @@ use super::args::positive_duration;
 use super::{CliError, CliResult};
 use crate::mcp::{Context, Options, serve};
 use jobwatch_core::exit_code;
+use jobwatch_core::ops::Wrapper;
+use jobwatch_core::store::Store;
 
 const MCP_HELP: &str = concat!(
     "\
@@ -45,14 +47,10 @@ pub struct McpArgs {
 }
 
 /// Runs the `mcp` command.
-pub fn mcp(opened: super::store::Opened, a: McpArgs) -> CliResult {
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::from(format!("cannot find this executable: {e}")))?;
+pub fn mcp(store: std::sync::Arc<dyn Store>, a: McpArgs) -> CliResult {
     let ctx = Context {
-        store: opened.store,
-        dir: opened.dir,
-        env: opened.env,
-        exe,
+        store,
+        wrapper: std::sync::Arc::new(Wrapper::this_executable()?),
     };
     let options = Options {
         max_wait: a.max_wait,

@@ -16,6 +16,7 @@ mod batch;
 mod beat;
 mod breaker;
 mod completions;
+mod events;
 mod gc;
 pub(crate) mod human;
 mod kill;
@@ -30,6 +31,7 @@ pub(crate) mod store;
 mod usage;
 mod wait;
 
+use std::ffi::OsStr;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +39,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use jobwatch_core::exit_code;
+use jobwatch_core::ops::start::WRAPPER_ARG;
 use jobwatch_core::store::file::FileStore;
 use jobwatch_core::sys::stdio::warn;
 
@@ -63,11 +66,11 @@ pub struct Cli {
     store: store::StoreArgs,
 
     #[command(subcommand)]
-    command: Commands,
+    pub(crate) command: Commands,
 }
 
 #[derive(Debug, Subcommand)]
-enum Commands {
+pub(crate) enum Commands {
     Run(run::RunArgs),
     Wait(wait::WaitArgs),
     Status(status::StatusArgs),
@@ -83,6 +86,7 @@ enum Commands {
     Preflight(preflight::PreflightArgs),
     Hook(crate::hook::HookArgs),
     Batch(batch::BatchArgs),
+    Events(events::EventsArgs),
 }
 
 /// An error that carries its exit code.
@@ -94,10 +98,22 @@ pub struct CliError {
     pub message: String,
 }
 
-impl<E: std::fmt::Display> From<E> for CliError {
-    fn from(e: E) -> Self {
+impl CliError {
+    /// Bad input the command line itself found: exit 2.
+    pub fn usage(message: impl std::fmt::Display) -> Self {
         CliError {
             code: exit_code::USAGE,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// An operation's error, with the exit code the core maps it to (only
+/// errors that have one convert: `exit_code::Coded`).
+impl<E: exit_code::Coded> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError {
+            code: e.exit_code(),
             message: e.to_string(),
         }
     }
@@ -107,7 +123,12 @@ impl<E: std::fmt::Display> From<E> for CliError {
 pub type CliResult = Result<u8, CliError>;
 
 /// Parses the command line, runs the command and returns its exit code.
+/// `jobwatch __wrapper` is a detached wrapper, which reads its run spec
+/// on stdin: it has no flags to parse.
 pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(WRAPPER_ARG)) {
+        return ExitCode::from(crate::wrapper::main());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
@@ -132,27 +153,27 @@ fn dispatch(cli: Cli) -> CliResult {
     // `--dir` or `--store`: one store for every command (cli/store.rs).
     let open = || cli.store.open();
     match cli.command {
-        Commands::Run(a) => run::run(&open()?, a),
-        Commands::Wait(a) => wait::wait(&*open()?.store, a),
-        Commands::Status(a) => status::status(&*open()?.store, a),
-        Commands::Ls(a) => status::ls(&*open()?.store, a),
-        Commands::Logs(a) => logs::logs(&*open()?.store, a),
-        Commands::Kill(a) => kill::kill(&*open()?.store, a),
-        Commands::Beat(a) => beat::beat(&*open()?.store, a),
+        Commands::Run(a) => run::run(&*open()?, a),
+        Commands::Wait(a) => wait::wait(&*open()?, a),
+        Commands::Status(a) => status::status(&*open()?, a),
+        Commands::Ls(a) => status::ls(&*open()?, a),
+        Commands::Logs(a) => logs::logs(&*open()?, a),
+        Commands::Kill(a) => kill::kill(&*open()?, a),
+        Commands::Beat(a) => beat::beat(&*open()?, a),
         #[cfg(feature = "mcp")]
-        Commands::Mcp(a) => mcp::mcp(open()?, a),
-        Commands::Breaker(a) => breaker::breaker(&*open()?.store, a),
-        Commands::Gc(a) => gc::gc(&*open()?.store, a),
+        Commands::Mcp(a) => mcp::mcp(open()?.into(), a),
+        Commands::Breaker(a) => breaker::breaker(&*open()?, a),
+        Commands::Gc(a) => gc::gc(&*open()?, a),
         Commands::Completions(a) => completions::completions(a),
         Commands::Preflight(a) => preflight::preflight(a),
         // A hook must never block the agent over a bad jobs directory: it
         // opens the directory itself and turns every problem into a note.
         Commands::Hook(a) => Ok(crate::hook::main(cli.store.dir.clone(), a)),
-        Commands::Batch(_) if !cli.store.is_files() => Err(CliError {
-            code: exit_code::USAGE,
-            message: "batch runs on the jobs directory only (not with --store)".to_owned(),
-        }),
+        Commands::Batch(_) if !cli.store.is_files() => Err(CliError::usage(
+            "batch runs on the jobs directory only (not with --store)",
+        )),
         Commands::Batch(a) => batch::batch(&open_dir(cli.store.dir.clone())?, a),
+        Commands::Events(a) => events::events(&*open()?, a),
     }
 }
 

@@ -2,13 +2,14 @@
 //! a table (terminal) or one JSON object; exit 7 when any check fails.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CliError, CliResult, wants_json};
+use super::{CliResult, wants_json};
 use jobwatch_core::exit_code;
-use jobwatch_core::preflight::{self, Config, PreflightError, PreflightReport};
+use jobwatch_core::ops;
+use jobwatch_core::preflight::{self, PreflightReport};
 use jobwatch_core::report::human_ms;
 
 const PREFLIGHT_HELP: &str = "\
@@ -44,7 +45,7 @@ pub struct PreflightArgs {
 
 /// Runs the `preflight` command.
 pub fn preflight(a: PreflightArgs) -> CliResult {
-    let report = load_and_run(&a.config)?;
+    let report = ops::preflight::run(&a.config, &[])?;
     let mut out = std::io::stdout().lock();
     let text = if wants_json(a.json) {
         serde_json::to_string(&report).expect("a report serializes")
@@ -56,26 +57,10 @@ pub fn preflight(a: PreflightArgs) -> CliResult {
     Ok(verdict(&report))
 }
 
-/// Loads `path` and runs its checks; a config problem is a usage error.
-pub fn load_and_run(path: &Path) -> Result<PreflightReport, CliError> {
-    let config = Config::load(path).map_err(|e| match e {
-        PreflightError::Read { ref source, .. }
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            CliError::from(format!("{e}; create it, or name another file"))
-        }
-        e => CliError::from(e),
-    })?;
-    Ok(preflight::run_checks(&config))
-}
-
-/// 0 when every check passed, else [`exit_code::PREFLIGHT_FAILED`].
-pub fn verdict(report: &PreflightReport) -> u8 {
-    if report.passed {
-        exit_code::SUCCESS
-    } else {
-        exit_code::PREFLIGHT_FAILED
-    }
+/// The exit code of the report's verdict (the core's mapping): 7 when a
+/// check failed.
+fn verdict(report: &PreflightReport) -> u8 {
+    exit_code::for_preflight(report)
 }
 
 /// One aligned row per check, then a summary line.

@@ -2,7 +2,6 @@
 //! or detached.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
@@ -10,11 +9,13 @@ use clap::Args;
 use super::args::{breaker_key, duration, job_name, ms, positive_duration};
 use super::{CliError, CliResult, wants_json};
 use jobwatch_core::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
-use jobwatch_core::detach::{Placement, Started, spawn_detached};
 use jobwatch_core::exit_code;
-use jobwatch_core::model::{JobName, LivenessMode, Settings};
+use jobwatch_core::model::{JobName, LivenessMode, Outcome, Settings};
+use jobwatch_core::ops::start::{ECHO_STALL_LIMIT, Foreground, StartError};
+use jobwatch_core::ops::{self, Context, Wrapper};
+use jobwatch_core::report::Started;
+use jobwatch_core::spec::{RunSpec, SpecError, current_dir};
 use jobwatch_core::store::Store;
-use jobwatch_core::supervise::{RunSpec, StartError, start};
 use jobwatch_core::sys::stdio::{notice, notice_within, say, warn};
 
 const RUN_HELP: &str = concat!(
@@ -65,8 +66,8 @@ pub struct RunArgs {
 
     /// What counts as progress: output, cpu, beat (explicit only), timer
     /// (wrapper alive), or auto (output, CPU or explicit beat).
-    #[arg(long, value_enum, default_value = "auto")]
-    liveness: Liveness,
+    #[arg(long, value_parser = liveness(), default_value = "auto")]
+    liveness: LivenessMode,
 
     /// Time between SIGTERM and SIGKILL when the job is killed.
     #[arg(long, value_parser = duration, default_value = "5s", value_name = "D")]
@@ -115,102 +116,50 @@ pub struct RunArgs {
           default_missing_value = jobwatch_core::preflight::DEFAULT_FILE)]
     preflight: Option<std::path::PathBuf>,
 
-    /// Internal: this process is the detached wrapper.
-    #[arg(long, hide = true)]
-    detached_supervisor: bool,
-
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
 }
 
-/// `--liveness`: the core's [`LivenessMode`], spelled for clap (the core
-/// has no clap types).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Liveness {
-    /// New output, CPU use or an explicit beat, whichever shows progress.
-    Auto,
-    /// New output on stdout or stderr (and explicit beats).
-    Output,
-    /// CPU time used by the job's process tree (and explicit beats).
-    Cpu,
-    /// Only explicit beats (`jobwatch beat`, or touching `$JOBWATCH_HEARTBEAT`).
-    Beat,
-    /// The wrapper beats while it lives: the plain pattern, for compatibility.
-    Timer,
-}
-
-impl From<Liveness> for LivenessMode {
-    fn from(l: Liveness) -> Self {
-        match l {
-            Liveness::Auto => LivenessMode::Auto,
-            Liveness::Output => LivenessMode::Output,
-            Liveness::Cpu => LivenessMode::Cpu,
-            Liveness::Beat => LivenessMode::Beat,
-            Liveness::Timer => LivenessMode::Timer,
-        }
-    }
+/// `--liveness`: the core's [`LivenessMode`], its words and their help
+/// offered as clap's possible values (the core has no clap types).
+fn liveness() -> impl clap::builder::TypedValueParser<Value = LivenessMode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(
+        LivenessMode::ALL.map(|m| PossibleValue::new(m.as_str()).help(m.help())),
+    )
+    .map(|word| word.parse::<LivenessMode>().expect("one of its own words"))
 }
 
 /// Runs the `run` command.
-pub fn run(opened: &super::store::Opened, a: RunArgs) -> CliResult {
-    let store = &*opened.store;
-    if a.heartbeat > a.stale {
-        return Err(CliError::from(format!(
-            "--heartbeat ({}) must not be longer than --stale ({})",
-            humantime::format_duration(a.heartbeat),
-            humantime::format_duration(a.stale)
-        )));
-    }
-    if let Some(config) = a.preflight.as_deref().filter(|_| !a.detached_supervisor) {
-        refuse_unless_preflight_passes(config, &a.name)?;
-    }
-    if a.detached_supervisor {
-        run_as_detached_wrapper(store, &a)
-    } else if a.detach {
-        spawn_detached_wrapper(opened, &a)
+pub fn run(store: &dyn Store, a: RunArgs) -> CliResult {
+    let spec = spec(&a);
+    let started = if a.detach {
+        let wrapper = Wrapper::this_executable().map_err(start_error)?;
+        let ctx = Context {
+            store,
+            wrapper: &wrapper,
+        };
+        ops::start::detached(&ctx, &spec).map(|d| print_started(&d.started, a.json))
     } else {
-        run_in_foreground(store, &a)
-    }
+        ops::start::foreground(store, spec).map(|run| report_foreground(&a.name, &run))
+    };
+    started.map_err(start_error)
 }
 
-/// Runs the checks in this process, before anything is spawned or any job
-/// file written; prints each failing check on stderr and refuses with exit 7.
-fn refuse_unless_preflight_passes(
-    config: &std::path::Path,
-    name: &JobName,
-) -> Result<(), CliError> {
-    let report = super::preflight::load_and_run(config)?;
-    if report.passed {
-        return Ok(());
-    }
-    for line in jobwatch_core::preflight::failure_lines(&report) {
-        warn(line);
-    }
-    Err(CliError {
-        code: super::preflight::verdict(&report),
-        message: format!(
-            "{name} not started: preflight failed ({})",
-            config.display()
-        ),
-    })
-}
-
-fn spec(a: &RunArgs, echo_output: bool) -> RunSpec {
+/// The run spec of the command line: the flags, validated by the core.
+fn spec(a: &RunArgs) -> RunSpec {
     RunSpec {
-        name: a.name.clone(),
-        command: a.command.clone(),
         settings: Settings {
             heartbeat_ms: ms(a.heartbeat),
             stale_ms: ms(a.stale),
             timeout_ms: a.timeout.map(ms),
             grace_ms: ms(a.grace),
-            liveness: a.liveness.into(),
+            liveness: a.liveness,
             retries: a.retries,
             backoff_ms: ms(a.backoff),
             backoff_max_ms: ms(a.backoff_max),
         },
-        echo_output,
         breaker: a.breaker.clone().map(|key| BreakerSpec {
             key,
             policy: PolicyUpdate {
@@ -218,100 +167,61 @@ fn spec(a: &RunArgs, echo_output: bool) -> RunSpec {
                 cooldown: a.cooldown,
             },
         }),
+        preflight: a.preflight.clone(),
+        echo_output: !a.detach && !a.quiet,
+        ..RunSpec::new(a.name.clone(), a.command.clone(), current_dir())
     }
 }
 
+/// A start error as the command line says it: the failing preflight checks
+/// first, one per line; a spec rule in the flags' own words.
 fn start_error(e: StartError) -> CliError {
-    let code = match &e {
-        StartError::BreakerOpen(_) => exit_code::BREAKER_OPEN,
-        other => other.shell_code().unwrap_or(exit_code::USAGE),
-    };
-    CliError {
-        code,
-        message: e.to_string(),
+    if let StartError::PreflightFailed { report, .. } = &e {
+        for line in jobwatch_core::preflight::failure_lines(report) {
+            warn(line);
+        }
+    }
+    match e {
+        StartError::Spec(SpecError::HeartbeatOverStale { heartbeat, stale }) => {
+            CliError::usage(format!(
+                "--heartbeat ({}) must not be longer than --stale ({})",
+                humantime::format_duration(heartbeat),
+                humantime::format_duration(stale)
+            ))
+        }
+        e => CliError::from(e),
     }
 }
 
-/// How long a foreground run, its job over and its status written, waits
-/// for a reader that takes none of the rest of the echo (or of its last
-/// line on stderr) before it exits anyway: a caller that reads the output
-/// only after the process exited must not wait forever.
-const ECHO_STALL_LIMIT: Duration = Duration::from_secs(2);
-
-fn run_in_foreground(store: &dyn Store, a: &RunArgs) -> CliResult {
-    let supervisor = start(store, spec(a, !a.quiet)).map_err(start_error)?;
-    let log = supervisor.log_path();
-    let echo = supervisor.echo();
-    // Returns with the status written and the name's lock released: nothing
-    // below can change or delay the job's result.
-    let record = supervisor.run_to_end()?;
-    if let Some(echo) = echo
-        && !echo.finish(ECHO_STALL_LIMIT)
-    {
+/// After a foreground run: what a person needs on stderr (an echo that
+/// fell short, an outcome other than success), and the exit code.
+fn report_foreground(name: &JobName, run: &Foreground) -> u8 {
+    let log = run.log.display();
+    if !run.echo_complete {
         notice(format_args!(
-            "{}: output not echoed in full: the reader took none of it for {}; all of it is in {}",
-            a.name,
+            "{name}: output not echoed in full: the reader took none of it for {}; all of it is in {log}",
             humantime::format_duration(ECHO_STALL_LIMIT),
-            log.display()
         ));
     }
-    let outcome = record
-        .outcome
-        .unwrap_or(jobwatch_core::model::Outcome::Failed);
-    if outcome != jobwatch_core::model::Outcome::Success {
+    let record = &run.record;
+    let outcome = record.outcome.unwrap_or(Outcome::Failed);
+    if outcome != Outcome::Success {
         let reason = record
             .reason
             .as_deref()
             .map(|r| format!(": {r}"))
             .unwrap_or_default();
         notice_within(
-            format_args!("{} {outcome}{reason} (log: {})", a.name, log.display()),
+            format_args!("{name} {outcome}{reason} (log: {log})"),
             ECHO_STALL_LIMIT,
         );
     }
-    Ok(exit_code::for_run(outcome, record.exit_code, record.signal))
-}
-
-/// The detached wrapper: reports readiness on stdout (a pipe to the `run
-/// --detach` that spawned it), then lets go of that pipe and supervises.
-fn run_as_detached_wrapper(store: &dyn Store, a: &RunArgs) -> CliResult {
-    let supervisor = start(store, spec(a, false)).map_err(start_error)?;
-    let record = supervisor.record();
-    let started = Started {
-        name: record.name.clone(),
-        pid: record.child_pid.unwrap_or_default(),
-        wrapper_pid: record.wrapper_pid,
-        log: supervisor.log_path().display().to_string(),
-    };
-    let line = serde_json::to_string(&started).expect("serializes");
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-    drop(out);
-    jobwatch_core::sys::child::release_stdio(&supervisor.log_path());
-    supervisor.run_to_end()?;
-    Ok(exit_code::SUCCESS)
-}
-
-/// Starts a wrapper in a new session (immune to this terminal's hangup) and
-/// returns once it reports the job started, or relays why it could not.
-fn spawn_detached_wrapper(opened: &super::store::Opened, a: &RunArgs) -> CliResult {
-    let place = Placement {
-        env: opened.env.clone(),
-        ..Placement::default()
-    };
-    let (started, _wrapper) = spawn_detached(&*opened.store, &opened.dir, &spec(a, false), &place)
-        .map_err(|e| CliError {
-            code: e.code,
-            message: e.message,
-        })?;
-    print_started(&started, a.json);
-    Ok(exit_code::SUCCESS)
+    exit_code::for_run(outcome, record.exit_code, record.signal)
 }
 
 /// Prints the start line. A caller that closed its stdout still has a
 /// started job (exit 0); it is told so on stderr if that still works.
-fn print_started(s: &Started, json: bool) {
+fn print_started(s: &Started, json: bool) -> u8 {
     let printed = if wants_json(json) {
         say(serde_json::to_string(s).expect("a start line serializes"))
     } else {
@@ -325,5 +235,22 @@ fn print_started(s: &Started, json: bool) {
             "{} started (pid {}), but its start line could not be printed: {e}",
             s.name, s.pid
         ));
+    }
+    exit_code::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The flags' defaults are `run`'s documented ones, the core's.
+    #[test]
+    fn the_flag_defaults_are_the_cores() {
+        let cli = crate::cli::Cli::try_parse_from(["jobwatch", "run", "j", "--", "true"]).unwrap();
+        let crate::cli::Commands::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(spec(&a).settings, jobwatch_core::spec::default_settings());
     }
 }

@@ -1,18 +1,16 @@
 //! `jobwatch status` and `jobwatch ls`: classify jobs from their files alone.
 
 use std::io::Write;
-use std::time::SystemTime;
 
 use clap::Args;
-use serde::Serialize;
 
 use super::args::job_name;
 use super::human::for_terminal;
 use super::{CliError, CliResult, wants_json};
-use jobwatch_core::classify::{JobState, classify};
 use jobwatch_core::exit_code;
 use jobwatch_core::model::JobName;
-use jobwatch_core::report::human_ms;
+use jobwatch_core::ops::{self, status::Entry, status::StatusRequest};
+use jobwatch_core::report::{StatusRow, human_ms};
 use jobwatch_core::store::Store;
 use jobwatch_core::sys::stdio::warn;
 
@@ -55,78 +53,32 @@ pub struct LsArgs {
     json: bool,
 }
 
-/// One job's line.
-#[derive(Debug, Serialize)]
-struct Row {
-    name: String,
-    state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pid: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    started_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    age_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    heartbeat_age_ms: Option<u64>,
-    /// `k/N` for a job that may be retried.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    attempt: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    /// Archived runs in history/NAME/.
-    runs: usize,
-}
-
 /// Runs the `status` command.
 pub fn status(store: &dyn Store, a: StatusArgs) -> CliResult {
-    if a.names.is_empty() {
-        return show(store, all_jobs(store)?, a.json, false);
-    }
-    show(store, a.names, a.json, true)
+    let names = (!a.names.is_empty()).then_some(a.names);
+    show(store, names, a.json)
 }
 
 /// Runs the `ls` command.
 pub fn ls(store: &dyn Store, a: LsArgs) -> CliResult {
-    show(store, all_jobs(store)?, a.json, false)
+    show(store, None, a.json)
 }
 
-/// Every job name in the store, sorted.
-pub fn all_jobs(store: &dyn Store) -> Result<Vec<JobName>, CliError> {
-    Ok(store.list()?)
-}
-
-fn show(store: &dyn Store, names: Vec<JobName>, json: bool, named: bool) -> CliResult {
+fn show(store: &dyn Store, names: Option<Vec<JobName>>, json: bool) -> CliResult {
     let json = wants_json(json);
-    let now = SystemTime::now();
-    let mut code = exit_code::SUCCESS;
-    let mut rows = Vec::new();
-    for name in names {
-        let obs = store.snapshot(&name);
-        let heartbeat = obs.last_beat;
-        let state = classify(obs, now, None);
-        match &state {
-            JobState::Missing if named => {
-                warn(format_args!("no job named {name}"));
-                code = exit_code::USAGE;
-            }
-            JobState::Invalid { reason } => {
-                warn(format_args!("job {name}: {}", for_terminal(reason)));
-                code = exit_code::USAGE;
-            }
-            _ => {}
-        }
-        if state != JobState::Missing {
-            let mut r = row(&name, &state, heartbeat, now);
-            r.runs = store.archived(&name).len();
-            rows.push(r);
+    let listing = ops::status::status(store, &StatusRequest { names, limit: None })?;
+    for entry in &listing.entries {
+        match entry {
+            Entry::NoSuchJob(name) => warn(format_args!("no job named {name}")),
+            Entry::Job(StatusRow {
+                name,
+                error: Some(reason),
+                ..
+            }) => warn(format_args!("job {name}: {}", for_terminal(reason))),
+            Entry::Job(_) => {}
         }
     }
+    let rows: Vec<&StatusRow> = listing.rows().collect();
     // One buffered write instead of one per line: thousands of jobs print
     // in a few syscalls.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -141,38 +93,13 @@ fn show(store: &dyn Store, names: Vec<JobName>, json: bool, named: bool) -> CliR
     match written.and_then(|()| out.flush()) {
         // A reader that stopped early (`| head`) is not an error.
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(format!("cannot write to stdout: {e}").into())
+            Err(CliError::usage(format!("cannot write to stdout: {e}")))
         }
-        _ => Ok(code),
+        _ => Ok(exit_code::for_listing(&listing)),
     }
 }
 
-fn row(name: &JobName, state: &JobState, heartbeat: Option<SystemTime>, now: SystemTime) -> Row {
-    let record = state.record();
-    let since = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_millis() as u64;
-    let running = matches!(state, JobState::Running { .. } | JobState::Hung { .. });
-    Row {
-        name: name.to_string(),
-        state: state.word(),
-        pid: record.and_then(|r| r.child_pid),
-        started_at: record.map(|r| r.started_at.clone()),
-        age_ms: record.map(|r| since(r.started())),
-        heartbeat_age_ms: heartbeat.filter(|_| running).map(since),
-        attempt: record
-            .filter(|r| r.max_attempts > 1)
-            .map(|r| format!("{}/{}", r.attempt, r.max_attempts)),
-        exit_code: record.and_then(|r| r.exit_code),
-        duration_ms: record.and_then(|r| r.duration_ms),
-        reason: record.and_then(|r| r.reason.clone()),
-        error: match state {
-            JobState::Invalid { reason } => Some(reason.clone()),
-            _ => None,
-        },
-        runs: 0,
-    }
-}
-
-fn print_table(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
+fn print_table(out: &mut impl Write, rows: &[&StatusRow]) -> std::io::Result<()> {
     if rows.is_empty() {
         return writeln!(out, "no jobs");
     }

@@ -1,19 +1,23 @@
 //! Where job state lives, as every command is told: the jobs directory
 //! (`--dir`, the default store) or an etcd cluster (`--store etcd://…`,
-//! docs/multi-host.md), built into one `Arc<dyn Store>`; and what a child
-//! jobwatch (a detached wrapper, the MCP server's `run`) needs to open the
-//! same store. Secrets never go in argv: a password is only read from
-//! `JOBWATCH_ETCD_PASSWORD`, which children inherit.
+//! docs/multi-host.md). The flags and their variables are resolved here,
+//! once, into the core's [`StoreSpec`], which [`crate::wrapper::open`]
+//! opens, as it opens the one a detached wrapper is handed: the command and
+//! its wrappers open their store the same way. Secrets never go in argv: a
+//! password is only read from `JOBWATCH_ETCD_PASSWORD`, and a detached
+//! wrapper gets it in its handover (its stdin).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::Args;
 
 use super::CliError;
-use jobwatch_core::exit_code;
+use jobwatch_core::spec::{EtcdSpec, Secret, StoreSpec};
 use jobwatch_core::store::Store;
 use jobwatch_core::store::file::FileStore;
+
+/// The variable that holds the etcd user's password (never a flag).
+pub const PASSWORD_ENV: &str = "JOBWATCH_ETCD_PASSWORD";
 
 /// The options that select the store, on every command.
 #[derive(Debug, Clone, Args)]
@@ -54,112 +58,113 @@ pub struct StoreArgs {
     pub no_self_fence: bool,
 }
 
-/// An opened store, with what a child jobwatch needs to open it too.
-#[derive(Debug, Clone)]
-pub struct Opened {
-    /// The store.
-    pub store: Arc<dyn Store>,
-    /// The jobs directory (`--dir` for a child): the store itself, or this
-    /// host's logs of an etcd store.
-    pub dir: PathBuf,
-    /// Variables a child needs besides `--dir` (`JOBWATCH_STORE`, the TLS
-    /// files made absolute, the user); never a password.
-    pub env: Vec<(String, String)>,
-}
-
 impl StoreArgs {
-    /// Opens the store the options name. An etcd cluster that refuses or
-    /// cannot be reached is one line naming its endpoints, exit 2, within
-    /// the connect bound (a few seconds), never a hang.
-    pub fn open(&self) -> Result<Opened, CliError> {
-        // The jobs directory is opened (made private, checked) either way:
-        // with etcd it holds this host's logs.
-        let files = FileStore::open(self.dir.as_deref())?;
-        let dir = files.path().to_owned();
-        let Some(url) = self.store.as_deref().filter(|u| !u.is_empty()) else {
-            return Ok(Opened {
-                store: Arc::new(files),
-                dir,
-                env: Vec::new(),
-            });
-        };
-        let store = open_etcd(self, url, &dir)?;
-        Ok(Opened {
-            store,
-            env: self.child_env(url),
-            dir,
-        })
+    /// The etcd URL, when one is given (an empty `JOBWATCH_STORE` is none).
+    fn url(&self) -> Option<&str> {
+        self.store.as_deref().filter(|u| !u.is_empty())
     }
 
     /// Whether the jobs directory is the store (no `--store`).
     pub fn is_files(&self) -> bool {
-        self.store.as_deref().is_none_or(str::is_empty)
+        self.url().is_none()
     }
 
-    /// What a child jobwatch needs, besides `--dir`, to open this store.
-    fn child_env(&self, url: &str) -> Vec<(String, String)> {
-        let mut env = vec![("JOBWATCH_STORE".to_owned(), url.to_owned())];
-        for (var, file) in [
-            ("JOBWATCH_ETCD_CA", &self.etcd_ca),
-            ("JOBWATCH_ETCD_CERT", &self.etcd_cert),
-            ("JOBWATCH_ETCD_KEY", &self.etcd_key),
-        ] {
-            if let Some(f) = file {
-                env.push((var.to_owned(), absolute(f).display().to_string()));
-            }
+    /// Opens the store the options name. An etcd cluster that refuses or
+    /// cannot be reached is one line naming its endpoints, exit 2, within
+    /// the connect bound (a few seconds), never a hang.
+    pub fn open(&self) -> Result<Box<dyn Store>, CliError> {
+        // The jobs directory is opened (made private, checked) either way:
+        // with etcd it holds this host's logs.
+        let files = FileStore::open(self.dir.as_deref())?;
+        let Some(url) = self.url() else {
+            return Ok(Box::new(files));
+        };
+        let spec = self.etcd_spec(url, files.path(), |var| std::env::var(var).ok())?;
+        crate::wrapper::open(&StoreSpec::Etcd(spec)).map_err(CliError::usage)
+    }
+
+    /// The etcd store of `url` as a wrapper is handed it: the TLS files
+    /// made absolute (a wrapper runs in its job's working directory), the
+    /// password from `env` (`JOBWATCH_ETCD_PASSWORD`), which a user needs.
+    fn etcd_spec(
+        &self,
+        url: &str,
+        dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<EtcdSpec, CliError> {
+        let password = env(PASSWORD_ENV).filter(|p| !p.is_empty()).map(Secret::new);
+        if let Some(user) = &self.etcd_user
+            && password.is_none()
+        {
+            return Err(CliError::usage(format!(
+                "--etcd-user {user} needs its password in ${PASSWORD_ENV}"
+            )));
         }
-        if let Some(user) = &self.etcd_user {
-            env.push(("JOBWATCH_ETCD_USER".to_owned(), user.clone()));
-        }
-        if self.no_self_fence {
-            env.push(("JOBWATCH_NO_SELF_FENCE".to_owned(), "true".to_owned()));
-        }
-        env
+        Ok(EtcdSpec {
+            url: url.to_owned(),
+            dir: dir.to_owned(),
+            ca: self.etcd_ca.as_deref().map(absolute),
+            cert: self.etcd_cert.as_deref().map(absolute),
+            key: self.etcd_key.as_deref().map(absolute),
+            user: self.etcd_user.clone(),
+            password,
+            self_fence: !self.no_self_fence,
+        })
     }
 }
 
-/// A path as seen from anywhere (a detached wrapper may run elsewhere).
+/// A path as seen from anywhere (a detached wrapper runs in its job's
+/// working directory).
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
-fn usage(message: String) -> CliError {
-    CliError {
-        code: exit_code::USAGE,
-        message,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[cfg(feature = "etcd")]
-fn open_etcd(a: &StoreArgs, url: &str, dir: &Path) -> Result<Arc<dyn Store>, CliError> {
-    use jobwatch_etcd::{Credentials, EtcdConfig, EtcdStore, StoreOptions};
-    let mut config = EtcdConfig::parse(url).map_err(|e| usage(e.to_string()))?;
-    config.tls_files.ca = a.etcd_ca.clone();
-    config.tls_files.cert = a.etcd_cert.clone();
-    config.tls_files.key = a.etcd_key.clone();
-    if let Some(user) = &a.etcd_user {
-        let password = std::env::var("JOBWATCH_ETCD_PASSWORD").unwrap_or_default();
-        if password.is_empty() {
-            return Err(usage(format!(
-                "--etcd-user {user} needs its password in $JOBWATCH_ETCD_PASSWORD"
-            )));
+    fn args() -> StoreArgs {
+        StoreArgs {
+            dir: None,
+            store: Some("etcds://h:1/ns".into()),
+            etcd_ca: Some("ca.pem".into()),
+            etcd_cert: None,
+            etcd_key: None,
+            etcd_user: None,
+            no_self_fence: false,
         }
-        config.credentials = Some(Credentials {
-            user: user.clone(),
-            password,
-        });
     }
-    let config = config.with_env().map_err(|e| usage(e.to_string()))?;
-    let options = StoreOptions {
-        self_fence: !a.no_self_fence,
-    };
-    let store = EtcdStore::open(config, dir, options).map_err(|e| usage(e.to_string()))?;
-    Ok(Arc::new(store))
-}
 
-#[cfg(not(feature = "etcd"))]
-fn open_etcd(_a: &StoreArgs, url: &str, _dir: &Path) -> Result<Arc<dyn Store>, CliError> {
-    Err(usage(format!(
-        "--store {url}: this jobwatch was built without etcd support; build it with `cargo build --release --features etcd` (needs protoc: apt-get install -y protobuf-compiler)"
-    )))
+    #[test]
+    fn the_etcd_spec_has_absolute_files_and_the_password_from_the_environment_only() {
+        let mut a = args();
+        a.etcd_user = Some("root".into());
+        let spec = a
+            .etcd_spec("etcds://h:1/ns", Path::new("/jobs"), |v| {
+                (v == PASSWORD_ENV).then(|| "s3cret".to_owned())
+            })
+            .unwrap();
+        assert!(
+            spec.ca.as_deref().is_some_and(Path::is_absolute),
+            "{spec:?}"
+        );
+        assert_eq!(spec.password.as_ref().map(Secret::expose), Some("s3cret"));
+        assert!(spec.self_fence);
+        assert!(!format!("{spec:?}").contains("s3cret"), "Debug hides it");
+    }
+
+    #[test]
+    fn a_user_without_a_password_is_refused_naming_the_variable() {
+        let mut a = args();
+        a.etcd_user = Some("root".into());
+        let e = a
+            .etcd_spec(
+                "etcds://h:1/ns",
+                Path::new("/jobs"),
+                |_| Some(String::new()),
+            )
+            .unwrap_err();
+        assert!(e.message.contains(PASSWORD_ENV), "{}", e.message);
+        assert_eq!(e.code, jobwatch_core::exit_code::USAGE);
+    }
 }

@@ -9,11 +9,14 @@ use super::args::{duration, job_name, positive_duration};
 use super::progress::Spinner;
 use super::{CliResult, wants_json};
 use jobwatch_core::exit_code;
-use jobwatch_core::model::{JobName, Outcome};
-use jobwatch_core::report::{JobReport, MatchReport};
+use jobwatch_core::model::JobName;
+use jobwatch_core::ops::{
+    self,
+    wait::{WaitAnswer, WaitRequest},
+};
 use jobwatch_core::store::Store;
 use jobwatch_core::sys::stdio::say;
-use jobwatch_core::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
+use jobwatch_core::wait::{WaitMode, WaitSpec};
 
 const WAIT_HELP: &str = concat!(
     "\
@@ -97,47 +100,45 @@ pub struct WaitArgs {
 
 /// Runs the `wait` command.
 pub fn wait(store: &dyn Store, a: WaitArgs) -> CliResult {
-    let spec = WaitSpec {
-        names: a.names.clone(),
-        mode: if a.any { WaitMode::Any } else { WaitMode::All },
-        timeout: a.timeout,
-        stale: a.stale,
-        poll: a.poll,
-        kill_on_timeout: !a.no_kill,
-        grace: a.grace,
-        exits_after: true,
+    let req = WaitRequest {
+        spec: WaitSpec {
+            names: a.names.clone(),
+            mode: if a.any { WaitMode::Any } else { WaitMode::All },
+            timeout: a.timeout,
+            stale: a.stale,
+            poll: a.poll,
+            kill_on_timeout: !a.no_kill,
+            grace: a.grace,
+            exits_after: true,
+        },
+        tail: a.tail,
+        until_log: a.until_log,
     };
     let spinner = Spinner::start(store, &a.names, !a.quiet && !a.json);
-    if let Some(pattern) = &a.until_log {
-        return until_log(store, &spec, pattern, &a, spinner);
-    }
-    let verdicts = wait_for(store, &spec);
+    let answer = ops::wait::wait(store, &req);
+    // The spinner is cleared before anything else is printed.
     drop(spinner);
-    let verdicts = verdicts?;
+    let answer = answer?;
     let json = wants_json(a.json);
-    for v in &verdicts {
-        let report = JobReport::of_verdict(store, v, a.tail);
-        // The exit code carries the outcome whether or not stdout works.
-        let _ = if json {
-            say(report.to_json_line())
-        } else {
-            say(super::human::job_report(&report))
-        };
-    }
-    Ok(exit_code_of(&verdicts, spec.mode))
-}
-
-/// `--all`: the first non-success in argument order, else 0. `--any`: the
-/// first finished job's code.
-fn exit_code_of(verdicts: &[Verdict], mode: WaitMode) -> u8 {
-    let code = |v: &Verdict| exit_code::for_outcome(v.outcome);
-    match mode {
-        WaitMode::All => verdicts
+    let lines: Vec<String> = match &answer {
+        WaitAnswer::Matched(m) if json => vec![m.to_json_line()],
+        WaitAnswer::Matched(m) => vec![super::human::match_report(m)],
+        WaitAnswer::Reports { reports, .. } => reports
             .iter()
-            .find(|v| v.outcome != Outcome::Success)
-            .map_or(exit_code::SUCCESS, code),
-        WaitMode::Any => verdicts.first().map_or(exit_code::SUCCESS, code),
+            .map(|r| {
+                if json {
+                    r.to_json_line()
+                } else {
+                    super::human::job_report(r)
+                }
+            })
+            .collect(),
+    };
+    for line in lines {
+        // The exit code carries the outcome whether or not stdout works.
+        let _ = say(line);
     }
+    Ok(exit_code::for_wait(&answer))
 }
 
 /// A regex for `--until-log`, with its error on one line.
@@ -151,41 +152,4 @@ fn log_regex(s: &str) -> Result<Regex, String> {
             .trim_start_matches("error: ");
         format!("invalid regex: {last}")
     })
-}
-
-/// `--until-log`: one line, `matched` with exit 0, or the run's own end.
-/// `wait --until-log`: the spinner (if any) is cleared before the result
-/// is printed.
-fn until_log(
-    store: &dyn Store,
-    spec: &WaitSpec,
-    pattern: &Regex,
-    a: &WaitArgs,
-    spinner: Option<Spinner>,
-) -> CliResult {
-    let json = wants_json(a.json);
-    let waited = wait_until_log(store, spec, pattern);
-    drop(spinner);
-    let (line, code) = match waited? {
-        LogWait::Matched(m) => {
-            let r = MatchReport::new(store, &m.name, &m.at, &m.line, m.running, m.record.as_ref());
-            let line = if json {
-                r.to_json_line()
-            } else {
-                super::human::match_report(&r)
-            };
-            (line, exit_code::SUCCESS)
-        }
-        LogWait::Ended(v) => {
-            let r = JobReport::of_verdict(store, &v, a.tail);
-            let line = if json {
-                r.to_json_line()
-            } else {
-                super::human::job_report(&r)
-            };
-            (line, exit_code::for_outcome(v.outcome))
-        }
-    };
-    let _ = say(line);
-    Ok(code)
 }

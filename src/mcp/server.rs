@@ -1,5 +1,5 @@
 //! The MCP server: one tool per jobwatch operation. Every tool body is the
-//! synchronous library (or this executable's CLI) run on a blocking thread,
+//! synchronous core (`jobwatch_core::ops`) run on a blocking thread,
 //! so a long `wait` never holds up other calls and a panic in one call
 //! becomes that call's tool error, not a crashed server.
 

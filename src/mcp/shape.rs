@@ -1,17 +1,16 @@
 //! Result shaping: every tool answer is a few compact JSON lines an agent
-//! can read at a glance. Success stays within a few hundred bytes; failure
-//! carries a tail bounded in lines, line length and total bytes, whatever
-//! the job printed.
-
-use std::time::SystemTime;
+//! can read at a glance, rendered from the core's report types (the same
+//! values the CLI prints). Success stays within a few hundred bytes;
+//! failure carries a tail bounded in lines, line length and total bytes,
+//! whatever the job printed.
 
 use serde::Serialize;
 
-use jobwatch_core::classify::{JobState, classify};
-use jobwatch_core::model::JobName;
-use jobwatch_core::model::{JobRecord, Outcome};
+use jobwatch_core::model::{JobName, Outcome};
+use jobwatch_core::report::{self, JobReport, MatchReport, Progress, Started};
 use jobwatch_core::store::{RunAt, Store};
-use jobwatch_core::wait::Verdict;
+
+pub use jobwatch_core::report::cut;
 
 /// Longest log line kept in a result, in bytes.
 pub const MAX_LINE: usize = 200;
@@ -21,6 +20,26 @@ pub const MAX_TAIL_BYTES: usize = 2_000;
 pub const MAX_TAIL_LINES: usize = 50;
 /// Longest `reason` kept in a result, in bytes.
 const MAX_REASON: usize = 160;
+
+/// A detached job's start: what an agent needs of it.
+#[derive(Debug, Serialize)]
+pub struct StartedLine<'a> {
+    /// The job.
+    pub name: &'a str,
+    /// The command's PID.
+    pub pid: i32,
+    /// Its log.
+    pub log: &'a str,
+}
+
+/// The compact form of a start.
+pub fn started(s: &Started) -> StartedLine<'_> {
+    StartedLine {
+        name: &s.name,
+        pid: s.pid,
+        log: &s.log,
+    }
+}
 
 /// A job that has reached an outcome.
 #[derive(Debug, Serialize)]
@@ -54,26 +73,40 @@ pub struct Ended {
     pub tail: Option<Vec<String>>,
 }
 
+/// The compact form of a job's result: its reason cut short, its tail
+/// bounded in lines, line length and bytes.
+pub fn ended(r: &JobReport) -> Ended {
+    Ended {
+        name: r.name.clone(),
+        outcome: r.outcome,
+        exit_code: r.exit_code,
+        signal: r.signal,
+        duration_ms: r.duration_ms,
+        attempt: r.attempt.clone(),
+        reason: r.reason.as_deref().map(|why| cut(why, MAX_REASON)),
+        log: r.log.clone(),
+        result: r.result.clone(),
+        tail: r.tail.as_deref().map(bound),
+    }
+}
+
 /// A job still running when a wait's time cap passed: facts that show
 /// whether it is getting anywhere.
 #[derive(Debug, Serialize)]
-pub struct Running {
-    /// The job.
-    pub name: String,
+pub struct Running<'a> {
     /// Always `running`.
     pub outcome: &'static str,
-    /// Since the job started.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub elapsed_ms: Option<u64>,
-    /// `attempt/max_attempts` when the job may be retried.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<String>,
-    /// Since the last proof of progress (the heartbeat's mtime).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub beat_age_ms: Option<u64>,
-    /// The log's last line, cut short.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_line: Option<String>,
+    /// The facts.
+    #[serde(flatten)]
+    pub progress: &'a Progress,
+}
+
+/// The compact form of a running job's progress.
+pub fn running(p: &Progress) -> Running<'_> {
+    Running {
+        outcome: "running",
+        progress: p,
+    }
 }
 
 /// A line of a job's log matched `wait`'s `until_log`.
@@ -91,14 +124,14 @@ pub struct Matched {
     pub log: String,
 }
 
-/// The result of a `wait` whose `until_log` matched.
-pub fn matched(store: &dyn Store, m: &jobwatch_core::wait::LogMatch) -> Matched {
+/// The compact form of a match.
+pub fn matched(m: &MatchReport) -> Matched {
     Matched {
-        name: m.name.to_string(),
+        name: m.name.clone(),
         outcome: "matched",
         running: m.running,
         line: cut(&m.line, MAX_LINE),
-        log: store.log_path(&m.name, &m.at).display().to_string(),
+        log: m.log.clone(),
     }
 }
 
@@ -127,6 +160,25 @@ pub struct StatusRow {
     /// Why it ended so, or why its files are invalid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// The compact form of a status row: a PID only while the job runs, one
+/// reason (why its state is invalid, else why it ended), cut short.
+pub fn status_row(r: &report::StatusRow) -> StatusRow {
+    StatusRow {
+        name: r.name.clone(),
+        state: r.state,
+        pid: r.pid.filter(|_| r.running),
+        age_ms: r.age_ms,
+        beat_age_ms: r.heartbeat_age_ms,
+        exit_code: r.exit_code,
+        attempt: r.attempt.clone(),
+        reason: r
+            .error
+            .as_ref()
+            .or(r.reason.as_ref())
+            .map(|why| cut(why, MAX_REASON)),
+    }
 }
 
 /// A preflight report: the verdict, the number of checks, and only what
@@ -183,110 +235,26 @@ pub fn line<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("results always serialize")
 }
 
-/// The result of a finished job, with at most `tail` log lines when it did
-/// not succeed.
-pub fn ended(
-    store: &dyn Store,
-    name: &JobName,
-    at: &RunAt,
-    outcome: Outcome,
-    record: Option<&JobRecord>,
-    tail: usize,
-) -> Ended {
-    let tail =
-        (outcome != Outcome::Success && tail > 0).then(|| bounded_tail(store, name, at, tail));
-    Ended {
-        name: name.to_string(),
-        outcome,
-        exit_code: record.and_then(|r| r.exit_code),
-        signal: record.and_then(|r| r.signal),
-        duration_ms: record.and_then(|r| r.duration_ms),
-        attempt: record.and_then(attempt),
-        reason: record
-            .and_then(|r| r.reason.as_deref())
-            .map(|r| cut(r, MAX_REASON)),
-        log: store.log_path(name, at).display().to_string(),
-        result: store.result_path(name, at).map(|p| p.display().to_string()),
-        tail,
+/// The line for one job of a wait: its result, or, if the wait's cap
+/// passed while it runs, its progress read now.
+pub fn report_line(store: &dyn Store, r: &JobReport) -> String {
+    match JobName::parse(&r.name) {
+        Ok(name) if r.running => line(&running(&Progress::read(store, &name, store.now()))),
+        _ => line(&ended(r)),
     }
 }
 
-/// The line for one verdict of the library's waiter.
-pub fn verdict_line(store: &dyn Store, v: &Verdict, tail: usize) -> String {
-    if v.running {
-        line(&running(store, &v.name))
-    } else {
-        line(&ended(
-            store,
-            &v.name,
-            &v.at,
-            v.outcome,
-            v.record.as_ref(),
-            tail,
-        ))
-    }
-}
-
-/// Progress facts of a running job, read from its files now.
-pub fn running(store: &dyn Store, name: &JobName) -> Running {
-    let obs = store.snapshot(name);
-    let now = SystemTime::now();
-    let since = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_millis() as u64;
-    let record = obs.record.as_ref().ok().and_then(|r| r.as_ref());
-    Running {
-        name: name.to_string(),
-        outcome: "running",
-        elapsed_ms: record.map(|r| since(r.started())),
-        attempt: record.and_then(attempt),
-        beat_age_ms: obs.last_beat.map(since),
-        last_line: last_line(store, name),
-    }
-}
-
-/// `2/3` for the second of three attempts; nothing for a job without
-/// retries.
-fn attempt(r: &JobRecord) -> Option<String> {
-    (r.max_attempts > 1).then(|| format!("{}/{}", r.attempt, r.max_attempts))
-}
-
-/// The log's last non-empty line, cut short for a one-line summary.
-pub fn last_line(store: &dyn Store, name: &JobName) -> Option<String> {
-    let lines = store.tail(name, &RunAt::Current, 1);
-    let last = lines.last()?.trim();
-    (!last.is_empty()).then(|| cut(last, 120))
-}
-
-/// A job's `status` line.
-pub fn status_row(store: &dyn Store, name: &JobName, now: SystemTime) -> StatusRow {
-    let obs = store.snapshot(name);
-    let heartbeat = obs.last_beat;
-    let state = classify(obs, now, None);
-    let record = state.record();
-    let since = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_millis() as u64;
-    let running = matches!(state, JobState::Running { .. } | JobState::Hung { .. });
-    let reason = match &state {
-        JobState::Invalid { reason } => Some(reason.clone()),
-        _ => record.and_then(|r| r.reason.clone()),
-    };
-    StatusRow {
-        name: name.to_string(),
-        state: state.word(),
-        pid: record.and_then(|r| r.child_pid).filter(|_| running),
-        age_ms: record.map(|r| since(r.started())),
-        beat_age_ms: heartbeat.filter(|_| running).map(since),
-        exit_code: record.and_then(|r| r.exit_code),
-        attempt: record.and_then(attempt),
-        reason: reason.map(|r| cut(&r, MAX_REASON)),
-    }
-}
-
-/// The last `n` log lines, each cut at [`MAX_LINE`] bytes, the oldest
-/// dropped until the whole tail fits in [`MAX_TAIL_BYTES`].
+/// The last `n` log lines of run `at`, bounded as a result's tail is.
 pub fn bounded_tail(store: &dyn Store, name: &JobName, at: &RunAt, n: usize) -> Vec<String> {
-    let lines = store.tail(name, at, n.min(MAX_TAIL_LINES));
+    bound(&store.tail(name, at, n.min(MAX_TAIL_LINES)))
+}
+
+/// Log lines, each cut at [`MAX_LINE`] bytes, the oldest dropped until the
+/// whole tail fits in [`MAX_TAIL_BYTES`].
+pub fn bound(lines: &[String]) -> Vec<String> {
     let mut kept: Vec<String> = Vec::new();
     let mut bytes = 0;
-    for l in lines.iter().rev() {
+    for l in lines.iter().rev().take(MAX_TAIL_LINES) {
         let l = cut(l, MAX_LINE);
         // Measured as JSON: escapes can make a line longer than its bytes.
         bytes += line(&l).len() + 1;
@@ -297,19 +265,6 @@ pub fn bounded_tail(store: &dyn Store, name: &JobName, at: &RunAt, n: usize) -> 
     }
     kept.reverse();
     kept
-}
-
-/// `s` cut to at most `max` bytes (at a character boundary), with `…` when
-/// anything was cut.
-pub fn cut(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// Several lines, one per item.

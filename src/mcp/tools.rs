@@ -3,54 +3,49 @@
 //! result, or a one-line message that becomes a tool error.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::shape;
-use jobwatch_core::breaker::{self, BreakerKey};
-use jobwatch_core::classify::{JobState, classify};
-use jobwatch_core::exit_code;
-use jobwatch_core::model::{JobName, Outcome};
+use jobwatch_core::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
+use jobwatch_core::exit_code::{self, Coded};
+use jobwatch_core::model::{JobName, LivenessMode};
+use jobwatch_core::ops::start::StartError;
+use jobwatch_core::ops::status::StatusRequest;
+use jobwatch_core::ops::{self, Wrapper, kill::KillJob, logs::Slice};
 use jobwatch_core::preflight;
-use jobwatch_core::recover::kill_job;
-use jobwatch_core::spec as args;
-use jobwatch_core::store::{RunAt, Store};
+use jobwatch_core::spec::{self as args, RunSpec};
+use jobwatch_core::store::Store;
+use jobwatch_core::wait::WaitMode;
 
 /// A tool's failure: one line for the agent.
 pub type ToolError = String;
 /// A tool's answer: its text, or a tool error.
 pub type ToolResult = Result<String, ToolError>;
 
-/// What counts as progress for the job's heartbeat.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Liveness {
-    /// New output, CPU use or an explicit beat (default).
-    Auto,
-    /// New output only.
-    Output,
-    /// CPU used by the job's process tree.
-    Cpu,
-    /// Only explicit beats (`jobwatch beat NAME`).
-    Beat,
-    /// The wrapper being alive (the plain pattern).
-    Timer,
+/// The schema of an optional word of the core's (a liveness mode, a wait
+/// mode): each word with its help, or nothing (the default).
+fn words_schema<'a>(words: impl Iterator<Item = (&'a str, &'a str)>) -> schemars::Schema {
+    let one_of: Vec<serde_json::Value> = words
+        .map(|(word, help)| serde_json::json!({"const": word, "description": help, "type": "string"}))
+        .collect();
+    schemars::json_schema!({
+        "anyOf": [{"oneOf": one_of}, {"type": "null"}],
+    })
 }
 
-impl Liveness {
-    fn as_str(self) -> &'static str {
-        match self {
-            Liveness::Auto => "auto",
-            Liveness::Output => "output",
-            Liveness::Cpu => "cpu",
-            Liveness::Beat => "beat",
-            Liveness::Timer => "timer",
-        }
-    }
+/// `start`'s `liveness`: the core's modes.
+fn liveness_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    words_schema(LivenessMode::ALL.iter().map(|m| (m.as_str(), m.help())))
+}
+
+/// `wait`'s `mode`: the core's modes.
+fn mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    words_schema(WaitMode::ALL.iter().map(|m| (m.as_str(), m.help())))
 }
 
 /// Parameters of `start`.
@@ -70,7 +65,9 @@ pub struct StartParams {
     /// Kill the job (outcome hung) after this long without progress (default "60s").
     pub stale: Option<String>,
     /// What counts as progress (default auto).
-    pub liveness: Option<Liveness>,
+    #[serde(default)]
+    #[schemars(schema_with = "liveness_schema")]
+    pub liveness: Option<LivenessMode>,
     /// Run again up to N more times after a failure, hang or timeout.
     pub retries: Option<u32>,
     /// Delay before the first retry, doubling each time, e.g. "5s".
@@ -89,17 +86,6 @@ pub struct StartParams {
     pub preflight_config: Option<String>,
 }
 
-/// How several jobs are waited for.
-#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Return when every job has an outcome (default).
-    #[default]
-    All,
-    /// Return when the first job has one.
-    Any,
-}
-
 /// Parameters of `wait`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -107,7 +93,9 @@ pub struct WaitParams {
     /// The jobs to wait for.
     pub names: Vec<String>,
     /// all (default) or any.
-    pub mode: Option<Mode>,
+    #[serde(default)]
+    #[schemars(schema_with = "mode_schema")]
+    pub mode: Option<WaitMode>,
     /// How long this call may block, e.g. "30s"; capped by the server (default: the cap). The job is never killed when it passes.
     pub timeout: Option<String>,
     /// Log lines to include on any outcome but success (default 20, at most 50).
@@ -181,18 +169,15 @@ pub const DEFAULT_WAIT_TAIL: usize = 20;
 /// Most rows `status` lists before summarising the rest.
 const MAX_STATUS_ROWS: usize = 30;
 
-/// What every tool needs: the store (the jobs directory) and this
-/// executable.
+/// What every tool needs: the store (the jobs directory, or the etcd
+/// cluster of `--store`) and how to start a detached wrapper.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// The store, the same one the CLI would use.
-    pub store: std::sync::Arc<dyn Store>,
-    /// The jobs directory (`--dir` of the `run` the `start` tool spawns).
-    pub dir: PathBuf,
-    /// What that `run` needs besides `--dir` to open the store (etcd).
-    pub env: Vec<(String, String)>,
-    /// This executable, started as `run --detach` by `start`.
-    pub exe: PathBuf,
+    /// The store, the same one the CLI would use (a detached wrapper is
+    /// handed its `Store::spec`).
+    pub store: Arc<dyn Store>,
+    /// This executable, started as `jobwatch __wrapper` by `start`.
+    pub wrapper: Arc<Wrapper>,
 }
 
 /// A validated job name, or the tool error saying why not.
@@ -208,235 +193,163 @@ pub fn names(list: &[String]) -> Result<Vec<JobName>, ToolError> {
     list.iter().map(|s| name(s)).collect()
 }
 
-/// `start`: launches `jobwatch run NAME --detach --json ...` and relays its
-/// line, so the job gets the same detached wrapper as from the CLI.
+/// `start`: builds the run spec from the parameters and starts it detached,
+/// as `run --detach` does; its wrapper is reaped by this server once it
+/// exits.
 pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
-    let job = name(&p.name)?;
-    if p.command.is_empty() {
-        return Err("command is empty: give the program and its arguments".into());
-    }
-    check_spawnable(&p)?;
-    let mut cmd = Command::new(&ctx.exe);
-    cmd.arg("--dir")
-        .arg(&ctx.dir)
-        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
-        .arg("run")
-        .arg(job.as_str())
-        .args(["--detach", "--json"])
-        .args(run_flags(&p)?)
-        .arg("--")
-        .args(&p.command);
-    if let Some(cwd) = &p.cwd {
-        if !std::path::Path::new(cwd).is_dir() {
-            return Err(format!("cwd {cwd:?} is not a directory"));
-        }
-        cmd.current_dir(cwd);
-    }
-    cmd.envs(p.env.iter().flatten())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", ctx.exe.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if out.status.success()
-        && let Some(started) = stdout
-            .lines()
-            .find_map(|l| serde_json::from_str::<Started>(l).ok())
-    {
-        return Ok(shape::line(&started));
-    }
-    Err(run_failure(&out))
-}
-
-/// Refuses, naming the argument, what no process could be started with: a
-/// NUL byte ends a C string, so no argument, path or environment entry can
-/// hold one, and `=` ends an environment variable's name.
-fn check_spawnable(p: &StartParams) -> Result<(), ToolError> {
-    let nul =
-        |what: String| format!("{what} holds a NUL byte, which no process can be given; remove it");
-    for (i, arg) in p.command.iter().enumerate() {
-        if arg.contains('\0') {
-            return Err(nul(format!("command[{i}]")));
-        }
-    }
-    for (field, value) in [("cwd", &p.cwd), ("preflight_config", &p.preflight_config)] {
-        if value.as_deref().is_some_and(|v| v.contains('\0')) {
-            return Err(nul(field.to_owned()));
-        }
-    }
-    for (key, value) in p.env.iter().flatten() {
-        env_entry(key, value)?;
-    }
-    Ok(())
-}
-
-/// Why `key=value` cannot be put in a process's environment, if it cannot.
-fn env_entry(key: &str, value: &str) -> Result<(), ToolError> {
-    let why = if key.is_empty() {
-        "is empty: give the variable a name"
-    } else if key.contains('=') {
-        "holds '=', which would end the name there: use a name without '='"
-    } else if key.contains('\0') {
-        "holds a NUL byte, which no variable name can: remove it"
-    } else if value.contains('\0') {
-        "has a value holding a NUL byte, which no variable can: remove it"
-    } else {
-        return Ok(());
+    let spec = run_spec(p)?;
+    let op = ops::Context {
+        store: &*ctx.store,
+        wrapper: &ctx.wrapper,
     };
-    Err(format!("env key {key:?} {why}"))
-}
-
-/// What `start` returns of `run --detach`'s line: what an agent needs.
-#[derive(Debug, Deserialize, serde::Serialize)]
-struct Started {
-    name: String,
-    pid: i32,
-    log: String,
-}
-
-/// The flags of `run` for the optional parameters; durations are checked
-/// here so a bad one is named by its parameter.
-fn run_flags(p: &StartParams) -> Result<Vec<String>, ToolError> {
-    let mut flags = Vec::new();
-    type Parse = fn(&str) -> Result<Duration, String>;
-    let durations: [(&str, &Option<String>, Parse); 5] = [
-        ("timeout", &p.timeout, args::positive_duration),
-        ("stale", &p.stale, args::positive_duration),
-        ("backoff", &p.backoff, args::duration),
-        ("backoff-max", &p.backoff_max, args::duration),
-        ("cooldown", &p.cooldown, args::duration),
-    ];
-    for (flag, value, parse) in durations {
-        if let Some(s) = value {
-            let d = parse(s).map_err(|e| format!("{}: {e}", flag.replace('-', "_")))?;
-            flags.push(format!("--{flag}={}ms", args::ms(d)));
-        }
+    match ops::start::detached(&op, &spec) {
+        Ok(started) => Ok(shape::line(&shape::started(&started.reap_in_background()))),
+        Err(e) => Err(start_failure(&e)),
     }
+}
+
+/// The run spec of `start`'s parameters: each named in its own error; the
+/// core's rules (RunSpec::validate) do the rest.
+fn run_spec(p: StartParams) -> Result<RunSpec, ToolError> {
+    let job = name(&p.name)?;
+    let duration =
+        |field: &str, value: &Option<String>, parse: fn(&str) -> Result<Duration, String>| {
+            value
+                .as_deref()
+                .map(|s| parse(s).map_err(|e| format!("{field}: {e}")))
+                .transpose()
+        };
+    let timeout = duration("timeout", &p.timeout, args::positive_duration)?;
+    let stale = duration("stale", &p.stale, args::positive_duration)?;
+    let backoff = duration("backoff", &p.backoff, args::duration)?;
+    let backoff_max = duration("backoff_max", &p.backoff_max, args::duration)?;
+    let cooldown = duration("cooldown", &p.cooldown, args::duration)?;
+    let breaker = p
+        .breaker
+        .as_deref()
+        .map(|k| breaker_key(k).map_err(|e| format!("breaker: {e}")))
+        .transpose()?;
+    let mut settings = args::default_settings();
+    if let Some(stale) = stale {
+        // The tool has no `heartbeat`: it fits within a short `stale`
+        // rather than have the job refused over it.
+        settings = settings.with_stale(stale);
+    }
+    settings.timeout_ms = timeout.map(args::ms);
     if let Some(l) = p.liveness {
-        flags.push(format!("--liveness={}", l.as_str()));
+        settings.liveness = l;
     }
     if let Some(n) = p.retries {
-        flags.push(format!("--retries={n}"));
+        settings.retries = n;
     }
-    if let Some(key) = &p.breaker {
-        let key = breaker_key(key).map_err(|e| format!("breaker: {e}"))?;
-        flags.push(format!("--breaker={key}"));
+    if let Some(b) = backoff {
+        settings.backoff_ms = args::ms(b);
     }
-    if let Some(n) = p.max_failures {
-        flags.push(format!("--max-failures={n}"));
+    if let Some(b) = backoff_max {
+        settings.backoff_max_ms = args::ms(b);
     }
-    match (&p.preflight_config, p.preflight) {
-        (Some(file), _) => flags.push(format!("--preflight={file}")),
-        (None, Some(true)) => flags.push("--preflight".into()),
-        _ => {}
-    }
-    Ok(flags)
+    // `preflight: true` reads jobwatch.toml in the job's cwd.
+    let preflight = match (p.preflight_config, p.preflight) {
+        (Some(file), _) => Some(PathBuf::from(file)),
+        (None, Some(true)) => Some(PathBuf::from(preflight::DEFAULT_FILE)),
+        _ => None,
+    };
+    let cwd = match &p.cwd {
+        Some(cwd) => args::absolute(Path::new(cwd)),
+        None => args::current_dir(),
+    };
+    Ok(RunSpec {
+        env: p
+            .env
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
+        settings,
+        breaker: breaker.map(|key| BreakerSpec {
+            key,
+            policy: PolicyUpdate {
+                max_failures: p.max_failures,
+                cooldown,
+            },
+        }),
+        preflight,
+        ..RunSpec::new(job, p.command.into_iter().map(Into::into).collect(), cwd)
+    })
 }
 
-/// Why `run --detach` did not start the job, with the meaning of its exit
-/// code when it is one of jobwatch's refusals.
-fn run_failure(out: &std::process::Output) -> ToolError {
-    let err = String::from_utf8_lossy(&out.stderr);
-    let msg = err
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("the job did not start")
-        .trim()
-        .trim_start_matches("jobwatch: ");
-    let msg = shape::cut(msg, 300);
-    match out.status.code().and_then(|c| u8::try_from(c).ok()) {
-        Some(exit_code::BREAKER_OPEN) => format!("{msg} (exit 6: breaker open)"),
-        Some(exit_code::PREFLIGHT_FAILED) => format!("{msg} (exit 7: preflight failed)"),
+/// Why `start` did not start the job, in one line: the failing preflight
+/// checks themselves, and the meaning of jobwatch's refusals' exit codes.
+fn start_failure(e: &StartError) -> ToolError {
+    let msg = match e {
+        StartError::PreflightFailed { report, .. } => preflight::failure_lines(report).join("; "),
+        other => other.to_string(),
+    };
+    let msg = shape::cut(msg.trim(), 300);
+    match e.exit_code() {
+        exit_code::BREAKER_OPEN => format!("{msg} (exit 6: breaker open)"),
+        exit_code::PREFLIGHT_FAILED => format!("{msg} (exit 7: preflight failed)"),
         _ => msg,
     }
 }
 
 /// `status`: one line per job, from its files alone.
 pub fn status(ctx: &Context, p: StatusParams) -> ToolResult {
-    let now = SystemTime::now();
-    let jobs = match &p.names {
-        Some(list) => {
-            let jobs = names(list)?;
-            for j in &jobs {
-                ensure_exists(ctx, j)?;
-            }
-            jobs
-        }
-        None => ctx.store.list().map_err(|e| e.to_string())?,
+    let req = match &p.names {
+        Some(list) => StatusRequest {
+            names: Some(names(list)?),
+            limit: None,
+        },
+        None => StatusRequest {
+            names: None,
+            limit: Some(MAX_STATUS_ROWS),
+        },
     };
-    if jobs.is_empty() {
+    let listing = ops::status::status(&*ctx.store, &req).map_err(|e| e.to_string())?;
+    if let Some(missing) = listing.missing().next() {
+        return Err(format!("no job named {missing}"));
+    }
+    let rows: Vec<_> = listing.rows().collect();
+    if rows.is_empty() && listing.more == 0 {
         return Ok(r#"{"jobs":0}"#.into());
     }
-    let mut rows: Vec<String> = jobs
+    let more = listing.more + rows.len().saturating_sub(MAX_STATUS_ROWS);
+    let mut lines: Vec<String> = rows
         .iter()
         .take(MAX_STATUS_ROWS)
-        .map(|j| shape::line(&shape::status_row(&*ctx.store, j, now)))
+        .map(|r| shape::line(&shape::status_row(r)))
         .collect();
-    if jobs.len() > MAX_STATUS_ROWS {
-        rows.push(format!(
-            r#"{{"more":{},"hint":"name the jobs you want"}}"#,
-            jobs.len() - MAX_STATUS_ROWS
+    if more > 0 {
+        lines.push(format!(
+            r#"{{"more":{more},"hint":"name the jobs you want"}}"#
         ));
     }
-    Ok(shape::lines(rows))
-}
-
-fn ensure_exists(ctx: &Context, job: &JobName) -> Result<(), ToolError> {
-    let exists =
-        ctx.store.snapshot(job).any_state || ctx.store.log_path(job, &RunAt::Current).exists();
-    if exists {
-        Ok(())
-    } else {
-        Err(format!("no job named {job}"))
-    }
+    Ok(shape::lines(lines))
 }
 
 /// `logs`: the tail of a job's log, or a byte range of it; one JSON line
 /// about what was read, then the text.
 pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError> {
     let job = name(&p.name)?;
-    let path = ctx.store.log_path(&job, &RunAt::Current);
-    let size = std::fs::metadata(&path)
-        .map_err(|_| format!("no log for job {job}"))?
-        .len();
-    let read_err = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-    let (from, bytes) = match p.offset {
-        Some(offset) => {
-            let len = p.length.unwrap_or(MAX_LOG_BYTES).min(MAX_LOG_BYTES);
-            // Past the end is empty, not a seek the kernel refuses.
-            let from = offset.min(size);
-            (from, read_range(&path, from, len).map_err(read_err)?)
-        }
-        None => {
-            let n = p.tail.map_or(DEFAULT_LOG_TAIL, |n| n as usize);
-            // Only the bytes that are sent are read: a line of any length
-            // is never held whole.
-            let bytes = jobwatch_core::logs::tail_bytes_at_most(&path, n, MAX_LOG_BYTES)
-                .map_err(read_err)?;
-            (size.saturating_sub(bytes.len() as u64), bytes)
-        }
+    let slice = match p.offset {
+        Some(offset) => Slice::Range {
+            offset,
+            len: p.length.unwrap_or(MAX_LOG_BYTES),
+        },
+        None => Slice::Tail(p.tail.map_or(DEFAULT_LOG_TAIL, |n| n as usize)),
     };
+    let text =
+        ops::logs::read(&*ctx.store, &job, slice, MAX_LOG_BYTES).map_err(|e| e.to_string())?;
     let meta = serde_json::json!({
         "name": job.as_str(),
-        "size": size,
-        "from": from,
-        "to": from + bytes.len() as u64,
+        "size": text.size,
+        "from": text.from,
+        "to": text.to,
     });
     Ok((
         meta.to_string(),
-        String::from_utf8_lossy(&bytes).into_owned(),
+        String::from_utf8_lossy(&text.bytes).into_owned(),
     ))
-}
-
-fn read_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = jobwatch_core::logs::open_log_file(path)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
-    f.take(len).read_to_end(&mut buf)?;
-    Ok(buf)
 }
 
 /// `kill`: the job's whole process tree, then its final result.
@@ -447,28 +360,16 @@ pub fn kill(ctx: &Context, p: KillParams) -> ToolResult {
         .as_deref()
         .map(|g| args::duration(g).map_err(|e| format!("grace: {e}")))
         .transpose()?;
-    let before = classify(ctx.store.snapshot(&job), SystemTime::now(), None);
-    let grace = grace
-        .or_else(|| before.record().map(|r| r.settings.grace()))
-        .unwrap_or(Duration::from_secs(5));
-    let already = matches!(before, JobState::Finished { .. });
-    let after = kill_job(
+    let killed = ops::kill::kill(
         &*ctx.store,
-        &job,
-        Outcome::Killed,
-        "killed by jobwatch kill (mcp)",
-        grace,
+        &KillJob {
+            name: &job,
+            grace,
+            reason: "killed by jobwatch kill (mcp)",
+        },
     )
     .map_err(|e| e.to_string())?;
-    let (outcome, record) = match &after {
-        JobState::Finished { outcome, record } => (*outcome, record.as_deref()),
-        other => (Outcome::Killed, other.record()),
-    };
-    let mut result = shape::ended(&*ctx.store, &job, &RunAt::Current, outcome, record, 0);
-    if already {
-        result.reason = Some(format!("already finished ({outcome}); nothing to kill"));
-    }
-    Ok(shape::line(&result))
+    Ok(shape::line(&shape::ended(&killed.report)))
 }
 
 fn breaker_key(s: &str) -> Result<BreakerKey, ToolError> {
@@ -478,10 +379,11 @@ fn breaker_key(s: &str) -> Result<BreakerKey, ToolError> {
 /// `breaker_status`: one breaker, or every breaker, one line each.
 pub fn breaker_status(ctx: &Context, p: BreakerStatusParams) -> ToolResult {
     if let Some(key) = &p.key {
-        let view = breaker::status(&*ctx.store, &breaker_key(key)?).map_err(|e| e.to_string())?;
+        let view =
+            ops::breaker::status(&*ctx.store, &breaker_key(key)?).map_err(|e| e.to_string())?;
         return Ok(shape::line(&view));
     }
-    let views = breaker::list(&*ctx.store).map_err(|e| e.to_string())?;
+    let views = ops::breaker::list(&*ctx.store).map_err(|e| e.to_string())?;
     if views.is_empty() {
         return Ok(r#"{"breakers":0}"#.into());
     }
@@ -504,7 +406,8 @@ pub fn breaker_status(ctx: &Context, p: BreakerStatusParams) -> ToolResult {
 
 /// `breaker_reset`: close a breaker and forget its failures.
 pub fn breaker_reset(ctx: &Context, p: BreakerResetParams) -> ToolResult {
-    let view = breaker::reset(&*ctx.store, &breaker_key(&p.key)?).map_err(|e| e.to_string())?;
+    let view =
+        ops::breaker::reset(&*ctx.store, &breaker_key(&p.key)?).map_err(|e| e.to_string())?;
     Ok(shape::line(&view))
 }
 
@@ -513,23 +416,6 @@ pub fn breaker_reset(ctx: &Context, p: BreakerResetParams) -> ToolResult {
 /// error; a config that cannot be read or parsed is one.
 pub fn preflight(p: PreflightParams) -> ToolResult {
     let path = PathBuf::from(p.config.as_deref().unwrap_or(preflight::DEFAULT_FILE));
-    let config = preflight::Config::load(&path).map_err(|e| e.to_string())?;
-    Ok(shape::line(&shape::preflight(&preflight::run_checks(
-        &config,
-    ))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_entries_no_process_can_take_are_named() {
-        assert!(env_entry("PATH", "/bin").is_ok());
-        assert!(env_entry("EMPTY", "").is_ok());
-        for (key, value) in [("", "v"), ("A=B", "v"), ("A\0B", "v"), ("OK", "a\0b")] {
-            let e = env_entry(key, value).unwrap_err();
-            assert!(e.starts_with(&format!("env key {key:?} ")), "{e}");
-        }
-    }
+    let report = ops::preflight::run(&path, &[]).map_err(|e| e.to_string())?;
+    Ok(shape::line(&shape::preflight(&report)))
 }

@@ -16,10 +16,15 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 
 use super::shape;
-use super::tools::{self, DEFAULT_WAIT_TAIL, Mode, ToolError, WaitParams};
+use super::tools::{self, DEFAULT_WAIT_TAIL, ToolError, WaitParams};
 use jobwatch_core::model::JobName;
+use jobwatch_core::ops::{
+    self,
+    wait::{WaitAnswer, WaitRequest},
+};
+use jobwatch_core::report::{Progress, human_ms};
 use jobwatch_core::store::Store;
-use jobwatch_core::wait::{LogWait, Verdict, WaitMode, WaitSpec, wait as wait_for, wait_until_log};
+use jobwatch_core::wait::{WaitError, WaitMode, WaitSpec};
 
 /// A checked `wait` request.
 #[derive(Debug, Clone)]
@@ -46,12 +51,6 @@ impl Plan {
             .transpose()?;
         let names = tools::names(&p.names)?;
         let until_log = match &p.until_log {
-            Some(_) if names.len() != 1 => {
-                return Err(format!(
-                    "until_log reads one job's log, but {} names were given",
-                    names.len()
-                ));
-            }
             Some(re) => Some(Regex::new(re).map_err(|e| {
                 let first = e.to_string();
                 let first = first.lines().last().unwrap_or("invalid").trim().to_owned();
@@ -59,38 +58,34 @@ impl Plan {
             })?),
             None => None,
         };
-        Ok(Self {
+        let plan = Self {
             names,
-            mode: match p.mode.unwrap_or_default() {
-                Mode::All => WaitMode::All,
-                Mode::Any => WaitMode::Any,
-            },
+            mode: p.mode.unwrap_or_default(),
             timeout,
             tail: p.tail.map_or(DEFAULT_WAIT_TAIL, |n| n as usize),
             until_log,
-        })
+        };
+        // The core's rules, before any wait (a task's too).
+        plan.request(Duration::ZERO).check().map_err(wait_error)?;
+        Ok(plan)
     }
 
-    /// The library wait for one slice of `limit`: never killing when it
-    /// passes, never forking a helper (this process lives on).
-    fn spec(&self, limit: Duration) -> WaitSpec {
-        WaitSpec {
-            names: self.names.clone(),
-            mode: self.mode,
-            timeout: Some(limit),
-            stale: None,
-            poll: None,
-            kill_on_timeout: false,
-            grace: None,
-            exits_after: false,
-        }
-    }
-
-    /// Whether these verdicts answer the wait (rather than report progress).
-    fn settled(&self, verdicts: &[Verdict]) -> bool {
-        match self.mode {
-            WaitMode::All => verdicts.iter().all(|v| !v.running),
-            WaitMode::Any => verdicts.iter().any(|v| !v.running),
+    /// The wait for one slice of `limit`: never killing when it passes,
+    /// never forking a helper (this process lives on).
+    fn request(&self, limit: Duration) -> WaitRequest {
+        WaitRequest {
+            spec: WaitSpec {
+                names: self.names.clone(),
+                mode: self.mode,
+                timeout: Some(limit),
+                stale: None,
+                poll: None,
+                kill_on_timeout: false,
+                grace: None,
+                exits_after: false,
+            },
+            tail: self.tail.min(shape::MAX_TAIL_LINES),
+            until_log: self.until_log.clone(),
         }
     }
 }
@@ -113,32 +108,30 @@ pub async fn wait_slice(
     let dir = dir.clone();
     let plan = plan.clone();
     tokio::task::spawn_blocking(move || {
-        let dir = &*dir;
-        let spec = plan.spec(limit);
-        if let Some(pattern) = &plan.until_log {
-            return match wait_until_log(dir, &spec, pattern).map_err(|e| e.to_string())? {
-                LogWait::Matched(m) => Ok(Slice {
-                    text: shape::line(&shape::matched(dir, &m)),
-                    settled: true,
-                }),
-                LogWait::Ended(v) => Ok(Slice {
-                    text: shape::verdict_line(dir, &v, plan.tail),
-                    settled: !v.running,
-                }),
-            };
-        }
-        let verdicts = wait_for(dir, &spec).map_err(|e| e.to_string())?;
+        let answer = ops::wait::wait(&*dir, &plan.request(limit)).map_err(wait_error)?;
+        let text = match &answer {
+            WaitAnswer::Matched(m) => shape::line(&shape::matched(m)),
+            WaitAnswer::Reports { reports, .. } => {
+                shape::lines(reports.iter().map(|r| shape::report_line(&*dir, r)))
+            }
+        };
         Ok(Slice {
-            text: shape::lines(
-                verdicts
-                    .iter()
-                    .map(|v| shape::verdict_line(dir, v, plan.tail)),
-            ),
-            settled: plan.settled(&verdicts),
+            text,
+            settled: answer.settled(),
         })
     })
     .await
     .map_err(|e| format!("internal error: {e}"))?
+}
+
+/// A waiting error in the tool's words (`until_log` names its parameter).
+fn wait_error(e: WaitError) -> ToolError {
+    match e {
+        WaitError::UntilLogNames(n) => {
+            format!("until_log reads one job's log, but {n} names were given")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Waits until the jobs settle, `plan.timeout` passes or `cancelled`
@@ -202,13 +195,10 @@ where
 pub fn progress_message(store: &dyn Store, names: &[JobName]) -> String {
     let parts: Vec<String> = names
         .iter()
-        .filter(|n| matches!(store.snapshot(n).status, Ok(None)))
-        .map(|n| shape::running(store, n))
+        .filter(|n| Progress::is_pending(store, n))
+        .map(|n| Progress::read(store, n, store.now()))
         .map(|r| {
-            let elapsed = r
-                .elapsed_ms
-                .map(jobwatch_core::report::human_ms)
-                .unwrap_or_default();
+            let elapsed = r.elapsed_ms.map(human_ms).unwrap_or_default();
             match r.last_line {
                 Some(l) => format!("{}: running {elapsed}, last: {l}", r.name),
                 None => format!("{}: running {elapsed}", r.name),

@@ -511,6 +511,41 @@ fn a_log_swapped_for_a_symlink_during_the_backoff_is_not_followed_by_the_next_at
 }
 
 #[test]
+fn an_attempt_that_cannot_create_its_log_is_listed_from_when_it_was_tried() {
+    let env = Env::new();
+    let (victim, _) = aged_file(&env, "victim", b"untouched\n");
+    env.detach(
+        "r",
+        &["--retries", "1", "--backoff", "4s"],
+        &sh("sleep 0.2; exit 1"),
+    );
+    eventually("the first attempt is put aside", || {
+        env.file("r", ".job.json").exists()
+            && env.record("r")["attempts"]
+                .as_array()
+                .is_some_and(|a| a.len() == 1)
+    });
+    swap_for_symlink(&env, &env.file("r", ".log"), &victim);
+    assert_code(&env.wait(&["r"]).0, exit::FAILED);
+    let record = env.record("r");
+    let attempts = record["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{record:#}");
+    let time = |a: &Value, key: &str| {
+        humantime::parse_rfc3339(a[key].as_str().unwrap()).unwrap_or_else(|e| panic!("{key}: {e}"))
+    };
+    let (first, second) = (&attempts[0], &attempts[1]);
+    assert_eq!(second["attempt"], 2);
+    assert!(
+        time(second, "started_at") >= time(first, "ended_at"),
+        "the second attempt was tried after the first ended: {record:#}"
+    );
+    assert!(
+        second["duration_ms"].as_u64().unwrap() < first["backoff_ms"].as_u64().unwrap(),
+        "its duration is its own, not the first attempt's and the backoff: {record:#}"
+    );
+}
+
+#[test]
 fn a_symlinked_heartbeat_is_replaced_by_the_wrapper_and_refused_by_beat() {
     let env = Env::new();
     // The wrapper beats every 100 ms (timer liveness): it must replace the
@@ -727,4 +762,55 @@ fn a_log_cannot_drive_the_terminal_through_wait_status_or_kill() {
         .unwrap()
         .to_owned();
     assert!(tail.starts_with("\x1b]0;PWNED\x07\x1b[31mred"), "{tail:?}");
+}
+
+// --------------------------------------------------- the end of time ---
+
+/// The largest mtime Linux keeps: `touch -d @9223372036854775807`.
+const END_OF_TIME: &str = "@9223372036854775807";
+
+/// A jobs directory on a filesystem that keeps an mtime at the end of time
+/// (tmpfs keeps any; ext4 clamps to the year 2446, where nothing overflows).
+fn end_of_time_dir() -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("jobwatch-eot-")
+        .tempdir_in("/dev/shm")
+        .map_err(|e| format!("no tmpfs at /dev/shm ({e})"))?;
+    let probe = dir.path().join("probe");
+    fs::write(&probe, b"").unwrap();
+    let touched = Command::new("touch")
+        .args(["-d", END_OF_TIME])
+        .arg(&probe)
+        .status()
+        .map_err(|e| format!("touch(1): {e}"))?;
+    let kept = mtime(&probe).and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+    fs::remove_file(&probe).unwrap();
+    match kept {
+        Some(d) if touched.success() && d.as_secs() == i64::MAX as u64 => Ok(dir),
+        _ => Err("/dev/shm does not keep an mtime at the end of time".into()),
+    }
+}
+
+#[test]
+fn a_heartbeat_dated_at_the_end_of_time_does_not_crash_the_wrapper() {
+    let env = Env::new();
+    let Some(shm) = runnable(end_of_time_dir()) else {
+        return;
+    };
+    let dir = shm.path().join("jobs");
+    // An explicit beat from a broken clock: no arithmetic on it may
+    // overflow, and the job's own exit still decides its outcome.
+    let job =
+        format!("touch -d {END_OF_TIME} \"$JOBWATCH_HEARTBEAT\"; sleep 0.5; echo done; exit 0");
+    let mut cmd = env.bare();
+    cmd.arg("--dir").arg(&dir).args(run_args(
+        "eot",
+        &["--heartbeat", "100ms", "--stale", "1s", "--quiet"],
+        &sh(&job),
+        false,
+    ));
+    let out = ChildGuard::spawn(cmd).finish_within(PROMPT);
+    assert_code(&out, 0);
+    let status = fs::read_to_string(dir.join("eot.status")).unwrap();
+    assert!(status.starts_with("SUCCESS"), "{status}");
 }

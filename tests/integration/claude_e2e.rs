@@ -3,7 +3,8 @@
 //! a scripted Messages API on 127.0.0.1.
 //!
 //! The scripted model starts two jobs through the MCP `start` tool and ends
-//! its turn. The test asserts that the model is next called only after the
+//! its turn (a third scenario: it arms the Monitor tool on `jobwatch events
+//! --follow`, and a job it did not start wakes it). The test asserts that the model is next called only after the
 //! first job ended, with that outcome in its input, then only after the
 //! second ended, and that no model request happened in between; it prints
 //! the wake-up delays (job exit to next model request) and the bytes each
@@ -292,6 +293,113 @@ fn claude_code_runs_a_matching_bash_command_as_a_job_and_is_woken_when_it_ends()
             * 1000.0,
         pre_context.len(),
         seen[0].len()
+    ));
+}
+
+/// How long the scripted model's Monitor lives: `claude -p` returns once it
+/// expired (it waits for its background tasks).
+const MONITOR_MS: u64 = 30_000;
+
+#[test]
+fn claude_code_s_monitor_on_jobwatch_events_wakes_the_model_once_per_job_end() {
+    let claude = match claude_binary() {
+        Ok(path) => path,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("claude_e2e: the Claude Code CLI is needed under CI=true: {why}")
+        }
+        Err(why) => {
+            say(&format!(
+                "claude_e2e: NOT RUN: cannot get the Claude Code CLI: {why}"
+            ));
+            return;
+        }
+    };
+    let env = Env::new();
+    // A job the session did not start (a script's, CI's): its hooks know
+    // nothing of it, only the event stream does.
+    let (gate, mark) = (env.scratch("ci.go"), env.scratch("ci.exited"));
+    let out = env.jw(&[
+        "run",
+        "ci",
+        "--detach",
+        "--",
+        "sh",
+        "-c",
+        &gated(&gate, "", &mark, 3),
+    ]);
+    assert_code(&out, 0);
+    // The skill's recipe: a cursor taken before arming, so nothing that
+    // ends before the follower reads is missed.
+    let out = env.jw(&["events", "--cursor"]);
+    assert_code(&out, 0);
+    let cursor = stdout(&out).trim().to_owned();
+    let command = format!(
+        "jobwatch events --follow --since {cursor} | grep --line-buffered '\"event\":\"ended\"'"
+    );
+    let monitor = json!({"type": "tool_use", "id": "toolu_e2eMon01", "name": "Monitor",
+        "input": {"command": command, "description": "jobwatch: job ends", "timeout_ms": MONITOR_MS}});
+    let server = ScriptedApi::start(Box::new(move |_| vec![monitor.clone()]));
+    let mut claude_run = spawn_claude(&env, &claude, &server.url(), &["--allowedTools", "Monitor"]);
+    // The model armed the Monitor and ended its turn; the job still runs.
+    await_main_requests(&server, 2, &mut claude_run);
+    assert!(!mark.exists());
+    fs::write(&gate, "go").unwrap();
+    let out = claude_run.finish_within(CLAUDE_DEADLINE);
+    let requests = server.stop();
+    let log = describe_requests(&requests);
+    assert_eq!(
+        code(&out),
+        0,
+        "claude -p failed:\n{}\nrequests:\n{log}",
+        describe(&out)
+    );
+    let main: Vec<&Recorded> = requests.iter().filter(|r| r.is_main()).collect();
+    assert!(main.len() >= 3, "start, tool result, the event:\n{log}");
+    let (armed, wake) = (main[1], main[2]);
+    assert!(
+        armed.text().contains("Monitor started"),
+        "the Monitor ran:\n{log}"
+    );
+    let exited = exit_time(&mark);
+    assert!(armed.at < exited, "{log}");
+    assert!(wake.at >= exited, "woken before the job ended:\n{log}");
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.at > armed.at && r.at < wake.at)
+            .count(),
+        0,
+        "a model request while waiting:\n{log}"
+    );
+    let event = "{\"event\":\"ended\",\"name\":\"ci\"";
+    let line = strings(&wake.body)
+        .into_iter()
+        .find_map(|t| {
+            let at = t.find(event)?;
+            let rest = &t[at..];
+            Some(rest[..rest.find('}').map_or(rest.len(), |e| e + 1)].to_owned())
+        })
+        .unwrap_or_else(|| panic!("the wake carries the job's end:\n{log}"));
+    assert!(
+        line.contains("\"outcome\":\"failed\"") && line.contains("\"exit_code\":3"),
+        "{line}"
+    );
+    // Each end reaches the model once, however often it is called after.
+    let last = main.last().unwrap();
+    let seen: usize = strings(&last.body)
+        .iter()
+        .map(|t| t.matches(event).count())
+        .sum();
+    assert_eq!(seen, 1, "the end is in the conversation once:\n{log}");
+    say(&format!(
+        "claude_e2e: Monitor on `jobwatch events --follow`: wake-up delay {:.1} ms (job exit -> next model request, \
+         including the Monitor's 200 ms batching); {} bytes per event line",
+        wake.at
+            .duration_since(exited)
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0,
+        line.len()
     ));
 }
 

@@ -351,6 +351,9 @@ fn stop_gives_up_when_claude_code_goes_away() {
             .parse::<i32>()
             .ok()
     });
+    // The hook notes its parent before it waits: only a parent that dies
+    // after that is one it can notice (a loaded machine runs the kill first).
+    await_blocked_on_events(hook_pid);
     signal(parent.pid(), rustix::process::Signal::KILL);
     drop(parent);
     eventually("the orphaned stop hook exits", || is_gone(hook_pid));

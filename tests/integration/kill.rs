@@ -104,3 +104,71 @@ fn kill_never_signals_an_unrelated_process_behind_a_stale_record() {
     assert_code(&w, exit::LOST);
     assert_eq!(line_for(&lines, "ghost")["outcome"], "lost");
 }
+
+/// Whether `pid` is stopped inside clone(2) or clone3(2) (its spawn of the
+/// command, held by strace).
+fn held_in_clone(pid: i32) -> bool {
+    let Ok(line) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+        return false;
+    };
+    let nr = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<i64>().ok());
+    nr.is_some_and(|nr| [libc::SYS_clone, libc::SYS_clone3].contains(&nr))
+        && proc_state(pid) == Some('t')
+}
+
+#[test]
+fn a_kill_requested_before_the_command_is_spawned_still_sends_it_a_term() {
+    let Some(()) = runnable(strace()) else {
+        return;
+    };
+    let env = Env::new();
+    // The wrapper is held (4 s) at its spawn of the command: its record
+    // exists, its command does not, so the killer finds nothing to signal.
+    let mut wrapper = env.other("strace");
+    wrapper
+        .args(["-qq", "-o"])
+        .arg(env.scratch("spawn.strace"))
+        .args([
+            "-e",
+            "trace=clone,clone3",
+            "-e",
+            "inject=clone,clone3:delay_enter=4000000:when=1",
+        ])
+        .arg(bin())
+        .arg("--dir")
+        .arg(&env.dir)
+        .args(run_args(
+            "early",
+            &["--quiet", "--grace", "20s"],
+            &["sleep", "300"],
+            false,
+        ));
+    let wrapper = ChildGuard::spawn(wrapper);
+    let wrapper_pid = wait_for("the wrapper's record", || {
+        let text = std::fs::read_to_string(env.file("early", ".job.json")).ok()?;
+        let record: serde_json::Value = serde_json::from_str(&text).ok()?;
+        record["wrapper_pid"].as_i64().map(|p| p as i32)
+    });
+    eventually("the wrapper is held at the spawn", || {
+        held_in_clone(wrapper_pid)
+    });
+    let killer = env.spawn(&["kill", "early", "--grace", "20s"]);
+    eventually("the kill request is written", || {
+        env.file("early", ".kill").exists()
+    });
+    // Its requester's TERM reached no process of the job: the wrapper
+    // sends one itself as soon as the command runs, rather than waiting
+    // out the 20 s grace and sending KILL.
+    let out = wrapper.finish_within(CMD_DEADLINE);
+    assert!(stderr(&out).contains("early killed"), "{}", describe(&out));
+    let record = env.record("early");
+    assert_eq!(record["outcome"], "killed", "{record:#}");
+    assert_eq!(
+        record["signal"], 15,
+        "ended by a TERM, not by KILL: {record:#}"
+    );
+    assert_code(&killer.finish(), 0);
+}

@@ -5,6 +5,7 @@ mod bad_input;
 mod batch;
 mod breaker;
 mod claude_e2e;
+mod events;
 mod front;
 mod gc;
 mod hooks;

@@ -1053,3 +1053,96 @@ fn typical_result_sizes() {
         mcp
     });
 }
+
+/// `start` has no `heartbeat`: a `stale` shorter than the default heartbeat
+/// (10 s) must not be refused over a setting the agent cannot give.
+#[test]
+fn start_with_a_stale_shorter_than_the_default_heartbeat_runs_the_job() {
+    let env = &Env::new();
+    with_server(env, &[], |mcp| async move {
+        mcp.call(
+            "start",
+            json!({"name": "quick", "command": ["true"], "stale": "2s"}),
+        )
+        .await
+        .ok_small();
+        let done = mcp
+            .call("wait", json!({"names": ["quick"]}))
+            .await
+            .ok_small();
+        assert_eq!(done["outcome"], "success", "{done}");
+        let settings = env.record("quick")["settings"].clone();
+        assert_eq!(settings["stale_ms"], 2000, "{settings}");
+        assert_eq!(
+            settings["heartbeat_ms"], 2000,
+            "the heartbeat shrinks to fit: {settings}"
+        );
+        mcp
+    });
+}
+
+/// A recorded outcome is the outcome (issue 9): `kill` of a run whose
+/// wrapper died after recording it, before its status, kills nothing and
+/// says so, as the CLI's `kill` does.
+#[test]
+fn kill_of_a_run_whose_outcome_is_recorded_says_it_had_already_finished() {
+    let env = &Env::new();
+    assert_code(&env.run("rec", &["--quiet"], &sh("exit 3")), 3);
+    std::fs::remove_file(env.file("rec", ".status")).unwrap();
+    with_server(env, &[], |mcp| async move {
+        let killed = mcp.call("kill", json!({"name": "rec"})).await.ok_small();
+        assert_eq!(killed["outcome"], "failed", "{killed}");
+        assert_eq!(killed["exit_code"], 3, "{killed}");
+        assert_eq!(
+            killed["reason"], "already finished (failed); nothing to kill",
+            "{killed}"
+        );
+        mcp
+    });
+    let cli = json_line(&env.jw(&["kill", "rec", "--json"]));
+    assert_eq!(cli["reason"], "already finished (failed); nothing to kill");
+}
+
+/// Issue 10: `start` builds the run spec and starts the wrapper itself,
+/// handing it the spec on its stdin: the job gets its environment, and no
+/// process's argv shows it (nor any setting).
+#[test]
+fn start_hands_the_wrapper_its_spec_and_a_secret_reaches_no_argv() {
+    let env = &Env::new();
+    with_server(env, &[], |mcp| async move {
+        let script = "echo \"token=$TOKEN\"; exec sleep 300";
+        let started = mcp
+            .call(
+                "start",
+                json!({"name": "sec", "command": ["sh", "-c", script],
+                       "env": {"TOKEN": "s3cret-value"}, "stale": "5m", "retries": 1}),
+            )
+            .await
+            .ok_small();
+        until("the job printed its token", || {
+            env.log("sec").contains("token=")
+        })
+        .await;
+        assert!(
+            env.log("sec").contains("token=s3cret-value"),
+            "{}",
+            env.log("sec")
+        );
+        let record = env.record("sec");
+        let wrapper = int(&record, "wrapper_pid");
+        assert_eq!(argv_after_program(wrapper), ["__wrapper"]);
+        let shown = ps_args(wrapper);
+        assert!(shown.ends_with(" __wrapper"), "ps shows {shown:?}");
+        assert!(!shown.contains("s3cret"), "{shown:?}");
+        assert!(!ps_args(int(&started, "pid")).contains("s3cret"));
+        assert_eq!(record["settings"]["stale_ms"], 300_000);
+        assert_eq!(record["settings"]["retries"], 1);
+        assert_eq!(ppid_of(wrapper), Some(mcp.server_pid), "the server's child");
+        mcp.call("kill", json!({"name": "sec", "grace": "0s"}))
+            .await
+            .ok_small();
+        // The server reaps the wrappers it started: no zombie is left.
+        until("the wrapper is reaped", || proc_state(wrapper).is_none()).await;
+        mcp
+    });
+}

@@ -349,3 +349,52 @@ fn a_missing_jobs_dir_is_created_private() {
     let mode = fs::metadata(&env.dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "jobs dir mode is {mode:o}");
 }
+
+/// Issue 10: a detached wrapper is handed its run spec on its stdin, once;
+/// its argv carries no setting, no name and no store, so `ps` shows nothing
+/// of the job.
+#[test]
+fn a_detached_wrappers_argv_carries_nothing_of_its_job() {
+    let env = Env::new();
+    let opts = [
+        "--stale",
+        "2m",
+        "--heartbeat",
+        "3s",
+        "--timeout",
+        "1h",
+        "--grace",
+        "1500ms",
+        "--liveness",
+        "cpu",
+        "--retries",
+        "2",
+        "--backoff",
+        "2s",
+        "--breaker",
+        "bk",
+        "--max-failures",
+        "4",
+    ];
+    let d = env.detach("hidden", &opts, &env.gated("g", 0));
+    assert_eq!(argv_after_program(d.wrapper_pid), ["__wrapper"]);
+    let shown = ps_args(d.wrapper_pid);
+    assert!(shown.ends_with(" __wrapper"), "ps shows {shown:?}");
+    for telltale in ["hidden", "2m", "120000", "--stale", "--dir"] {
+        assert!(!shown.contains(telltale), "{telltale:?} in {shown:?}");
+    }
+    // The settings reached the job all the same.
+    let settings = env.record("hidden")["settings"].clone();
+    assert_eq!(settings["stale_ms"], 120_000, "{settings}");
+    assert_eq!(settings["heartbeat_ms"], 3_000, "{settings}");
+    assert_eq!(settings["timeout_ms"], 3_600_000, "{settings}");
+    assert_eq!(settings["grace_ms"], 1_500, "{settings}");
+    assert_eq!(settings["liveness"], "cpu", "{settings}");
+    assert_eq!(settings["retries"], 2, "{settings}");
+    assert_eq!(settings["backoff_ms"], 2_000, "{settings}");
+    assert_eq!(env.record("hidden")["breaker"], "bk");
+    env.release("g");
+    let (out, lines) = env.wait(&["hidden"]);
+    assert_code(&out, 0);
+    assert_eq!(line_for(&lines, "hidden")["outcome"], "success");
+}

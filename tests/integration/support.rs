@@ -113,6 +113,26 @@ pub fn pgid_of(pid: i32) -> Option<i32> {
     stat_fields(pid)?.get(2)?.parse().ok()
 }
 
+/// What `ps` shows of process `pid`: its whole command line.
+pub fn ps_args(pid: i32) -> String {
+    let out = Command::new("ps")
+        .args(["-o", "args=", "-p", &pid.to_string()])
+        .output()
+        .expect("ps runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The arguments of process `pid` after its program (from
+/// `/proc/PID/cmdline`).
+pub fn argv_after_program(pid: i32) -> Vec<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .skip(1)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
 /// The parent of `pid`.
 pub fn ppid_of(pid: i32) -> Option<i32> {
     stat_fields(pid)?.get(1)?.parse().ok()

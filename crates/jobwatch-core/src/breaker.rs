@@ -94,6 +94,20 @@ impl BreakerKey {
     }
 }
 
+/// A key travels as its string and is validated on the way in.
+impl Serialize for BreakerKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BreakerKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        BreakerKey::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::fmt::Display for BreakerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -102,11 +116,20 @@ impl std::fmt::Display for BreakerKey {
 
 /// Policy given by the caller; `None` keeps what the breaker file says (or
 /// the default for a new breaker).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PolicyUpdate {
     /// Consecutive failures that open the breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_failures: Option<u32>,
-    /// How long an open breaker refuses before it admits one trial run.
+    /// How long an open breaker refuses before it admits one trial run
+    /// (`cooldown_ms` when handed over).
+    #[serde(
+        default,
+        rename = "cooldown_ms",
+        with = "crate::spec::opt_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cooldown: Option<Duration>,
 }
 
@@ -447,7 +470,8 @@ impl std::fmt::Display for ViewState {
 }
 
 /// The breaker a job reports to, and the policy its `run` asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BreakerSpec {
     /// The key.
     pub key: BreakerKey,

@@ -158,7 +158,10 @@ fn unfinished(
 ) -> JobState {
     let last_progress = visible_progress(record.settings.liveness, heartbeat_mtime, log_mtime);
     let threshold = observer_threshold(&record.settings, stale);
-    let hung_at = last_progress.unwrap_or_else(|| record.started()) + threshold;
+    // A mark too far in the future for the clock (a job may date its
+    // heartbeat at the end of time, and tmpfs keeps it) is never overdue.
+    let progress = last_progress.unwrap_or_else(|| record.started());
+    let hung_at = progress.checked_add(threshold).unwrap_or(progress);
     let overdue = now >= hung_at;
     // A recorded outcome is the outcome, whoever commits it.
     let recorded = record.outcome.is_some();
@@ -418,5 +421,74 @@ mod tests {
                 reason: "cannot use j.status: it is a FIFO".into()
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod end_of_time {
+    use super::*;
+    use crate::model::{LivenessMode, RECORD_VERSION, Settings};
+    use std::time::UNIX_EPOCH;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(2_000_000_000)
+    }
+
+    fn running(last_beat: SystemTime) -> Snapshot {
+        let record = JobRecord {
+            version: RECORD_VERSION,
+            name: "j".into(),
+            job_id: "id".into(),
+            command: vec!["true".into()],
+            cwd: "/".into(),
+            host: "h".into(),
+            boot_id: "b".into(),
+            pid_ns: None,
+            wrapper_pid: 1,
+            wrapper_start_time: 1,
+            child_pid: Some(2),
+            child_start_time: Some(2),
+            pgid: Some(2),
+            settings: Settings {
+                heartbeat_ms: 1_000,
+                stale_ms: 10_000,
+                timeout_ms: None,
+                grace_ms: 100,
+                liveness: LivenessMode::Auto,
+                retries: 0,
+                backoff_ms: 0,
+                backoff_max_ms: 0,
+            },
+            started_at: "x".into(),
+            started_unix_ms: crate::model::unix_ms(now()),
+            ended_at: None,
+            exit_code: None,
+            signal: None,
+            outcome: None,
+            duration_ms: None,
+            reason: None,
+            finalized_by: None,
+            breaker: None,
+            attempt: 1,
+            max_attempts: 1,
+            attempts: Vec::new(),
+        };
+        Snapshot {
+            record: Ok(Some(record)),
+            holder: Holder::Alive,
+            status: Ok(None),
+            last_beat: Some(last_beat),
+            last_output: None,
+            command_exited: false,
+            any_state: true,
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_dated_at_the_end_of_time_reads_as_running() {
+        // tmpfs keeps `touch -d @9223372036854775807`.
+        let end = UNIX_EPOCH + Duration::from_secs(i64::MAX as u64);
+        let state = classify(running(end), now(), None);
+        assert_eq!(state.word(), "running");
     }
 }

@@ -11,7 +11,10 @@
 //!   crash mid-write left them; a live writer renames its own within ms);
 //! - **orphaned `NAME.kill`** files: beside no run, or naming another run
 //!   than the finished current one;
-//! - **empty** `history/NAME/` and `attempts/NAME/` folders.
+//! - **empty** `history/NAME/` and `attempts/NAME/` folders;
+//! - the oldest part of the **event journal**, once it is large (the store
+//!   decides: the file store rotates `events.jsonl` past 1 MiB, keeping one
+//!   older file).
 //!
 //! Never removed: `NAME.lock` (it belongs to the name, and another process
 //! may be about to lock the same inode; unlinking it would let two holders
@@ -89,6 +92,9 @@ pub enum ItemKind {
     KillRequest,
     /// An empty `history/NAME/` or `attempts/NAME/`.
     EmptyDir,
+    /// The oldest part of the event journal (`events.1.jsonl`), replaced
+    /// by the journal that grew past the rotation size.
+    EventJournal,
 }
 
 /// One thing removed (or, in a dry run, that would be).
@@ -153,10 +159,30 @@ pub fn collect(
     for name in names {
         gc.name(&name);
     }
+    gc.events();
     // A name's inventory is taken again under its lock: say each thing once.
     let mut seen = BTreeSet::new();
     gc.report.warnings.retain(|w| seen.insert(w.clone()));
     Ok(gc.report)
+}
+
+impl Collector<'_> {
+    /// Bounds the event journal (the store's own rule, see
+    /// [`crate::store::EventLog::trim_events`]).
+    fn events(&mut self) {
+        match self.store.events().trim_events(self.dry_run) {
+            Ok(Some(trim)) => self.report.removed.push(Removal {
+                kind: ItemKind::EventJournal,
+                name: None,
+                paths: trim.item.paths,
+                bytes: trim.item.bytes,
+                ended_at: None,
+                why: trim.why,
+            }),
+            Ok(None) => {}
+            Err(e) => self.report.warnings.push(e.to_string()),
+        }
+    }
 }
 
 /// What one name would lose: the pure part of gc, decided from what the

@@ -192,14 +192,23 @@ pub fn terminate(
     if members.is_empty() {
         return report;
     }
-    if grace.is_zero() || first == Signal::KILL {
+    let Some(opening) = opening_signals(first, grace) else {
         return kill_until_gone(target, report);
+    };
+    for sig in opening {
+        signal_members(&members, sig);
     }
-    signal_members(&members, first);
-    // A stopped process cannot act on the signal until it runs again (as
-    // systemd does): continue it so its handler gets the grace period.
-    signal_members(&members, Signal::CONT);
     wait_out_grace(target, grace, tick, report)
+}
+
+/// The signals a termination opens with, before its grace period: `first`
+/// (TERM, or the signal a wrapper received and forwards), then SIGCONT. A
+/// stopped process cannot act on the signal until it runs again (as
+/// systemd does): continuing it gives its handler the grace period. `None`
+/// when there is no grace to give (a zero grace, or `first` is KILL): the
+/// tree is killed at once.
+pub fn opening_signals(first: Signal, grace: Duration) -> Option<[Signal; 2]> {
+    (!grace.is_zero() && first != Signal::KILL).then_some([first, Signal::CONT])
 }
 
 /// Carries out a kill someone else began: the first signal was theirs, so
@@ -299,6 +308,22 @@ mod tests {
         let mut v: Vec<i32> = m.procs.iter().map(|p| p.id.pid).collect();
         v.sort_unstable();
         v
+    }
+
+    #[test]
+    fn a_termination_opens_with_its_signal_then_sigcont_unless_it_kills_at_once() {
+        let grace = Duration::from_secs(5);
+        assert_eq!(
+            opening_signals(Signal::TERM, grace),
+            Some([Signal::TERM, Signal::CONT])
+        );
+        assert_eq!(
+            opening_signals(Signal::INT, grace),
+            Some([Signal::INT, Signal::CONT]),
+            "a forwarded signal is continued the same way"
+        );
+        assert_eq!(opening_signals(Signal::TERM, Duration::ZERO), None);
+        assert_eq!(opening_signals(Signal::KILL, grace), None);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - [`model`]: the store-agnostic vocabulary: job names, run records,
 //!   outcomes, settings, kill requests.
 //! - [`store`]: THE SEAM: the traits every store implements (`Store`,
-//!   `Claim` — a held claim is a value —, `Watch`, `DocStore`, `GcStore`),
+//!   `Claim` — a held claim is a value —, `Watch`, `DocStore`, `GcStore`,
+//!   `EventLog`),
 //!   their contract, and two stores: [`store::file`] (protocol v1, the only
 //!   code that knows job file names, `flock`, inotify and `statfs`) and
 //!   [`store::memory`] (the test double of the deciding code).
@@ -21,17 +22,24 @@
 //! - Pure rules: [`liveness`] (what counts as progress), [`classify`] (a
 //!   snapshot's state), [`wait::decide`] (the waiter's verdict on one
 //!   look), the breaker's `count`/`view`/`admit`, [`gc::PrunePlan`],
-//!   [`retry`] (the backoff between attempts).
-//! - Operations over a `&dyn Store`: [`supervise`] (the wrapper that runs a
-//!   command, under its claim); [`detach`] (starting one in its own
-//!   session); [`recover`] (finishing a lost run, kill requests); [`wait`]
-//!   (the event-driven waiter, `--until-log`, `logs --follow`);
-//!   [`breaker`] (persisted circuit breakers, through `DocStore`); [`gc`]
-//!   (housekeeping); [`preflight`] (named checks before work starts);
-//!   [`batch`] (many jobs from one plan).
-//! - [`report`]: the result types the front ends render; [`spec`]: the
-//!   values both front ends parse (durations); [`exit_code`]: the
-//!   documented exit codes.
+//!   [`retry`] (the backoff between attempts), and the wrapper's state
+//!   machine (`supervise/machine.rs`: every decision of a running job).
+//! - The machinery over a `&dyn Store`: [`supervise`] (the wrapper that
+//!   runs a command, under its claim); [`recover`] (finishing a lost run,
+//!   kill requests); [`wait`] (the event-driven waiter, `--until-log`,
+//!   `logs --follow`); [`breaker`] (persisted circuit breakers, through
+//!   `DocStore`); [`gc`] (housekeeping); [`preflight`] (named checks before
+//!   work starts); [`batch`] (many jobs from one plan); [`events`]
+//!   (following the event journal every store keeps: each run's start and
+//!   end, from a cursor).
+//! - [`ops`]: THE OPERATIONS LAYER, one function per operation (start,
+//!   wait, follow, status, logs, kill, beat, gc, breaker, preflight), the
+//!   only thing the front ends call; starting a detached job hands its
+//!   wrapper the [`spec::RunSpec`] once, on a pipe.
+//! - [`spec`]: the typed run spec (built by a front end, validated here)
+//!   and the store spec, durations and `run`'s defaults; [`report`]: the
+//!   result types the front ends render; [`exit_code`]: the documented exit
+//!   codes, and the one mapping of outcomes and errors to them.
 #![warn(missing_docs)]
 // Output goes through `sys::stdio`: a `println!` panics on a closed pipe.
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
@@ -39,13 +47,14 @@
 pub mod batch;
 pub mod breaker;
 pub mod classify;
-pub mod detach;
+pub mod events;
 pub mod exit_code;
 pub mod gc;
 pub mod kill;
 pub mod liveness;
 pub mod logs;
 pub mod model;
+pub mod ops;
 pub mod preflight;
 pub mod recover;
 pub mod report;

@@ -1,6 +1,12 @@
 //! Liveness as policy: what counts as progress, and when a job is stale.
 //! Pure functions of observations and time, so the rules are tested without
 //! processes or sleeping.
+//!
+//! Two judges apply them: the wrapper, which enforces the job's own stale
+//! threshold ([`wrapper_verdict`], protocol §7 "the wrapper's hung
+//! decision"), and outside observers, which only back it up
+//! ([`observer_threshold`], a little later, so a healthy wrapper always
+//! decides first).
 
 use std::time::{Duration, SystemTime};
 
@@ -65,6 +71,39 @@ impl ProgressTracker {
             }
         }
         latest
+    }
+}
+
+/// The wrapper's judgement of its job at `now`, from its last progress mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrapperVerdict {
+    /// Not stale yet: without further progress it becomes stale at `stale_at`
+    /// (the wrapper sleeps no longer than that).
+    Fresh {
+        /// When the job becomes stale without further progress.
+        stale_at: SystemTime,
+    },
+    /// No progress for the whole stale threshold.
+    Stale,
+}
+
+/// The wrapper's hang rule (protocol §7): a job is stale once
+/// `now ≥ last_beat + stale`, and only then. `last_beat` is the progress
+/// mark (the heartbeat's mtime, explicit beats included; the job's start
+/// when the mark is missing).
+///
+/// This verdict alone never kills: the wrapper calls it hung only when it
+/// still holds after a fresh sample, and after a full one (see
+/// `supervise::machine`), so progress up to that moment still counts. A
+/// mark too far in the future for the clock never goes stale.
+pub fn wrapper_verdict(last_beat: SystemTime, stale: Duration, now: SystemTime) -> WrapperVerdict {
+    match last_beat.checked_add(stale) {
+        Some(stale_at) if now >= stale_at => WrapperVerdict::Stale,
+        Some(stale_at) => WrapperVerdict::Fresh { stale_at },
+        // Only a mark near the end of time overflows: no clock reaches it.
+        None => WrapperVerdict::Fresh {
+            stale_at: last_beat,
+        },
     }
 }
 
@@ -164,6 +203,42 @@ mod tests {
         assert_eq!(beat.progress_since_last(&obs(10, 9, 9, 9)), None);
         let mut timer = ProgressTracker::new(LivenessMode::Timer, &obs(0, 0, 0, 0));
         assert_eq!(timer.progress_since_last(&obs(10, 0, 0, 0)), Some(t(10)));
+    }
+
+    #[test]
+    fn the_wrapper_calls_a_job_stale_exactly_at_last_beat_plus_stale() {
+        let stale = Duration::from_secs(60);
+        assert_eq!(
+            wrapper_verdict(t(0), stale, t(59)),
+            WrapperVerdict::Fresh { stale_at: t(60) }
+        );
+        assert_eq!(
+            wrapper_verdict(t(0), stale, t(60) - Duration::from_millis(1)),
+            WrapperVerdict::Fresh { stale_at: t(60) }
+        );
+        assert_eq!(wrapper_verdict(t(0), stale, t(60)), WrapperVerdict::Stale);
+        assert_eq!(wrapper_verdict(t(0), stale, t(3600)), WrapperVerdict::Stale);
+    }
+
+    #[test]
+    fn a_beat_newer_than_now_keeps_the_job_fresh_for_the_whole_threshold() {
+        // An explicit beat from a clock slightly ahead, or a `touch -d`.
+        assert_eq!(
+            wrapper_verdict(t(100), Duration::from_secs(10), t(50)),
+            WrapperVerdict::Fresh { stale_at: t(110) }
+        );
+    }
+
+    #[test]
+    fn a_mark_too_far_in_the_future_for_the_clock_is_never_stale() {
+        // tmpfs keeps `touch -d @9223372036854775807`.
+        let end_of_time = UNIX_EPOCH + Duration::from_secs(i64::MAX as u64);
+        assert_eq!(
+            wrapper_verdict(end_of_time, Duration::from_secs(60), t(0)),
+            WrapperVerdict::Fresh {
+                stale_at: end_of_time
+            }
+        );
     }
 
     #[test]

@@ -73,12 +73,15 @@ pub fn needs_finisher(state: &JobState) -> bool {
     matches!(state, JobState::Lost { .. } | JobState::Recorded { .. })
 }
 
-/// Finishes a job whose wrapper is gone, under the name's claim so that
-/// only one observer does it: a run whose record already holds its outcome
-/// gets its status from that record; any other is finished as `lost`, with
-/// what is left of it killed. Returns the final state, which may be another
-/// observer's verdict if one was faster.
-pub fn finalize_lost(
+/// Claims the name and, under the claim, finishes a job whose wrapper is
+/// gone ([`finish_lost`]), so that only one observer does it: a run whose
+/// record already holds its outcome gets its status from that record; any
+/// other is finished as `lost`, with what is left of it killed. When
+/// someone else holds the claim, waits (bounded) for what they do. Returns
+/// the final state, which may be another observer's verdict if one was
+/// faster. (The name says what it does first: [`finish_lost`] is the part
+/// that needs the claim, and takes it as an argument.)
+pub fn claim_and_finish_lost(
     store: &dyn Store,
     name: &JobName,
     grace: Duration,
@@ -92,7 +95,7 @@ pub fn finalize_lost(
         Err(ClaimError::Held { .. } | ClaimError::AlreadyRunning { .. }) => {
             let deadline = Instant::now() + grace + WRAPPER_FINISH_WAIT;
             let settled = |s: &JobState| !needs_finisher(s);
-            return Ok(poll_state(store, name, deadline, settled));
+            return Ok(wait_for_state(store, name, deadline, settled));
         }
         Err(e) => return Err(RecoverError::Claim(e)),
     };
@@ -111,32 +114,28 @@ pub fn finalize_lost(
     Ok(classify(store.snapshot(name), store.now(), None))
 }
 
-/// Re-reads the name's state until `settled` holds for what it says, or
-/// `deadline` passes; returns the last state read. A run on this host is
-/// looked at every 5 ms (its wrapper's death shows in no store event); one
-/// elsewhere can only change through the store, so its watch wakes the look.
-fn poll_state(
+/// Reads the name's state until `settled` holds for what it says, or
+/// `deadline` passes; returns the last state read. Between looks it sleeps
+/// on the store's [`Watch`](crate::store::Watch), which wakes it when the
+/// status appears, the record changes or the wrapper's claim is released
+/// (its death); the state is re-read at least every [`SAFETY_RECHECK`] all
+/// the same, and a store that cannot see changes (a network filesystem)
+/// polls. The watch exists before the first look, so no change after it
+/// is missed.
+fn wait_for_state(
     store: &dyn Store,
     name: &JobName,
     deadline: Instant,
     settled: impl Fn(&JobState) -> bool,
 ) -> JobState {
-    let mut watch = None;
+    let watch = store.watch(std::slice::from_ref(name), WatchFor::default());
     loop {
         let state = classify(store.snapshot(name), store.now(), None);
         let left = deadline.saturating_duration_since(Instant::now());
         if settled(&state) || left.is_zero() {
             return state;
         }
-        match state.record().map(proc::place_of_record) {
-            Some(proc::Place::Elsewhere) => {
-                let watch = watch.get_or_insert_with(|| {
-                    store.watch(std::slice::from_ref(name), WatchFor::default())
-                });
-                watch.wait(left.min(SAFETY_RECHECK));
-            }
-            _ => std::thread::sleep(Duration::from_millis(5).min(left)),
-        }
+        watch.wait(left.min(SAFETY_RECHECK));
     }
 }
 
@@ -267,7 +266,7 @@ pub fn kill_run(
             });
         }
         JobState::Lost { .. } | JobState::Recorded { .. } => {
-            return finalize_lost(store, name, grace, WRAPPER_VANISHED);
+            return claim_and_finish_lost(store, name, grace, WRAPPER_VANISHED);
         }
         JobState::Running { record, .. } | JobState::Hung { record, .. } => record,
     };
@@ -339,12 +338,12 @@ fn wait_for_final(
         _ => grace + store.holder_expiry(record),
     };
     let deadline = Instant::now() + WRAPPER_FINISH_WAIT + remote;
-    let state = poll_state(store, name, deadline, |s| {
+    let state = wait_for_state(store, name, deadline, |s| {
         matches!(s, JobState::Finished { .. }) || needs_finisher(s) || !same_run(s)
     });
     match state {
         s if needs_finisher(&s) && same_run(&s) => {
-            finalize_lost(store, name, grace, WRAPPER_VANISHED)
+            claim_and_finish_lost(store, name, grace, WRAPPER_VANISHED)
         }
         other => Ok(other),
     }
@@ -355,6 +354,7 @@ mod tests {
     use super::*;
     use crate::breaker::BreakerKey;
     use crate::model::StatusWord;
+    use crate::store::ClaimWait;
     use crate::store::memory::MemoryStore;
     use crate::store::memory::fixture::{ended, name, record};
 
@@ -367,7 +367,7 @@ mod tests {
         final_record.breaker = Some("k".into());
         store.put_record(&j, final_record.clone());
         // Its wrapper wrote the final record and died before the status.
-        let state = finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        let state = claim_and_finish_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
         assert!(
             matches!(
                 state,
@@ -390,7 +390,7 @@ mod tests {
             1
         );
         // A second finisher finds nothing left to do, and counts nothing.
-        finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        claim_and_finish_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
         assert_eq!(
             breaker::status(&store, &key).unwrap().consecutive_failures,
             1
@@ -403,7 +403,7 @@ mod tests {
         let t0 = store.now();
         let j = name("j");
         store.put_record(&j, record("j", "r1", t0));
-        let state = finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        let state = claim_and_finish_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
         assert!(matches!(
             state,
             JobState::Finished {
@@ -427,10 +427,63 @@ mod tests {
         store.set_holder("r1", Holder::Elsewhere);
         // Silent for longer than any healthy wrapper allows.
         store.advance(Duration::from_secs(60));
-        let state = finalize_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
+        let state = claim_and_finish_lost(&store, &j, Duration::ZERO, WRAPPER_VANISHED).unwrap();
         assert_eq!(state.word(), "lost");
         assert_eq!(store.status(&j), None);
         assert_eq!(store.record(&j).unwrap().outcome, None);
+    }
+
+    /// Polls `cond` until it holds, for at most 10 s.
+    fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "never happened: {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_killer_sleeps_on_the_stores_wake_ups_until_the_wrapper_commits() {
+        let store = MemoryStore::new();
+        let t0 = store.now();
+        let j = name("j");
+        store.put_record(&j, record("j", "r1", t0));
+        store.set_holder("r1", Holder::Alive);
+        let state = std::thread::scope(|s| {
+            let killer =
+                s.spawn(|| kill_job(&store, &j, Outcome::Killed, "by the test", Duration::ZERO));
+            // Its request stored (the fixture's PIDs are nobody's: nothing
+            // is signalled), the killer waits for the wrapper's status:
+            // asleep on the store's watch, not re-reading on a timer.
+            eventually("the killer sleeps on the store's watch", || {
+                store.sleepers() == 1
+            });
+            let req = store.kill_request(&j).unwrap().expect("a kill request");
+            let mut claim = store.claim(&j, ClaimWait::No).unwrap();
+            let mut done = record("j", "r1", t0);
+            done.finish(
+                &JobEnd {
+                    outcome: req.outcome,
+                    exit_code: None,
+                    signal: Some(15),
+                    reason: Some(req.reason),
+                },
+                Finalizer::Wrapper,
+                t0,
+            );
+            claim.write_record(&done).unwrap();
+            claim.commit(&done).unwrap();
+            drop(claim);
+            killer.join().unwrap()
+        })
+        .unwrap();
+        match state {
+            JobState::Finished { outcome, record } => {
+                assert_eq!(outcome, Outcome::Killed);
+                assert_eq!(record.unwrap().reason.as_deref(), Some("by the test"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

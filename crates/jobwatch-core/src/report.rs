@@ -1,9 +1,17 @@
-//! The compact result of a job, as one JSON line for programs (a person's
-//! line is the CLI's to render), plus the last lines of its log on anything
-//! but success.
+//! The results of the operations ([`crate::ops`]), which both front ends
+//! render: a job's result ([`JobReport`]), a log match ([`MatchReport`]),
+//! a status row ([`StatusRow`]), a running job's progress ([`Progress`]),
+//! a detached start ([`Started`]) and a kill ([`KillReport`]).
+//!
+//! Each serializes as the CLI's JSON line (its shape is part of the CLI's
+//! interface); a person's line is the CLI's to render, and the MCP server
+//! renders its compact, bounded shapes from the same values.
 
-use serde::Serialize;
+use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{JobState, classify};
 use crate::model::{JobName, JobRecord, Outcome};
 use crate::store::{RunAt, Store};
 use crate::wait::Verdict;
@@ -39,6 +47,10 @@ pub struct JobReport {
     /// The last log lines, on anything but success.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tail: Option<Vec<String>>,
+    /// `k/N` for attempt k of N when the job may be retried (the MCP
+    /// server shows it; `wait --json`'s line never had it).
+    #[serde(skip)]
+    pub attempt: Option<String>,
 }
 
 impl JobReport {
@@ -64,6 +76,7 @@ impl JobReport {
             log: store.log_path(name, at).display().to_string(),
             result: store.result_path(name, at).map(|p| p.display().to_string()),
             tail,
+            attempt: record.and_then(attempt),
         }
     }
 
@@ -148,6 +161,184 @@ impl MatchReport {
     }
 }
 
+/// A detached job has started: what `run --detach` prints and the MCP
+/// `start` tool answers (in its shape), and what a detached wrapper reports
+/// to its starter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// The job's name.
+    pub name: String,
+    /// The command's PID.
+    pub pid: i32,
+    /// The wrapper's PID.
+    pub wrapper_pid: i32,
+    /// The job's log.
+    pub log: String,
+}
+
+/// What `kill` did: the job's result afterwards, and whether it had
+/// already finished (then nothing was killed and the reason says so).
+#[derive(Debug, Clone)]
+pub struct KillReport {
+    /// The job's result (no tail: the caller asked for a kill, not a log).
+    pub report: JobReport,
+    /// The job had an outcome before the kill (recorded, committed or not).
+    pub already_finished: bool,
+}
+
+/// One job's line in `status` and `ls` (this is the CLI's JSON line).
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    /// The job.
+    pub name: String,
+    /// running, success, failed, hung, timeout, killed, lost or invalid.
+    pub state: &'static str,
+    /// The command's PID (from the record, whatever the state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// When the run started (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Since the run started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_ms: Option<u64>,
+    /// Since the last proof of progress, while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_age_ms: Option<u64>,
+    /// `k/N` for a job that may be retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
+    /// The command's exit code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Run time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Why it ended so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why its state cannot be trusted (state `invalid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Archived runs of the name.
+    pub runs: usize,
+    /// Whether the run is going (running or hung).
+    #[serde(skip)]
+    pub running: bool,
+}
+
+impl StatusRow {
+    /// The row of job `name` from what the store holds now; `None` when the
+    /// name has no state at all.
+    pub fn read(store: &dyn Store, name: &JobName, now: SystemTime) -> Option<StatusRow> {
+        let obs = store.snapshot(name);
+        let heartbeat = obs.last_beat;
+        let state = classify(obs, now, None);
+        if state == JobState::Missing {
+            return None;
+        }
+        let record = state.record();
+        let running = matches!(state, JobState::Running { .. } | JobState::Hung { .. });
+        Some(StatusRow {
+            name: name.to_string(),
+            state: state.word(),
+            pid: record.and_then(|r| r.child_pid),
+            started_at: record.map(|r| r.started_at.clone()),
+            age_ms: record.map(|r| ms_since(now, r.started())),
+            heartbeat_age_ms: heartbeat.filter(|_| running).map(|t| ms_since(now, t)),
+            attempt: record.and_then(attempt),
+            exit_code: record.and_then(|r| r.exit_code),
+            duration_ms: record.and_then(|r| r.duration_ms),
+            reason: record.and_then(|r| r.reason.clone()),
+            error: match &state {
+                JobState::Invalid { reason } => Some(reason.clone()),
+                _ => None,
+            },
+            runs: store.archived(name).len(),
+            running,
+        })
+    }
+
+    /// Whether the job's state cannot be trusted.
+    pub fn is_invalid(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
+/// What a running job shows of its progress: how long it has run, when it
+/// last made progress, its last log line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    /// The job.
+    pub name: String,
+    /// Since the job started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+    /// `attempt/max_attempts` when the job may be retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
+    /// Since the last proof of progress (the heartbeat).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beat_age_ms: Option<u64>,
+    /// The log's last non-empty line, cut at [`PROGRESS_LINE`] bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_line: Option<String>,
+}
+
+/// Longest last line a [`Progress`] keeps, in bytes.
+pub const PROGRESS_LINE: usize = 120;
+
+impl Progress {
+    /// The progress of job `name`, read from the store now.
+    pub fn read(store: &dyn Store, name: &JobName, now: SystemTime) -> Progress {
+        let obs = store.snapshot(name);
+        let record = obs.record.as_ref().ok().and_then(|r| r.as_ref());
+        Progress {
+            name: name.to_string(),
+            elapsed_ms: record.map(|r| ms_since(now, r.started())),
+            attempt: record.and_then(attempt),
+            beat_age_ms: obs.last_beat.map(|t| ms_since(now, t)),
+            last_line: last_line(store, name),
+        }
+    }
+
+    /// Whether job `name` is still going (no status yet): worth a progress
+    /// report.
+    pub fn is_pending(store: &dyn Store, name: &JobName) -> bool {
+        matches!(store.snapshot(name).status, Ok(None))
+    }
+}
+
+/// The log's last non-empty line, cut short for a one-line summary.
+fn last_line(store: &dyn Store, name: &JobName) -> Option<String> {
+    let lines = store.tail(name, &RunAt::Current, 1);
+    let last = lines.last()?.trim();
+    (!last.is_empty()).then(|| cut(last, PROGRESS_LINE))
+}
+
+/// `2/3` for the second of three attempts; nothing for a job without
+/// retries.
+pub fn attempt(r: &JobRecord) -> Option<String> {
+    (r.max_attempts > 1).then(|| format!("{}/{}", r.attempt, r.max_attempts))
+}
+
+fn ms_since(now: SystemTime, t: SystemTime) -> u64 {
+    now.duration_since(t).unwrap_or_default().as_millis() as u64
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), with `…` when
+/// anything was cut.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// A duration in ms as `1.2s`, `3m 4s` and the like.
 pub fn human_ms(ms: u64) -> String {
     if ms < 1_000 {
@@ -162,12 +353,5 @@ pub fn human_ms(ms: u64) -> String {
 /// A log line cut to at most [`MAX_TAIL_LINE`] bytes (at a character
 /// boundary, marked with `…`).
 pub fn shorten(line: &str) -> String {
-    if line.len() <= MAX_TAIL_LINE {
-        return line.to_owned();
-    }
-    let mut end = MAX_TAIL_LINE;
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &line[..end])
+    cut(line, MAX_TAIL_LINE)
 }

@@ -1,20 +1,20 @@
 //! The [`Launcher`] of today: every batch job is an ordinary detached
-//! jobwatch job (what `jobwatch run NAME --detach` starts), so `status`,
-//! `wait`, `kill`, `logs` and the MCP server see it like any other; the
-//! batch waits for them with the library's event-driven waiter.
+//! jobwatch job, started and killed by the same operations as `jobwatch
+//! run NAME --detach` and `jobwatch kill` ([`crate::ops::start`],
+//! [`crate::ops::kill`]), so `status`, `wait`, `kill`, `logs` and the MCP
+//! server see it like any other; the batch waits for them with the
+//! library's event-driven waiter, on one watch for the whole batch.
 
 use std::process::Child;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use super::run::{Ended, Launch, LaunchError, Launcher, Seen};
+use super::run::{Ended, LaunchError, Launcher, Seen};
 use crate::classify::{JobState, classify};
-use crate::detach::{Placement, spawn_detached};
 use crate::model::{JobName, JobRecord, Outcome};
-use crate::recover::kill_job;
+use crate::ops::{self, Context, Wrapper};
+use crate::spec::RunSpec;
 use crate::store::file::FileStore;
 use crate::store::{RunAt, Store, Watch, WatchFor};
-use crate::supervise::RunSpec;
 use crate::wait::{Verdict, WaitMode, WaitSpec, wait_with};
 
 /// Largest result file read for a cost: a result is a small JSON object.
@@ -23,6 +23,8 @@ const MAX_RESULT_BYTES: u64 = 1 << 20;
 /// Starts batch jobs as detached jobwatch jobs in one jobs directory.
 pub struct Detached {
     store: FileStore,
+    /// How to start a job's wrapper.
+    wrapper: Wrapper,
     /// One watch for the whole batch (every job and judge name), kept
     /// across waits.
     watch: Box<dyn Watch>,
@@ -32,11 +34,12 @@ pub struct Detached {
 }
 
 impl Detached {
-    /// A launcher for jobs in `dir`; `names` are every name the batch may
-    /// run (jobs and judges).
-    pub fn new(store: &FileStore, names: &[JobName]) -> Detached {
+    /// A launcher for jobs in `dir`, started by `wrapper`; `names` are
+    /// every name the batch may run (jobs and judges).
+    pub fn new(store: &FileStore, wrapper: Wrapper, names: &[JobName]) -> Detached {
         Detached {
             store: store.clone(),
+            wrapper,
             watch: store.watch(names, WatchFor::default()),
             wrappers: Mutex::new(Vec::new()),
         }
@@ -55,30 +58,16 @@ impl Drop for Detached {
 }
 
 impl Launcher for Detached {
-    fn start(&self, job: &Launch) -> Result<(), LaunchError> {
-        if !job.cwd.is_dir() {
-            return Err(LaunchError(format!(
-                "cwd {} is not a directory",
-                job.cwd.display()
-            )));
-        }
-        let spec = RunSpec {
-            name: job.name.clone(),
-            command: job.command.iter().map(Into::into).collect(),
-            settings: job.settings,
-            echo_output: false,
-            breaker: job.breaker.clone(),
+    fn start(&self, job: &RunSpec) -> Result<(), LaunchError> {
+        let ctx = Context {
+            store: &self.store,
+            wrapper: &self.wrapper,
         };
-        let place = Placement {
-            cwd: Some(job.cwd.clone()),
-            env: job.env.clone(),
-        };
-        let (_, wrapper) = spawn_detached(&self.store, self.store.path(), &spec, &place)
-            .map_err(|e| LaunchError(e.message))?;
+        let started = ops::start::detached(&ctx, job).map_err(|e| LaunchError(e.to_string()))?;
         self.wrappers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(wrapper);
+            .push(started.wrapper);
         Ok(())
     }
 
@@ -106,15 +95,14 @@ impl Launcher for Detached {
         &self,
         name: &JobName,
         reason: &str,
-        grace: Option<Duration>,
+        grace: Option<std::time::Duration>,
     ) -> Result<(), LaunchError> {
-        let store = &self.store;
-        let grace = grace.unwrap_or_else(|| {
-            classify(store.snapshot(name), store.now(), None)
-                .record()
-                .map_or(Duration::from_secs(5), |r| r.settings.grace())
-        });
-        kill_job(store, name, Outcome::Killed, reason, grace)
+        let req = ops::kill::KillJob {
+            name,
+            grace,
+            reason,
+        };
+        ops::kill::kill(&self.store, &req)
             .map(drop)
             .map_err(|e| LaunchError(e.to_string()))
     }

@@ -39,6 +39,7 @@ use super::expand::{self, JobTemplate};
 use super::template::{Template, is_identifier};
 use crate::breaker::{BreakerKey, BreakerSpec, PolicyUpdate};
 use crate::model::{JobName, LivenessMode, Settings};
+use crate::spec::ms;
 
 /// Most concrete jobs one plan may expand into.
 pub const MAX_JOBS: usize = 100_000;
@@ -552,13 +553,6 @@ struct Layer {
     cwd: Option<Spanned<String>>,
 }
 
-/// `run`'s defaults, so a batch job behaves like `jobwatch run`.
-const DEFAULT_STALE: Duration = Duration::from_secs(60);
-const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
-const DEFAULT_GRACE: Duration = Duration::from_secs(5);
-const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
-const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(300);
-
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::spec::duration(s)
 }
@@ -573,10 +567,6 @@ fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>
     crate::spec::positive_duration(&s)
         .map(Some)
         .map_err(de::Error::custom)
-}
-
-fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
 }
 
 impl RawPlan {
@@ -905,38 +895,38 @@ fn check_groups(templates: &[JobTemplate]) -> Result<(), Problem> {
     Ok(())
 }
 
+/// The settings of a job: its own, else the plan's defaults, else `run`'s
+/// (so a batch job behaves like `jobwatch run`), kept to the spec's rules.
 fn settings(defaults: &Layer, own: &Layer) -> Result<Settings, Problem> {
     macro_rules! pick {
         ($f:ident) => {
             own.$f.or(defaults.$f)
         };
     }
-    let stale = pick!(stale).unwrap_or(DEFAULT_STALE);
-    let heartbeat = match pick!(heartbeat) {
-        Some(h) if h > stale => {
-            return Err(Problem(
-                Loc::default(),
-                format!(
-                    "heartbeat ({}) must not be longer than stale ({})",
-                    humantime::format_duration(h),
-                    humantime::format_duration(stale)
-                ),
-            ));
-        }
-        Some(h) => h,
+    let mut s = crate::spec::default_settings();
+    if let Some(stale) = pick!(stale) {
         // A short stale threshold needs looks at least as often.
-        None => DEFAULT_HEARTBEAT.min(stale),
-    };
-    Ok(Settings {
-        heartbeat_ms: ms(heartbeat),
-        stale_ms: ms(stale),
-        timeout_ms: pick!(timeout).map(ms),
-        grace_ms: ms(pick!(grace).unwrap_or(DEFAULT_GRACE)),
-        liveness: pick!(liveness).unwrap_or(LivenessMode::Auto),
-        retries: pick!(retries).unwrap_or(0),
-        backoff_ms: ms(pick!(backoff).unwrap_or(DEFAULT_BACKOFF)),
-        backoff_max_ms: ms(pick!(backoff_max).unwrap_or(DEFAULT_BACKOFF_MAX)),
-    })
+        s = s.with_stale(stale);
+    }
+    if let Some(h) = pick!(heartbeat) {
+        s.heartbeat_ms = ms(h);
+    }
+    s.timeout_ms = pick!(timeout).map(ms);
+    if let Some(g) = pick!(grace) {
+        s.grace_ms = ms(g);
+    }
+    if let Some(l) = pick!(liveness) {
+        s.liveness = l;
+    }
+    s.retries = pick!(retries).unwrap_or(0);
+    if let Some(b) = pick!(backoff) {
+        s.backoff_ms = ms(b);
+    }
+    if let Some(b) = pick!(backoff_max) {
+        s.backoff_max_ms = ms(b);
+    }
+    crate::spec::check_settings(&s).map_err(|e| Problem(Loc::default(), e.to_string()))?;
+    Ok(s)
 }
 
 fn breaker(defaults: &Layer, own: &Layer) -> Result<Option<BreakerSpec>, Problem> {

@@ -28,35 +28,18 @@
 //!   `killed`), starts nothing more, and skips the rest.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use super::plan::{AfterCondition, HaltLimit, HaltWhen, JobSpec, Keep, Plan};
 use super::table::{JobOutcome, JobResult, JudgeResult, Verdict};
 use super::worktree::{Source, Worktree};
-use crate::breaker::BreakerSpec;
 use crate::model::{JobName, Outcome, Settings};
+use crate::spec::RunSpec;
 
 /// With `halt: {fail: N%}`, the share is judged once this many jobs ended.
 pub const HALT_PERCENT_MIN_DONE: usize = 3;
-
-/// What the executor asks a launcher to start: an ordinary job.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Launch {
-    /// The job's name.
-    pub name: JobName,
-    /// The command and its arguments.
-    pub command: Vec<String>,
-    /// Its working directory.
-    pub cwd: PathBuf,
-    /// Variables added to the environment.
-    pub env: Vec<(String, String)>,
-    /// The supervision policy.
-    pub settings: Settings,
-    /// Its circuit breaker.
-    pub breaker: Option<BreakerSpec>,
-}
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +92,7 @@ pub struct LaunchError(pub String);
 /// The four operations the executor needs from the jobs' world.
 pub trait Launcher: Sync {
     /// Starts `job` as an ordinary job; returns once it runs.
-    fn start(&self, job: &Launch) -> Result<(), LaunchError>;
+    fn start(&self, job: &RunSpec) -> Result<(), LaunchError>;
     /// Blocks until at least one of `names` has ended (woken by events,
     /// not by polling); returns every one that has.
     fn wait_any(&self, names: &[JobName]) -> Result<Vec<Ended>, LaunchError>;
@@ -496,13 +479,9 @@ impl Batch<'_> {
                 return;
             }
         };
-        let launch = Launch {
-            name: job.name.clone(),
-            command: job.run.clone(),
-            cwd,
-            env: job.env.clone(),
-            settings: job.settings,
+        let launch = RunSpec {
             breaker: job.breaker.clone(),
+            ..run_spec(&job.name, &job.run, &cwd, &job.env, job.settings)
         };
         match self
             .stopper
@@ -560,17 +539,13 @@ impl Batch<'_> {
         match std::mem::replace(&mut self.states[i], State::Waiting) {
             State::Main => match &job.judge {
                 Some(judge) if e.outcome == Outcome::Success => {
-                    let launch = Launch {
-                        name: judge.name.clone(),
-                        command: judge.run.clone(),
-                        cwd: self.judge_dir(i, &e),
-                        env: judge_env(job, &e),
-                        settings: Settings {
-                            retries: 0,
-                            ..job.settings
-                        },
-                        breaker: None,
+                    let settings = Settings {
+                        retries: 0,
+                        ..job.settings
                     };
+                    let dir = self.judge_dir(i, &e);
+                    let env = judge_env(job, &e);
+                    let launch = run_spec(&judge.name, &judge.run, &dir, &env, settings);
                     match self
                         .stopper
                         .start(&judge.name, || self.launcher.start(&launch))
@@ -763,6 +738,26 @@ enum Ready {
     Skip(String),
 }
 
+/// The run spec of a batch job (or judge): its command in `cwd` (made
+/// absolute where the batch stands), with `env` added.
+fn run_spec(
+    name: &JobName,
+    command: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    settings: Settings,
+) -> RunSpec {
+    RunSpec {
+        env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        settings,
+        ..RunSpec::new(
+            name.clone(),
+            command.iter().map(Into::into).collect(),
+            crate::spec::absolute(cwd),
+        )
+    }
+}
+
 /// What the judge is told about the job it judges, besides the job's own
 /// environment.
 fn judge_env(job: &JobSpec, main: &Ended) -> Vec<(String, String)> {
@@ -851,7 +846,7 @@ mod tests {
     #[derive(Default)]
     struct FakeState {
         running: VecDeque<JobName>,
-        started: Vec<Launch>,
+        started: Vec<RunSpec>,
         killed: Vec<String>,
         max_running: usize,
         files: HashMap<JobName, Seen>,
@@ -901,7 +896,7 @@ mod tests {
     }
 
     impl Launcher for Fake {
-        fn start(&self, job: &Launch) -> Result<(), LaunchError> {
+        fn start(&self, job: &RunSpec) -> Result<(), LaunchError> {
             if job.name.as_str().starts_with("refused") {
                 return Err(LaunchError("breaker open".into()));
             }

@@ -74,6 +74,21 @@ impl FromStr for JobName {
     }
 }
 
+/// A name travels as its string (a run spec handed to a wrapper), and is
+/// validated again on the way in: a name read from anywhere is a valid one.
+impl serde::Serialize for JobName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for JobName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        JobName::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for JobName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -95,6 +95,33 @@ pub enum LivenessMode {
 }
 
 impl LivenessMode {
+    /// Every mode, in the order they are offered.
+    pub const ALL: [LivenessMode; 5] = [
+        LivenessMode::Auto,
+        LivenessMode::Output,
+        LivenessMode::Cpu,
+        LivenessMode::Beat,
+        LivenessMode::Timer,
+    ];
+
+    /// What the mode counts as progress, in one line (the front ends'
+    /// help for each value).
+    pub fn help(self) -> &'static str {
+        match self {
+            LivenessMode::Auto => {
+                "New output, CPU use or an explicit beat, whichever shows progress"
+            }
+            LivenessMode::Output => "New output on stdout or stderr (and explicit beats)",
+            LivenessMode::Cpu => "CPU time used by the job's process tree (and explicit beats)",
+            LivenessMode::Beat => {
+                "Only explicit beats (`jobwatch beat`, or touching `$JOBWATCH_HEARTBEAT`)"
+            }
+            LivenessMode::Timer => {
+                "The wrapper beats while it lives: the plain pattern, for compatibility"
+            }
+        }
+    }
+
     /// Whether new output counts as progress.
     pub fn counts_output(self) -> bool {
         matches!(self, LivenessMode::Auto | LivenessMode::Output)
@@ -112,6 +139,20 @@ impl LivenessMode {
             LivenessMode::Beat => "beat",
             LivenessMode::Timer => "timer",
         }
+    }
+}
+
+impl std::str::FromStr for LivenessMode {
+    type Err = String;
+
+    /// A mode from its word (`auto`, `output`, `cpu`, `beat`, `timer`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LivenessMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown liveness mode {s:?} (use auto, output, cpu, beat or timer)")
+            })
     }
 }
 

@@ -1,6 +1,7 @@
 //! The probes: one function per kind, each bounded by the check's timeout
 //! and each answering pass or fail with a short detail for the report.
 
+use std::ffi::OsString;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::mpsc;
@@ -38,10 +39,34 @@ impl Probed {
     }
 }
 
-/// Runs one probe from `base_dir` with `timeout`.
+/// Where commands run: a directory, and variables added to this process's
+/// environment (a job's own, when its start runs the checks).
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    /// The directory (the config file's).
+    pub dir: &'a Path,
+    /// Variables added to the environment.
+    pub env: &'a [(OsString, OsString)],
+}
+
+/// Runs one probe from `base_dir` with `timeout` (the tests' way in).
+#[cfg(test)]
 pub fn probe(p: &Probe, base_dir: &Path, timeout: Duration) -> Probed {
+    probe_in(
+        p,
+        Place {
+            dir: base_dir,
+            env: &[],
+        },
+        timeout,
+    )
+}
+
+/// Runs one probe from `place` with `timeout`.
+pub fn probe_in(p: &Probe, place: Place<'_>, timeout: Duration) -> Probed {
+    let base_dir = place.dir;
     match p {
-        Probe::Command(cmd) => command(cmd, base_dir, timeout),
+        Probe::Command(cmd) => command(cmd, place, timeout),
         Probe::Tcp { address } => tcp(address, timeout),
         Probe::Http { url } => http(url, timeout),
         Probe::Path {
@@ -52,11 +77,12 @@ pub fn probe(p: &Probe, base_dir: &Path, timeout: Duration) -> Probed {
     }
 }
 
-/// Runs a command from `base_dir`: passes when it exits 0 within `timeout`;
+/// Runs a command from `place`: passes when it exits 0 within `timeout`;
 /// on timeout its process group is killed. Used for fixes too.
-pub fn command(cmd: &CommandLine, base_dir: &Path, timeout: Duration) -> Probed {
+pub fn command(cmd: &CommandLine, place: Place<'_>, timeout: Duration) -> Probed {
     let mut c = cmd.to_command();
-    c.current_dir(base_dir);
+    c.current_dir(place.dir)
+        .envs(place.env.iter().map(|(k, v)| (k, v)));
     let bounded = match run_bounded(c, timeout) {
         Ok(b) => b,
         Err(e) => return Probed::fail(format!("cannot run `{}`: {e}", clip(&cmd.to_string(), 60))),

@@ -24,8 +24,17 @@ pub const MAX_NAME: usize = 64;
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    /// The file could not be read (missing, unreadable).
-    #[error("cannot read preflight config {}: {source}", path.display())]
+    /// The file could not be read (missing, unreadable); a missing one is
+    /// told what to do about it.
+    #[error(
+        "cannot read preflight config {}: {source}{}",
+        path.display(),
+        if source.kind() == std::io::ErrorKind::NotFound {
+            "; create it, or name another file"
+        } else {
+            ""
+        }
+    )]
     Read {
         /// The file.
         path: PathBuf,

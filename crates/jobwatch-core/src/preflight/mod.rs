@@ -52,12 +52,13 @@ pub use config::{
     PreflightError, Probe,
 };
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use checks::{Probed, clip};
+use checks::{Place, Probed, clip};
 
 /// The result of a preflight: small by design (details are bounded) because
 /// an agent reads it.
@@ -98,11 +99,21 @@ pub struct CheckReport {
 
 /// Runs every check of `config` concurrently and reports them in order.
 pub fn run_checks(config: &Config) -> PreflightReport {
+    run_checks_with_env(config, &[])
+}
+
+/// [`run_checks`], with `env` added to the environment of its commands and
+/// fixes: the checks a job's start runs see the job's own variables.
+pub fn run_checks_with_env(config: &Config, env: &[(OsString, OsString)]) -> PreflightReport {
+    let place = Place {
+        dir: &config.base_dir,
+        env,
+    };
     let checks: Vec<CheckReport> = std::thread::scope(|s| {
         let running: Vec<_> = config
             .checks
             .iter()
-            .map(|c| (c, s.spawn(|| run_check(c, &config.base_dir))))
+            .map(|c| (c, s.spawn(move || run_check_in(c, place))))
             .collect();
         running
             .into_iter()
@@ -127,12 +138,22 @@ pub fn run_checks(config: &Config) -> PreflightReport {
 
 /// Runs one check: probe; on failure the fix (if any) and one re-probe.
 pub fn run_check(check: &Check, base_dir: &Path) -> CheckReport {
+    run_check_in(
+        check,
+        Place {
+            dir: base_dir,
+            env: &[],
+        },
+    )
+}
+
+fn run_check_in(check: &Check, place: Place<'_>) -> CheckReport {
     let started = Instant::now();
-    let first = checks::probe(&check.probe, base_dir, check.timeout);
+    let first = checks::probe_in(&check.probe, place, check.timeout);
     let (last, fix_ran) = match (&check.fix, first.passed) {
         (Some(fix), false) => {
-            let fixed_by = checks::command(&fix.command, base_dir, fix.timeout);
-            let again = checks::probe(&check.probe, base_dir, check.timeout);
+            let fixed_by = checks::command(&fix.command, place, fix.timeout);
+            let again = checks::probe_in(&check.probe, place, check.timeout);
             let detail = if again.passed {
                 format!("fixed: {}", again.detail)
             } else {

@@ -9,12 +9,16 @@
 //! keeps the contract of every store: a status is created once, only after
 //! the final record; a second claim of a name is refused; and every change
 //! wakes the watches that care, through a pipe, so a waiter's `poll(2)`
-//! wakes deterministically.
+//! wakes deterministically. Its event journal is a vector (cursors
+//! `mem:INDEX`); a test can make appends go missing
+//! ([`MemoryStore::lose_event_appends`]), as a crash between a commit and
+//! its append would.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,12 +26,13 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::pipe::{PipeFlags, pipe_with};
 
 use super::{
-    Archived, ArchivedItem, Claim, ClaimError, ClaimWait, Commit, DocKind, DocRead, DocStore,
-    Folder, GcItem, GcStore, Holder, Invalid, Inventory, RunAt, Snapshot, Store, StoreError, Wake,
-    Watch, WatchFor,
+    Archived, ArchivedItem, Claim, ClaimError, ClaimWait, Commit, Cursor, DocKind, DocRead,
+    DocStore, EVENT_BATCH, EventLog, EventRead, EventTrim, Folder, GcItem, GcStore, Holder,
+    Invalid, Inventory, Positioned, RunAt, Since, Snapshot, Store, StoreError, Wake, Watch,
+    WatchFor,
 };
 use crate::logs::LocalLogs;
-use crate::model::{JobName, JobRecord, KillRequest, StatusWord};
+use crate::model::{JobEvent, JobName, JobRecord, KillRequest, StatusWord};
 
 /// What one name holds.
 #[derive(Debug, Clone, Default)]
@@ -87,6 +92,18 @@ struct Pipe {
     write: OwnedFd,
     names: Vec<JobName>,
     what: WatchFor,
+    /// The store's count of threads asleep in a watch's `wait`.
+    sleepers: Arc<AtomicUsize>,
+    /// An event journal reader's watch: every name, and every append.
+    journal: bool,
+}
+
+/// The event journal of a [`MemoryStore`].
+#[derive(Debug, Default)]
+struct Journal {
+    events: Vec<JobEvent>,
+    /// Appends still to lose (a test's crash between commit and append).
+    to_lose: usize,
 }
 
 /// A store in memory. See the module docs.
@@ -94,8 +111,11 @@ struct Pipe {
 pub struct MemoryStore {
     state: Mutex<State>,
     watchers: Mutex<Vec<Weak<Pipe>>>,
+    /// Threads asleep in [`Watch::wait`] on one of this store's watches.
+    sleepers: Arc<AtomicUsize>,
     docs: MemoryDocs,
     logs: LocalLogs,
+    journal: Mutex<Journal>,
 }
 
 impl Default for MemoryStore {
@@ -119,9 +139,45 @@ impl MemoryStore {
                 claimed: HashSet::new(),
             }),
             watchers: Mutex::new(Vec::new()),
+            sleepers: Arc::new(AtomicUsize::new(0)),
             docs: MemoryDocs::default(),
             logs: LocalLogs::new(Path::new(NO_LOGS)),
+            journal: Mutex::new(Journal::default()),
         }
+    }
+
+    fn journal_lock(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loses the next `n` event appends of claims, as a claim holder that
+    /// died between its commit (or spawn) and its append would.
+    pub fn lose_event_appends(&self, n: usize) {
+        self.journal_lock().to_lose = n;
+    }
+
+    /// Every event in the journal, oldest first.
+    pub fn journal(&self) -> Vec<JobEvent> {
+        self.journal_lock().events.clone()
+    }
+
+    /// Appends an event as another writer would.
+    pub fn put_event(&self, event: JobEvent) {
+        self.journal_lock().events.push(event);
+        self.wake_if(Wake::State, |p| p.journal);
+    }
+
+    /// A claim's append (rule 8), unless the test asked to lose it.
+    fn append_event(&self, event: JobEvent) {
+        {
+            let mut journal = self.journal_lock();
+            if journal.to_lose > 0 {
+                journal.to_lose -= 1;
+                return;
+            }
+            journal.events.push(event);
+        }
+        self.wake_if(Wake::State, |p| p.journal);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -215,6 +271,13 @@ impl MemoryStore {
         self.lock().claimed.contains(name)
     }
 
+    /// How many threads sleep in a watch's [`Watch::wait`] now: a test
+    /// tells a waiter that sleeps on the store's wake-ups from one that
+    /// re-reads on a timer.
+    pub fn sleepers(&self) -> usize {
+        self.sleepers.load(Ordering::SeqCst)
+    }
+
     /// The memory store's documents, for a test to look into.
     pub fn memory_docs(&self) -> &MemoryDocs {
         &self.docs
@@ -228,9 +291,10 @@ impl MemoryStore {
         self.notify(name, wake);
     }
 
-    /// Wakes every live watch of `name` that cares about `wake`.
+    /// Wakes every live watch of `name` that cares about `wake` (a journal
+    /// reader's cares about every name).
     fn notify(&self, name: &JobName, wake: Wake) {
-        self.wake_if(wake, |p| p.names.contains(name));
+        self.wake_if(wake, |p| p.journal || p.names.contains(name));
     }
 
     fn notify_all(&self, wake: Wake) {
@@ -435,19 +499,7 @@ impl Store for MemoryStore {
     }
 
     fn watch(&self, names: &[JobName], what: WatchFor) -> Box<dyn Watch> {
-        let (read, write) =
-            pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).expect("a pipe for a memory watch");
-        let pipe = Arc::new(Pipe {
-            read,
-            write,
-            names: names.to_vec(),
-            what,
-        });
-        self.watchers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(&pipe));
-        Box::new(MemoryWatch(pipe))
+        self.new_watch(names, what, false)
     }
 
     fn docs(&self) -> &dyn DocStore {
@@ -481,6 +533,111 @@ impl Store for MemoryStore {
 
     fn gc(&self) -> &dyn GcStore {
         self
+    }
+
+    fn events(&self) -> &dyn EventLog {
+        self
+    }
+}
+
+impl MemoryStore {
+    fn new_watch(&self, names: &[JobName], what: WatchFor, journal: bool) -> Box<dyn Watch> {
+        let (read, write) =
+            pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).expect("a pipe for a memory watch");
+        let pipe = Arc::new(Pipe {
+            read,
+            write,
+            names: names.to_vec(),
+            what,
+            sleepers: Arc::clone(&self.sleepers),
+            journal,
+        });
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&pipe));
+        Box::new(MemoryWatch(pipe))
+    }
+}
+
+fn memory_cursor(index: usize) -> Cursor {
+    Cursor::new(format!("mem:{index}"))
+}
+
+fn parse_memory_cursor(c: &Cursor) -> Result<usize, StoreError> {
+    c.as_str()
+        .strip_prefix("mem:")
+        .and_then(|n| n.parse::<usize>().ok())
+        .ok_or_else(|| {
+            Invalid(format!(
+                "invalid cursor {:?}: this store's cursors look like mem:3",
+                c.as_str()
+            ))
+            .into()
+        })
+}
+
+impl EventLog for MemoryStore {
+    fn describe_events(&self) -> String {
+        "memory:events".to_owned()
+    }
+
+    fn read_events(&self, since: &Since) -> Result<EventRead, StoreError> {
+        let journal = self.journal_lock();
+        let len = journal.events.len();
+        let mut notes = Vec::new();
+        let from = match since {
+            Since::Start => 0,
+            Since::Now => len,
+            Since::After(c) => {
+                let index = parse_memory_cursor(c)?;
+                if index > len {
+                    notes.push(format!(
+                        "cursor {c}: the journal is not that long; reading from the oldest event kept"
+                    ));
+                    0
+                } else {
+                    index
+                }
+            }
+        };
+        let to = len.min(from + EVENT_BATCH);
+        let events = journal.events[from..to]
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Positioned {
+                event: e.clone(),
+                cursor: memory_cursor(from + i + 1),
+            })
+            .collect();
+        Ok(EventRead {
+            events,
+            next: Since::After(memory_cursor(to)),
+            more: to < len,
+            notes,
+        })
+    }
+
+    fn watch_events(&self, what: WatchFor) -> Box<dyn Watch> {
+        self.new_watch(&[], what, true)
+    }
+
+    fn append_missing_end(&self, ended: &JobEvent, after: &Cursor) -> Result<bool, StoreError> {
+        let from = parse_memory_cursor(after)?;
+        {
+            let mut journal = self.journal_lock();
+            let from = from.min(journal.events.len());
+            if journal.events[from..].iter().any(|e| e.ends(&ended.job_id)) {
+                return Ok(false);
+            }
+            journal.events.push(ended.clone());
+        }
+        self.wake_if(Wake::State, |p| p.journal);
+        Ok(true)
+    }
+
+    fn trim_events(&self, _dry_run: bool) -> Result<Option<EventTrim>, StoreError> {
+        Ok(None)
     }
 }
 
@@ -523,7 +680,11 @@ impl Claim for MemoryClaim<'_> {
     }
 
     fn mark_spawned(&mut self, record: &JobRecord) -> Result<(), StoreError> {
-        self.write_record(record)
+        self.write_record(record)?;
+        if record.attempt <= 1 {
+            self.store.append_event(JobEvent::started(record));
+        }
+        Ok(())
     }
 
     fn reset_beat(&mut self) -> Result<(), StoreError> {
@@ -577,6 +738,10 @@ impl Claim for MemoryClaim<'_> {
         job.status = Some(outcome.status_word());
         drop(state);
         self.store.notify(&self.name, Wake::State);
+        // After the status, from the commit that created it only (rule 8).
+        if let Some(ended) = JobEvent::ended(final_record) {
+            self.store.append_event(ended);
+        }
         Ok(Commit::Committed)
     }
 
@@ -640,6 +805,7 @@ impl Watch for MemoryWatch {
             tv_sec: max.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: max.subsec_nanos() as i64,
         };
+        let _asleep = Asleep::count(&self.0.sleepers);
         loop {
             let mut fds = [PollFd::new(&self.0.read, PollFlags::IN)];
             match poll(&mut fds, Some(&ts)) {
@@ -653,6 +819,22 @@ impl Watch for MemoryWatch {
                 Err(_) => return Wake::State,
             }
         }
+    }
+}
+
+/// Counts a thread asleep in a watch for as long as it lives.
+struct Asleep<'a>(&'a AtomicUsize);
+
+impl<'a> Asleep<'a> {
+    fn count(sleepers: &'a AtomicUsize) -> Self {
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        Self(sleepers)
+    }
+}
+
+impl Drop for Asleep<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -31,6 +31,15 @@
 //!    cannot be used is [`Invalid`], with a one-line reason.
 //! 6. **Watches never lose a change**: at worst they wake spuriously, or
 //!    at the safety recheck.
+//! 7. **Claims are exclusive**: a second claim of a held name is refused
+//!    ([`ClaimError::Held`], or [`ClaimError::AlreadyRunning`]).
+//! 8. **Events once** ([`EventLog`]): a run's `started` is journaled when
+//!    its first attempt is spawned ([`Claim::mark_spawned`]), its `ended`
+//!    when [`Claim::commit`] creates its status (never for
+//!    [`Commit::AlreadyFinished`]), each after the change it reports is
+//!    durable; an append that fails is reported and never fails that
+//!    change. A reader repairs an `ended` lost to a crash between the two
+//!    ([`EventLog::append_missing_end`]).
 
 pub mod file;
 pub mod memory;
@@ -43,7 +52,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::logs::LocalLogs;
-use crate::model::{JobName, JobRecord, KillRequest, StatusWord};
+use crate::model::{JobEvent, JobName, JobRecord, KillRequest, StatusWord};
 
 pub use crate::logs::RunAt;
 
@@ -141,6 +150,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Housekeeping: what the store holds beyond the current runs (archived
     /// runs, debris) and removing it.
     fn gc(&self) -> &dyn GcStore;
+
+    /// How another process (a detached wrapper) opens this same store;
+    /// `None` for a store that lives in this process only (the memory
+    /// store), whose jobs cannot be detached.
+    fn spec(&self) -> Option<crate::spec::StoreSpec> {
+        None
+    }
+    /// The event journal: every run's `started` and `ended`, in the order
+    /// they happened, for `jobwatch events`.
+    fn events(&self) -> &dyn EventLog;
 }
 
 /// A held claim on a name: the lock is held for as long as the value
@@ -562,4 +581,125 @@ pub struct Folder {
     /// Whether it belongs to the current run (goes with it), rather than to
     /// the archived runs.
     pub of_current_run: bool,
+}
+
+/// A position in a store's event journal, just after one event: what
+/// `jobwatch events` prints with each event and takes back with `--since`.
+/// Opaque: each store writes and reads its own (the file store's is
+/// `JOURNAL_ID:BYTE_OFFSET`, the memory store's `mem:INDEX`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Cursor(String);
+
+/// The most characters of a cursor.
+const MAX_CURSOR: usize = 200;
+
+impl Cursor {
+    /// A cursor as a store writes it.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// A cursor given by a user: non-empty, at most 200 characters of
+    /// printable ASCII without blanks. Whether the store knows it is for
+    /// [`EventLog::read_events`] to say.
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        let printable = s.bytes().all(|b| b.is_ascii_graphic());
+        if s.is_empty() || s.len() > MAX_CURSOR || !printable {
+            return Err(Invalid(format!(
+                "invalid cursor {s:?}: give the \"cursor\" of an event `jobwatch events` printed, or `now`"
+            )));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The cursor as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a read of the event journal starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Since {
+    /// The oldest event the journal keeps.
+    Start,
+    /// Just after the event this cursor came with.
+    After(Cursor),
+    /// The journal's end as it is now: only events appended later.
+    Now,
+}
+
+/// An event and the cursor just after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Positioned {
+    /// The event.
+    pub event: JobEvent,
+    /// Where a read that should not see it again starts.
+    pub cursor: Cursor,
+}
+
+/// What one [`EventLog::read_events`] found.
+#[derive(Debug, Clone)]
+pub struct EventRead {
+    /// The events, oldest first.
+    pub events: Vec<Positioned>,
+    /// Where the next read starts: after the last event returned, or where
+    /// the journal ends now (never [`Since::Now`]).
+    pub next: Since,
+    /// Whether events were left for the next read: one read returns a
+    /// bounded batch.
+    pub more: bool,
+    /// One line each on what the reader should know: a cursor the journal
+    /// no longer holds (rotated away: the read restarted at the oldest
+    /// event kept), lines skipped as malformed.
+    pub notes: Vec<String>,
+}
+
+/// The most events one read returns.
+pub const EVENT_BATCH: usize = 4096;
+
+/// A store's event journal (rule 8). Appends are the store's own, made by
+/// its claims; readers read from a cursor and sleep on a watch.
+pub trait EventLog: Send + Sync {
+    /// Names the journal for messages (`/x/jobs/events.jsonl`).
+    fn describe_events(&self) -> String;
+
+    /// The events after `since`, at most [`EVENT_BATCH`]. A cursor the
+    /// store no longer holds restarts the read at the oldest event kept,
+    /// with a note (so nothing kept is skipped); a cursor that is not one
+    /// of this store's is [`StoreError::Invalid`]. A torn or malformed line
+    /// is skipped, never fatal.
+    fn read_events(&self, since: &Since) -> Result<EventRead, StoreError>;
+
+    /// Wakes when an event may have been appended, or a run may have ended
+    /// without one (a claim released: its holder may have died between its
+    /// commit and the append).
+    fn watch_events(&self, what: WatchFor) -> Box<dyn Watch>;
+
+    /// The repair of rule 8: appends `ended` unless the journal already
+    /// holds the `ended` event of its run after `after` (the cursor of the
+    /// run's `started`). Exclusive with every other repair. The caller
+    /// makes sure the run's committer is gone: it holds the name's claim,
+    /// or the run was archived. Returns whether it appended.
+    fn append_missing_end(&self, ended: &JobEvent, after: &Cursor) -> Result<bool, StoreError>;
+
+    /// Bounds the journal (gc): drops its oldest part once it is large;
+    /// with `dry_run` only says what would go. `None`: nothing to trim.
+    fn trim_events(&self, dry_run: bool) -> Result<Option<EventTrim>, StoreError>;
+}
+
+/// What [`EventLog::trim_events`] dropped (or would).
+#[derive(Debug, Clone)]
+pub struct EventTrim {
+    /// The part of the journal removed (may have no paths: nothing old yet
+    /// to remove, the journal only moved aside).
+    pub item: GcItem,
+    /// One line on why and what moved.
+    pub why: String,
 }

@@ -155,11 +155,17 @@ pub fn detach_into_new_session(cmd: &mut std::process::Command) {
     }
 }
 
-/// Detaches this process's stdout from its spawner (the pipe that carried
-/// the readiness line) and sends stderr to `log`, so that the spawner can
-/// exit and later diagnostics are kept with the job.
+/// Detaches this process's stdin and stdout from its spawner (the pipes
+/// that carried the run spec and the readiness line) and sends stderr to
+/// `log`, so that the spawner can exit and later diagnostics are kept with
+/// the job.
 pub fn release_stdio(log: &std::path::Path) {
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = rustix::stdio::dup2_stdin(&null);
         let _ = rustix::stdio::dup2_stdout(&null);
     }
     if let Ok(log) = crate::logs::append_to_log_file(log) {

@@ -80,3 +80,15 @@ pub fn exit_on_broken_pipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// Ignores SIGPIPE again (after [`exit_on_broken_pipe`]): for a command
+/// that streams until its reader goes away and must then end with its own
+/// exit code (`events --follow` exits 0), a write to a closed pipe becomes
+/// an `EPIPE` error it handles instead of a death by signal.
+pub fn ignore_broken_pipe() {
+    // SAFETY: setting the disposition of one signal to "ignore"; no
+    // handler runs, and nothing else in this process manages SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::classify::{JobState, classify};
 use crate::model::{JobName, JobRecord, Outcome};
-use crate::recover::{RecoverError, WRAPPER_VANISHED, finalize_lost, kill_run};
+use crate::recover::{RecoverError, WRAPPER_VANISHED, claim_and_finish_lost, kill_run};
 use crate::store::{RunAt, Store, Watch, WatchFor};
 use bound::{Located, RunBinding, locate, own_verdict};
 
@@ -23,13 +23,37 @@ pub use bound::archived_verdict;
 pub use follow::{FollowError, FollowSpec, follow};
 pub use until_log::{LogMatch, LogWait, wait_until_log};
 
-/// Whether to return when all jobs are done or when the first one is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether to return when all jobs are done or when the first one is
+/// (`all`, `any` where a front end takes a word).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WaitMode {
-    /// Every job must reach an outcome.
+    /// Every job must reach an outcome (the default).
+    #[default]
     All,
     /// The first outcome ends the wait.
     Any,
+}
+
+impl WaitMode {
+    /// Both modes, in the order they are offered.
+    pub const ALL: [WaitMode; 2] = [WaitMode::All, WaitMode::Any];
+
+    /// The word for the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitMode::All => "all",
+            WaitMode::Any => "any",
+        }
+    }
+
+    /// What the mode waits for, in one line.
+    pub fn help(self) -> &'static str {
+        match self {
+            WaitMode::All => "Return when every job has an outcome (default).",
+            WaitMode::Any => "Return when the first job has one.",
+        }
+    }
 }
 
 /// What to wait for and how.
@@ -323,7 +347,7 @@ fn step(
     let state = classify(store.snapshot(name), store.now(), spec.stale);
     let decision = match decide(state, store.now(), first_pass) {
         Decision::Finish { record } => {
-            let state = finalize_lost(store, name, grace(&record), WRAPPER_VANISHED)?;
+            let state = claim_and_finish_lost(store, name, grace(&record), WRAPPER_VANISHED)?;
             settle(state, store.now(), first_pass)
         }
         Decision::KillHung { record, reason } => {

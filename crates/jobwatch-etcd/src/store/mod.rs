@@ -24,6 +24,7 @@
 
 pub mod claim;
 pub mod docs;
+pub mod events;
 pub mod gc;
 pub mod keys;
 pub mod local;
@@ -39,9 +40,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use jobwatch_core::logs::LocalLogs;
 use jobwatch_core::model::{JobName, JobRecord, KillRequest};
+use jobwatch_core::spec::{EtcdSpec, Secret, StoreSpec};
 use jobwatch_core::store::{
-    Archived, Claim, ClaimError, ClaimWait, DocStore, GcStore, Holder, RunAt, Snapshot, Store,
-    StoreError, Watch, WatchFor,
+    Archived, Claim, ClaimError, ClaimWait, DocStore, EventLog, GcStore, Holder, RunAt, Snapshot,
+    Store, StoreError, Watch, WatchFor,
 };
 
 use crate::{EtcdClient, EtcdConfig};
@@ -80,6 +82,8 @@ pub struct EtcdStore {
     docs: docs::EtcdDocs,
     beats: Mutex<BeatClock>,
     options: StoreOptions,
+    /// How a detached wrapper opens this same store (its handover).
+    spec: EtcdSpec,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -98,6 +102,9 @@ pub enum OpenError {
     /// endpoints).
     #[error(transparent)]
     Etcd(#[from] crate::Error),
+    /// The URL or the TLS and credential settings are not usable.
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
     /// The local folder for this namespace's logs cannot be made.
     #[error("cannot use {}: {source}", path.display())]
     Local {
@@ -120,6 +127,7 @@ impl EtcdStore {
     ) -> Result<Self, OpenError> {
         let url = store_url(&config);
         let root = jobs_dir.join("etcd").join(&config.namespace);
+        let spec = spec_of(&config, jobs_dir, options);
         let client = EtcdClient::connect(config)?;
         let files = LocalFiles::open(&root).map_err(|source| OpenError::Local {
             path: root.clone(),
@@ -134,7 +142,32 @@ impl EtcdStore {
             files,
             beats: Mutex::new(BeatClock::default()),
             options,
+            spec,
         })
+    }
+
+    /// Opens the store a handover names ([`EtcdSpec`]: the URL, the TLS
+    /// files, the user and password, self-fencing), as [`EtcdStore::open`]
+    /// does. Nothing is read from this process's environment: a wrapper
+    /// opens exactly the store its starter resolved.
+    pub fn open_spec(spec: &EtcdSpec) -> Result<Self, OpenError> {
+        let mut config = EtcdConfig::parse(&spec.url)?;
+        config.tls_files.ca = spec.ca.clone();
+        config.tls_files.cert = spec.cert.clone();
+        config.tls_files.key = spec.key.clone();
+        config.credentials = match (&spec.user, &spec.password) {
+            (Some(user), Some(password)) => Some(crate::Credentials {
+                user: user.clone(),
+                password: password.expose().to_owned(),
+            }),
+            (None, None) => None,
+            _ => return Err(crate::ConfigError::UserWithoutPassword.into()),
+        };
+        config.validate()?;
+        let options = StoreOptions {
+            self_fence: spec.self_fence,
+        };
+        Self::open(config, &spec.dir, options)
     }
 
     /// The store URL (without credentials), as `--store` takes it.
@@ -216,6 +249,27 @@ pub(crate) fn wrapper_died_here(record: &JobRecord) -> bool {
             pid: record.wrapper_pid,
             start_time: record.wrapper_start_time,
         })
+}
+
+/// The handover of a store opened from `config`: what a detached wrapper
+/// needs to open it too (the jobs directory made absolute: a wrapper runs
+/// in its job's working directory).
+fn spec_of(config: &EtcdConfig, jobs_dir: &Path, options: StoreOptions) -> EtcdSpec {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let files = &config.tls_files;
+    EtcdSpec {
+        url: store_url(config),
+        dir: absolute(jobs_dir),
+        ca: files.ca.as_deref().map(absolute),
+        cert: files.cert.as_deref().map(absolute),
+        key: files.key.as_deref().map(absolute),
+        user: config.credentials.as_ref().map(|c| c.user.clone()),
+        password: config
+            .credentials
+            .as_ref()
+            .map(|c| Secret::new(c.password.clone())),
+        self_fence: options.self_fence,
+    }
 }
 
 /// The URL of a configuration, as `--store` takes it (never credentials:
@@ -494,6 +548,14 @@ impl Store for EtcdStore {
     }
 
     fn gc(&self) -> &dyn GcStore {
+        self
+    }
+
+    fn spec(&self) -> Option<StoreSpec> {
+        Some(StoreSpec::Etcd(self.spec.clone()))
+    }
+
+    fn events(&self) -> &dyn EventLog {
         self
     }
 }

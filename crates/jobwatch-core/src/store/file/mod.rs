@@ -8,10 +8,13 @@
 //! name with an `flock` on `NAME.lock` (the kernel releases it however its
 //! holder dies), judges a wrapper alive by its PID, start time and boot id
 //! (another host's cannot be checked: [`Holder::Elsewhere`]), and watches
-//! the directory with inotify (polling on network filesystems).
+//! the directory with inotify (polling on network filesystems). Its claims
+//! append every run's `started` and `ended` to the event journal
+//! ([`journal`], `events.jsonl`).
 
 mod docs;
 mod gc;
+pub mod journal;
 pub mod protocol;
 pub mod watch;
 
@@ -27,14 +30,17 @@ use protocol::status_file::{StatusError, is_written, read_status, write_status_o
 use protocol::{FileKind, JobPaths, JobsDir};
 
 use crate::logs::LocalLogs;
-use crate::model::{JobName, JobRecord, KillRequest};
+use crate::model::{JobEvent, JobName, JobRecord, KillRequest};
 use crate::store::{
-    Archived, Claim, ClaimError, ClaimWait, Commit, DocStore, GcStore, Holder, Invalid, RunAt,
-    Snapshot, Store, StoreError, Watch, WatchFor,
+    Archived, Claim, ClaimError, ClaimWait, Commit, Cursor, DocStore, EventLog, EventRead,
+    EventTrim, GcStore, Holder, Invalid, RunAt, Since, Snapshot, Store, StoreError, Watch,
+    WatchFor,
 };
 use crate::sys::proc::{self, ProcessId};
+use crate::sys::stdio::notice;
 
 pub use docs::{FileDocs, LOCK_PATIENCE};
+pub use journal::Journal;
 pub use protocol::dir::{DIR_ENV, DirError};
 pub use watch::FileWatch;
 
@@ -44,6 +50,7 @@ pub struct FileStore {
     dir: JobsDir,
     logs: LocalLogs,
     docs: FileDocs,
+    journal: Journal,
 }
 
 impl FileStore {
@@ -52,6 +59,7 @@ impl FileStore {
         Self {
             logs: LocalLogs::new(dir.path()),
             docs: FileDocs::new(&dir),
+            journal: Journal::new(dir.path()),
             dir,
         }
     }
@@ -180,6 +188,12 @@ pub fn wrapper_holder(record: &JobRecord) -> Holder {
 const CLAIM_RETRY: Duration = Duration::from_millis(10);
 
 impl Store for FileStore {
+    fn spec(&self) -> Option<crate::spec::StoreSpec> {
+        Some(crate::spec::StoreSpec::File {
+            dir: self.path().to_owned(),
+        })
+    }
+
     fn describe(&self) -> String {
         format!("jobs directory {}", self.dir.path().display())
     }
@@ -225,6 +239,7 @@ impl Store for FileStore {
                     return Ok(Box::new(FileClaim {
                         name: name.clone(),
                         paths,
+                        journal: &self.journal,
                         _lock: lock,
                     }));
                 }
@@ -320,16 +335,58 @@ impl Store for FileStore {
     fn gc(&self) -> &dyn GcStore {
         self
     }
+
+    fn events(&self) -> &dyn EventLog {
+        self
+    }
+}
+
+impl EventLog for FileStore {
+    fn describe_events(&self) -> String {
+        self.journal.path().display().to_string()
+    }
+
+    fn read_events(&self, since: &Since) -> Result<EventRead, StoreError> {
+        self.journal.read(since)
+    }
+
+    fn watch_events(&self, what: WatchFor) -> Box<dyn Watch> {
+        Box::new(FileWatch::journal(self.dir.path(), what))
+    }
+
+    fn append_missing_end(&self, ended: &JobEvent, after: &Cursor) -> Result<bool, StoreError> {
+        self.journal.append_missing(ended, after)
+    }
+
+    fn trim_events(&self, dry_run: bool) -> Result<Option<EventTrim>, StoreError> {
+        self.journal.rotate(dry_run)
+    }
 }
 
 /// A held `NAME.lock`.
-struct FileClaim {
+struct FileClaim<'s> {
     name: JobName,
     paths: JobPaths,
+    journal: &'s Journal,
     _lock: JobLock,
 }
 
-impl Claim for FileClaim {
+impl FileClaim<'_> {
+    /// Appends an event after the change it reports is durable (rule 8): a
+    /// failure is reported (without blocking on stderr) and never undoes
+    /// or fails that change. A missing event is repaired by a reader.
+    fn journal(&self, event: &JobEvent) {
+        if let Err(e) = self.journal.append(event) {
+            notice(format_args!(
+                "{}: the {} event is not in the event journal: {e}",
+                self.name,
+                event.event.as_str()
+            ));
+        }
+    }
+}
+
+impl Claim for FileClaim<'_> {
     fn name(&self) -> &JobName {
         &self.name
     }
@@ -352,7 +409,12 @@ impl Claim for FileClaim {
         protocol::atomic::sync_parent(&self.paths.pid()).map_err(|source| StoreError::Io {
             context: format!("cannot write {}", self.paths.dir().display()),
             source,
-        })
+        })?;
+        // A retry's spawn is the same run: one `started` per run.
+        if record.attempt <= 1 {
+            self.journal(&JobEvent::started(record));
+        }
+        Ok(())
     }
 
     fn reset_beat(&mut self) -> Result<(), StoreError> {
@@ -389,7 +451,12 @@ impl Claim for FileClaim {
             .outcome
             .unwrap_or(crate::model::Outcome::Failed);
         match write_status_once(&self.paths.status(), final_record, outcome).map_err(write_err)? {
-            protocol::atomic::CreateOnce::Created => Ok(Commit::Committed),
+            protocol::atomic::CreateOnce::Created => {
+                // The status is durable (its directory fsynced): the event
+                // comes after it, from the commit that created it only.
+                self.journal(&JobEvent::ended_with(final_record, outcome));
+                Ok(Commit::Committed)
+            }
             protocol::atomic::CreateOnce::AlreadyExists => Ok(Commit::AlreadyFinished),
         }
     }

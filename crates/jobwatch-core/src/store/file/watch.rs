@@ -21,6 +21,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 
 use crate::model::JobName;
+use crate::store::file::journal::{JOURNAL, OLD_JOURNAL};
 use crate::store::file::protocol::FileKind;
 use crate::store::{DEFAULT_POLL, SAFETY_RECHECK, Wake, Watch, WatchFor};
 use crate::sys::child::hold_until_exit;
@@ -35,6 +36,9 @@ pub enum FileWatch {
         names: HashSet<String>,
         /// What wakes besides state changes.
         what: WatchFor,
+        /// Wake for the event journal instead of `names` (see
+        /// [`FileWatch::journal`]).
+        journal: bool,
     },
     /// A fixed interval.
     Poll(Duration),
@@ -47,6 +51,18 @@ impl FileWatch {
     /// CLI), a helper takes the slow last close of the descriptor (see the
     /// module docs); a long-lived process has no exit to speed up.
     pub fn new(dir: &Path, names: &[JobName], what: WatchFor) -> Self {
+        Self::build(dir, names, what, false)
+    }
+
+    /// Wake-ups for a reader of the event journal (protocol §18): a change
+    /// of `events.jsonl` or `events.1.jsonl` (an append's close, a
+    /// rotation), and any name's lock released (its holder may have died
+    /// between its commit and its append). Polling as for [`FileWatch::new`].
+    pub fn journal(dir: &Path, what: WatchFor) -> Self {
+        Self::build(dir, &[], what, true)
+    }
+
+    fn build(dir: &Path, names: &[JobName], what: WatchFor, journal: bool) -> Self {
         if let Some(interval) = what.poll {
             return FileWatch::Poll(interval);
         }
@@ -62,6 +78,7 @@ impl FileWatch {
                     fd,
                     names: names.iter().map(|n| n.to_string()).collect(),
                     what,
+                    journal,
                 }
             }
             Err(_) => FileWatch::Poll(DEFAULT_POLL),
@@ -79,7 +96,12 @@ impl Watch for FileWatch {
 
     fn drain(&self) -> Option<Wake> {
         match self {
-            FileWatch::Events { fd, names, what } => drain_events(fd, names, *what),
+            FileWatch::Events {
+                fd,
+                names,
+                what,
+                journal,
+            } => drain_events(fd, names, *what, *journal),
             FileWatch::Poll(_) => None,
         }
     }
@@ -87,9 +109,12 @@ impl Watch for FileWatch {
     /// Sleeps until a relevant event or `max` passes; says which.
     fn wait(&self, max: Duration) -> Wake {
         match self {
-            FileWatch::Events { fd, names, what } => {
-                wait_for_event(fd, names, *what, max.min(SAFETY_RECHECK))
-            }
+            FileWatch::Events {
+                fd,
+                names,
+                what,
+                journal,
+            } => wait_for_event(fd, names, *what, *journal, max.min(SAFETY_RECHECK)),
             FileWatch::Poll(interval) => {
                 std::thread::sleep(max.min(*interval));
                 Wake::State
@@ -121,7 +146,13 @@ fn watch(dir: &Path, log_writes: bool) -> rustix::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn wait_for_event(fd: &OwnedFd, names: &HashSet<String>, what: WatchFor, max: Duration) -> Wake {
+fn wait_for_event(
+    fd: &OwnedFd,
+    names: &HashSet<String>,
+    what: WatchFor,
+    journal: bool,
+    max: Duration,
+) -> Wake {
     let deadline = Instant::now() + max;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -136,7 +167,7 @@ fn wait_for_event(fd: &OwnedFd, names: &HashSet<String>, what: WatchFor, max: Du
         match poll(&mut fds, Some(&ts)) {
             Ok(0) => return Wake::State,
             Ok(_) => {
-                if let Some(wake) = drain_events(fd, names, what) {
+                if let Some(wake) = drain_events(fd, names, what, journal) {
                     return wake;
                 }
             }
@@ -147,7 +178,12 @@ fn wait_for_event(fd: &OwnedFd, names: &HashSet<String>, what: WatchFor, max: Du
 }
 
 /// Reads every queued event; the strongest reason among them to wake.
-fn drain_events(fd: &OwnedFd, names: &HashSet<String>, what: WatchFor) -> Option<Wake> {
+fn drain_events(
+    fd: &OwnedFd,
+    names: &HashSet<String>,
+    what: WatchFor,
+    journal: bool,
+) -> Option<Wake> {
     let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
     let mut reader = inotify::Reader::new(fd, &mut buf);
     let mut wake = None;
@@ -155,6 +191,7 @@ fn drain_events(fd: &OwnedFd, names: &HashSet<String>, what: WatchFor) -> Option
         // Events without a name concern the directory itself or an
         // overflowed queue: look again.
         let this = match event.file_name().and_then(|n| n.to_str().ok()) {
+            Some(file) if journal => journal_relevance(file),
             Some(file) => relevance(file, names, what),
             None => Some(Wake::State),
         };
@@ -176,6 +213,19 @@ fn relevance(file: &str, names: &HashSet<String>, what: WatchFor) -> Option<Wake
         FileKind::Status | FileKind::Lock | FileKind::Record => Some(Wake::State),
         FileKind::Log if what.log_writes => Some(Wake::Log),
         FileKind::KillRequest if what.kill_requests => Some(Wake::KillRequest),
+        _ => None,
+    }
+}
+
+/// For a reader of the event journal: the journal's files, and every
+/// name's lock (a close of one is a holder gone, perhaps between its
+/// commit and its append).
+fn journal_relevance(file: &str) -> Option<Wake> {
+    if file == JOURNAL || file == OLD_JOURNAL {
+        return Some(Wake::State);
+    }
+    match FileKind::parse_file_name(file)? {
+        (_, FileKind::Lock) => Some(Wake::State),
         _ => None,
     }
 }
@@ -232,6 +282,22 @@ mod tests {
         }
         // statfs fails: events are tried (and polling follows if they fail).
         assert!(!is_network_fs(Path::new("/nonexistent/jobs")));
+    }
+
+    #[test]
+    fn a_journal_reader_wakes_for_the_journal_and_any_lock_only() {
+        for file in ["events.jsonl", "events.1.jsonl", "a.lock", "zz.lock"] {
+            assert_eq!(journal_relevance(file), Some(Wake::State), "{file}");
+        }
+        for file in [
+            "a.status",
+            "a.log",
+            "a.job.json",
+            ".tmp-xyz",
+            "events.2.jsonl",
+        ] {
+            assert_eq!(journal_relevance(file), None, "{file}");
+        }
     }
 
     #[test]

@@ -91,9 +91,66 @@ impl JobLock {
     }
 }
 
+/// Takes `operation` (a blocking shared or exclusive `flock`) on `file`,
+/// waiting at most `patience` for holders of a conflicting lock; `Ok(false)`
+/// when the time runs out. As [`JobLock::acquire_within`], the blocking
+/// call runs on a helper thread (waiters queue in the kernel), on a
+/// duplicate of the descriptor: the lock belongs to the open file both
+/// share, so it is the caller's once taken, and it goes when both are
+/// closed (a helper that gets it after the caller gave up drops its copy).
+pub fn flock_within(
+    file: &File,
+    operation: FlockOperation,
+    patience: Duration,
+) -> io::Result<bool> {
+    let try_now = match operation {
+        FlockOperation::LockShared => FlockOperation::NonBlockingLockShared,
+        FlockOperation::LockExclusive => FlockOperation::NonBlockingLockExclusive,
+        other => other,
+    };
+    match flock(file, try_now) {
+        Ok(()) => return Ok(true),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {}
+        Err(e) => return Err(e.into()),
+    }
+    let copy = file.try_clone()?;
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("jobwatch-flock".into())
+        .spawn(move || {
+            let got = flock(&copy, operation).map_err(io::Error::from);
+            // A caller that gave up no longer reads: the copy is dropped,
+            // and with the caller's own close the lock goes.
+            let _ = tx.send(got);
+        })?;
+    match rx.recv_timeout(patience) {
+        Ok(got) => got.map(|()| true),
+        Err(_) => Ok(false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_file_lock_waits_for_a_holder_and_gives_up_on_a_stuck_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        std::fs::write(&p, b"").unwrap();
+        let (a, b, c) = (
+            File::open(&p).unwrap(),
+            File::open(&p).unwrap(),
+            File::open(&p).unwrap(),
+        );
+        let patience = Duration::from_millis(50);
+        assert!(flock_within(&a, FlockOperation::LockShared, patience).unwrap());
+        assert!(flock_within(&b, FlockOperation::LockShared, patience).unwrap());
+        assert!(!flock_within(&c, FlockOperation::LockExclusive, patience).unwrap());
+        drop((a, b, c));
+        let d = File::open(&p).unwrap();
+        assert!(flock_within(&d, FlockOperation::LockExclusive, Duration::from_secs(20)).unwrap());
+    }
 
     #[test]
     fn a_second_holder_is_refused_until_the_first_drops() {

@@ -1,0 +1,128 @@
+//! `status` and `ls`: each job's state from what the store holds alone, so
+//! the answer is the same after any crash of any monitor.
+
+use crate::model::JobName;
+use crate::report::StatusRow;
+use crate::store::{Store, StoreError};
+
+/// Which jobs to show.
+#[derive(Debug, Clone, Default)]
+pub struct StatusRequest {
+    /// These jobs (each one reported, a missing one too); `None`: every job
+    /// in the store.
+    pub names: Option<Vec<JobName>>,
+    /// With `names: None`, rows for at most this many jobs (the first by
+    /// name); the rest are counted in [`Listing::more`].
+    pub limit: Option<usize>,
+}
+
+/// The jobs' lines, in the order asked (or by name).
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// One entry per job.
+    pub entries: Vec<Entry>,
+    /// Jobs left out by [`StatusRequest::limit`].
+    pub more: usize,
+}
+
+/// One job's entry.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// Its row.
+    Job(StatusRow),
+    /// A job named in the request has no state at all.
+    NoSuchJob(JobName),
+}
+
+impl Listing {
+    /// The rows, without the names that have none.
+    pub fn rows(&self) -> impl Iterator<Item = &StatusRow> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Job(row) => Some(row),
+            Entry::NoSuchJob(_) => None,
+        })
+    }
+
+    /// The names asked for that have no job.
+    pub fn missing(&self) -> impl Iterator<Item = &JobName> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::NoSuchJob(name) => Some(name),
+            Entry::Job(_) => None,
+        })
+    }
+}
+
+/// The store could not list its jobs.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StatusError(#[from] pub StoreError);
+
+/// The lines of the jobs `req` asks for, as of the store's now.
+pub fn status(store: &dyn Store, req: &StatusRequest) -> Result<Listing, StatusError> {
+    let now = store.now();
+    let (names, named, more) = match &req.names {
+        Some(names) => (names.clone(), true, 0),
+        None => {
+            let mut all = store.list()?;
+            let limit = req.limit.unwrap_or(usize::MAX);
+            let more = all.len().saturating_sub(limit);
+            all.truncate(limit);
+            (all, false, more)
+        }
+    };
+    let entries = names
+        .into_iter()
+        .filter_map(|name| match StatusRow::read(store, &name, now) {
+            Some(row) => Some(Entry::Job(row)),
+            // Listed, then gone (removed meanwhile): nothing to show.
+            None if !named => None,
+            None => Some(Entry::NoSuchJob(name)),
+        })
+        .collect();
+    Ok(Listing { entries, more })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Outcome, StatusWord};
+    use crate::store::Holder;
+    use crate::store::memory::MemoryStore;
+    use crate::store::memory::fixture::{ended, name, record};
+
+    #[test]
+    fn named_jobs_are_each_reported_and_a_listing_is_bounded() {
+        let store = MemoryStore::new();
+        let t0 = store.now();
+        for (j, id) in [("a", "r1"), ("b", "r2"), ("c", "r3")] {
+            store.put_record(&name(j), record(j, id, t0));
+        }
+        store.set_holder("r1", Holder::Alive);
+        store.put_record(
+            &name("b"),
+            ended(record("b", "r2", t0), Outcome::Failed, t0),
+        );
+        store.put_status(&name("b"), StatusWord::Failed);
+        store.damage_record(&name("c"), "malformed c.job.json: eof");
+
+        let asked = StatusRequest {
+            names: Some(vec![name("b"), name("nope"), name("a"), name("c")]),
+            limit: None,
+        };
+        let l = status(&store, &asked).unwrap();
+        let words: Vec<&str> = l.rows().map(|r| r.state).collect();
+        assert_eq!(words, ["failed", "running", "invalid"]);
+        assert_eq!(l.missing().collect::<Vec<_>>(), [&name("nope")]);
+        let c = l.rows().last().unwrap();
+        assert!(c.is_invalid() && !c.running);
+        assert!(l.rows().nth(1).unwrap().running);
+
+        let first_two = StatusRequest {
+            names: None,
+            limit: Some(2),
+        };
+        let l = status(&store, &first_two).unwrap();
+        assert_eq!(l.rows().count(), 2);
+        assert_eq!(l.more, 1);
+    }
+}
