@@ -588,6 +588,103 @@ fn wrong_credentials_are_refused_in_one_line_naming_the_user_never_the_password(
 }
 
 #[test]
+fn the_password_reaches_a_detached_wrapper_in_its_handover_never_in_an_argv_or_a_file() {
+    const PASSWORD: &str = "pw-7c1e-never-shown";
+    let Some(cluster) = Cluster::start_with(
+        "auth-ps",
+        Options {
+            root_password: Some(PASSWORD.to_owned()),
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = cluster.url("authps");
+    let jw = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(hosts::jobwatch());
+        cmd.arg("--dir")
+            .arg(dir.path())
+            .args(["--store", &url, "--etcd-user", "root"])
+            .args(args)
+            .env("JOBWATCH_ETCD_PASSWORD", PASSWORD)
+            .env_remove("RUST_BACKTRACE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        finish(cmd.spawn().unwrap(), LONG)
+    };
+    let out = jw(&["run", "a", "--detach", "--", "sleep", "1000"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let id = job_id_with_password(&url, PASSWORD, "a");
+    // The wrapper and its job run: nothing `ps` shows holds the password.
+    eventually(LONG, "the job runs", || {
+        (!processes_of(&id).is_empty()).then_some(())
+    });
+    let ps = std::process::Command::new("ps")
+        .args(["-eww", "-o", "pid=,args="])
+        .output()
+        .expect("ps (procps) runs");
+    assert!(ps.status.success());
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        ps.contains("__wrapper"),
+        "the detached wrapper is listed:\n{ps}"
+    );
+    assert!(!ps.contains(PASSWORD), "ps shows the password:\n{ps}");
+    // Nor any file of the jobs directory (the record, the log, …).
+    for file in walk(dir.path()) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(PASSWORD),
+            "{} holds the password",
+            file.display()
+        );
+    }
+    let out = jw(&["kill", "a"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = jw(&["wait", "a", "--timeout", "100s"]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+}
+
+/// The current run's id on a cluster with auth enabled (user root).
+fn job_id_with_password(url: &str, password: &str, name: &str) -> String {
+    let config = EtcdConfig::parse(url)
+        .unwrap()
+        .with_env_from(|v| match v {
+            "JOBWATCH_ETCD_USER" => Some("root".to_owned()),
+            "JOBWATCH_ETCD_PASSWORD" => Some(password.to_owned()),
+            _ => None,
+        })
+        .unwrap();
+    let client = EtcdClient::connect(config).expect("connect");
+    let got = eventually(LONG, "the record", || {
+        client
+            .get(format!("jobs/{name}/record").as_bytes())
+            .ok()?
+            .kv
+    });
+    let record: serde_json::Value = serde_json::from_slice(&got.value).unwrap();
+    record["job_id"].as_str().unwrap().to_owned()
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => todo.push(path),
+                Ok(t) if t.is_file() => files.push(path),
+                _ => {}
+            }
+        }
+    }
+    files
+}
+
+#[test]
 fn without_self_fencing_a_cut_off_wrapper_lets_its_job_run_on_while_others_see_it_lost() {
     let Some(cluster) = Cluster::start("no-fence") else {
         return;
