@@ -588,6 +588,108 @@ fn wrong_credentials_are_refused_in_one_line_naming_the_user_never_the_password(
 }
 
 #[test]
+fn a_follower_on_one_host_sees_every_event_of_jobs_on_another_exactly_once_across_a_killed_member()
+{
+    let Some(cluster) = Cluster::start("events") else {
+        return;
+    };
+    if !hosts::available("events") {
+        return;
+    }
+    let url = cluster.url("events");
+    let a = Host::start("alpha", &url);
+    let b = Host::start("beta", &url);
+    let mut follower = b.spawn(&["events", "--follow", "--json"]);
+    let lines = lines_of(follower.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let until = |seen: &mut Vec<serde_json::Value>, job_id: &str, kind: &str| {
+        eventually(LONG, &format!("the {kind} event of {job_id}"), || {
+            while let Ok(line) = lines.try_recv() {
+                seen.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+            }
+            seen.iter()
+                .any(|e| e["job_id"] == job_id && e["event"] == kind)
+                .then_some(())
+        })
+    };
+    let run = |name: &str, command: &[&str]| {
+        a.start_job(name, LEASE_10S, command);
+        let id = job_id(&url, name);
+        a.run(&["wait", name, "--timeout", "100s"], LONG);
+        id
+    };
+    let mut ids = vec![run("one", &["true"]), run("two", &["sh", "-c", "exit 3"])];
+    until(&mut seen, &ids[1], "ended");
+    // The member listed first (the one every client tries first) dies.
+    cluster.kill(0);
+    cluster.wait_healthy();
+    ids.push(run("three", &["true"]));
+    ids.push(run("four", &["sh", "-c", "exit 1"]));
+    // A last run: every event before its `ended` has been read by then,
+    // repeats included.
+    ids.push(run("five", &["true"]));
+    until(&mut seen, &ids[4], "ended");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let pairs: Vec<(String, String)> = seen
+        .iter()
+        .map(|e| {
+            assert_eq!(e["host"], "alpha", "{e}");
+            (
+                e["job_id"].as_str().unwrap().to_owned(),
+                e["event"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = ids
+        .iter()
+        .flat_map(|id| {
+            [
+                (id.clone(), "started".to_owned()),
+                (id.clone(), "ended".to_owned()),
+            ]
+        })
+        .collect();
+    assert_eq!(pairs, expected, "each event once, in order");
+    let outcomes: Vec<&str> = seen
+        .iter()
+        .filter(|e| e["event"] == "ended")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["success", "failed", "success", "failed", "success"]
+    );
+    // A cursor printed by the follower resumes right after its event.
+    let cursor = seen[3]["cursor"].as_str().unwrap();
+    let out = a.run(&["events", "--json", "--since", cursor], LONG);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let rest: Vec<String> = hosts::json_lines(&out)
+        .iter()
+        .map(|e| e["cursor"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = seen[4..]
+        .iter()
+        .map(|e| e["cursor"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rest, expected);
+}
+
+/// The lines a child writes on `out`, as they come.
+fn lines_of(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
 fn the_password_reaches_a_detached_wrapper_in_its_handover_never_in_an_argv_or_a_file() {
     const PASSWORD: &str = "pw-7c1e-never-shown";
     let Some(cluster) = Cluster::start_with(

@@ -12,11 +12,12 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use cluster::{Cluster, eventually};
+use jobwatch_core::model::EventKind;
 use jobwatch_core::model::{
     Finalizer, JobEnd, JobName, JobRecord, KillRequest, LivenessMode, Outcome, Settings, rfc3339,
 };
 use jobwatch_core::store::{
-    ClaimError, ClaimWait, Commit, DocKind, Hold, Holder, Store, Wake, WatchFor,
+    ClaimError, ClaimWait, Commit, Cursor, DocKind, Hold, Holder, Since, Store, Wake, WatchFor,
 };
 use jobwatch_etcd::{EtcdConfig, EtcdStore, StoreOptions};
 
@@ -172,6 +173,72 @@ fn an_outcome_is_committed_once_and_a_second_commit_reports_the_first() {
         snap.status.unwrap(),
         Some(jobwatch_core::model::StatusWord::Success)
     );
+}
+
+#[test]
+fn a_runs_events_are_journaled_with_its_spawn_and_its_status_once_each_at_the_revision_of_the_change()
+ {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let url = cluster.url("events");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (store(&url, dir.path()), store(&url, dir.path()));
+    let n = name("job");
+    let start = b.events().read_events(&Since::Now).unwrap().next;
+    let mut claim = a.claim(&n, ClaimWait::No).unwrap();
+    let r = record("job", "run-ev");
+    claim.write_record(&r).unwrap();
+    assert!(
+        b.events().read_events(&start).unwrap().events.is_empty(),
+        "nothing before the spawn"
+    );
+    claim.mark_spawned(&r).unwrap();
+    let retry = JobRecord {
+        attempt: 2,
+        ..r.clone()
+    };
+    claim.mark_spawned(&retry).unwrap();
+    let done = ended(retry, Outcome::Failed);
+    claim.write_record(&done).unwrap();
+    assert_eq!(claim.commit(&done).unwrap(), Commit::Committed);
+    // A retried commit (its reply lost) finds its own status: it creates
+    // nothing more, no second event either.
+    claim.commit(&done).unwrap();
+    drop(claim);
+    let read = b.events().read_events(&start).unwrap();
+    let kinds: Vec<_> = read
+        .events
+        .iter()
+        .map(|p| (p.event.job_id.as_str(), p.event.event))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("run-ev", EventKind::Started), ("run-ev", EventKind::Ended)],
+        "one started for the run (not per attempt), one ended"
+    );
+    assert_eq!(read.events[1].event.outcome, Some(Outcome::Failed));
+    // The ended event's cursor is the revision that created the status.
+    let status = b.client().get(b"jobs/job/status").unwrap().kv.unwrap();
+    assert_eq!(
+        read.events[1].cursor.as_str(),
+        format!("etcd:{}", status.create_revision)
+    );
+    // After the last cursor: nothing; a repair finds the end there already.
+    let after = Since::After(read.events[1].cursor.clone());
+    assert!(b.events().read_events(&after).unwrap().events.is_empty());
+    let end = read.events[1].event.clone();
+    assert!(
+        !b.events()
+            .append_missing_end(&end, &read.events[0].cursor)
+            .unwrap()
+    );
+    // Another store's cursor is refused in one line.
+    let e = b
+        .events()
+        .read_events(&Since::After(Cursor::new("3f9a0c1d2e4b5a69:4711")))
+        .unwrap_err();
+    assert!(e.to_string().contains("etcd:REVISION"), "{e}");
 }
 
 #[test]

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd, poll};
 
 use jobwatch_core::logs::LocalLogs;
-use jobwatch_core::model::{JobName, JobRecord, KillRequest, unix_ms};
+use jobwatch_core::model::{EventKind, JobEvent, JobName, JobRecord, KillRequest, unix_ms};
 use jobwatch_core::store::{
     Claim, ClaimError, Commit, Hold, Invalid, RunAt, Snapshot, Store, StoreError,
 };
@@ -209,6 +209,38 @@ impl<'s> EtcdClaim<'s> {
 
     fn client(&self) -> &EtcdClient {
         &self.store.client
+    }
+
+    /// Writes the record, and `also` in the same fenced transaction (a
+    /// run's `started` event). A new run's first record makes this claim
+    /// its wrapper instead ([`Self::become_wrapper`]; `also` follows it).
+    fn write_record_with(&mut self, record: &JobRecord, also: Vec<Op>) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).expect("a record serializes");
+        let is_new_run = record.outcome.is_none()
+            && self.wrapper.is_none()
+            && self
+                .written
+                .as_ref()
+                .is_none_or(|(_, r)| r.job_id != record.job_id)
+            && self
+                .store
+                .current_job_id(&self.name)
+                .is_none_or(|id| id != record.job_id);
+        if is_new_run {
+            self.become_wrapper(record, bytes)?;
+            if !also.is_empty() && !self.fenced(vec![], also, "write the started event")? {
+                return Err(self.lost());
+            }
+            return Ok(());
+        }
+        let key = keys::job(&self.name, Part::Record);
+        let mut then = vec![Op::put(key, bytes.clone())];
+        then.extend(also);
+        if !self.fenced(vec![], then, "write the record")? {
+            return Err(self.lost());
+        }
+        self.written = Some((bytes, record.clone()));
+        Ok(())
     }
 
     /// Runs a transaction fenced by our claim: `then` only if the claim key
@@ -507,34 +539,19 @@ impl Claim for EtcdClaim<'_> {
     }
 
     fn write_record(&mut self, record: &JobRecord) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(record).expect("a record serializes");
-        let is_new_run = record.outcome.is_none()
-            && self.wrapper.is_none()
-            && self
-                .written
-                .as_ref()
-                .is_none_or(|(_, r)| r.job_id != record.job_id)
-            && self
-                .store
-                .current_job_id(&self.name)
-                .is_none_or(|id| id != record.job_id);
-        if is_new_run {
-            return self.become_wrapper(record, bytes);
-        }
-        let key = keys::job(&self.name, Part::Record);
-        if !self.fenced(
-            vec![],
-            vec![Op::put(key, bytes.clone())],
-            "write the record",
-        )? {
-            return Err(self.lost());
-        }
-        self.written = Some((bytes, record.clone()));
-        Ok(())
+        self.write_record_with(record, Vec::new())
     }
 
     fn mark_spawned(&mut self, record: &JobRecord) -> Result<(), StoreError> {
-        self.write_record(record)
+        // A retry's spawn is the same run: one `started` per run, in the
+        // transaction that makes the spawn known (rule 8: never without it).
+        let started = (record.attempt <= 1).then(|| {
+            Op::put(
+                keys::event(&record.job_id, EventKind::Started),
+                event_bytes(&JobEvent::started(record)),
+            )
+        });
+        self.write_record_with(record, started.into_iter().collect())
     }
 
     fn reset_beat(&mut self) -> Result<(), StoreError> {
@@ -655,6 +672,12 @@ impl Claim for EtcdClaim<'_> {
                 keys::job(&self.name, Part::Tail),
                 serde_json::to_vec(&tail).expect("a tail serializes"),
             ),
+            // The `ended` event is created with the status: no status
+            // without its event, and never a second one.
+            Op::put(
+                keys::event(&final_record.job_id, EventKind::Ended),
+                event_bytes(&JobEvent::ended_with(final_record, outcome)),
+            ),
         ];
         let otherwise = [Op::Get(status_key), Op::Get(self.claim_key.clone())];
         let outcome_txn = self
@@ -745,6 +768,13 @@ impl Claim for EtcdClaim<'_> {
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
         self.wrapper.as_ref().map(|w| w.shared.wake.as_fd())
     }
+}
+
+/// An event as the journal stores it: its line, without the newline.
+pub(crate) fn event_bytes(event: &JobEvent) -> Vec<u8> {
+    let mut line = event.to_line();
+    line.pop();
+    line
 }
 
 /// The status and claim read by a commit's `otherwise` branch.

@@ -12,6 +12,8 @@
 //! history/NAME/LABEL/{record,status,tail}   an archived run
 //! docs/breaker/KEY    a circuit breaker (the breaker's JSON document)
 //! docs/session/ID     an agent session's tracked jobs (`jobwatch hook`)
+//! events/JOB_ID/started, events/JOB_ID/ended   the event journal (JobEvent JSON;
+//!                     a key's create revision is its cursor)
 //! ```
 //!
 //! Names and breaker keys are validated before they get here
@@ -26,6 +28,14 @@ pub const JOBS: &str = "jobs/";
 pub const HISTORY: &str = "history/";
 /// Where documents are.
 pub const DOCS: &str = "docs/";
+/// Where the event journal is.
+pub const EVENTS: &str = "events/";
+
+/// `events/JOB_ID/started` or `events/JOB_ID/ended`: one run's event
+/// (a `job_id` is `[A-Za-z0-9._-]`, checked where it is read).
+pub fn event(job_id: &str, kind: jobwatch_core::model::EventKind) -> Vec<u8> {
+    format!("{EVENTS}{job_id}/{}", kind.as_str()).into_bytes()
+}
 
 /// One piece of a name's current run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

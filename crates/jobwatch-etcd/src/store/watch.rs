@@ -36,6 +36,8 @@ pub struct EtcdWatch {
     names: Vec<JobName>,
     /// Events of other names arrive too (a `jobs/` watch): drop them.
     filter: bool,
+    /// A watch of the event journal ([`EtcdWatch::events`]), not of names.
+    journal: bool,
     what: WatchFor,
     poll_every: Duration,
 }
@@ -50,17 +52,46 @@ impl EtcdWatch {
             inotify: None,
             names: names.to_vec(),
             filter: names.len() != 1,
+            journal: false,
             what,
             poll_every: what.poll.unwrap_or(DEFAULT_POLL),
         };
-        if what.poll.is_some() {
-            return polling;
-        }
         let prefix = match names {
             [one] => keys::job_prefix(one),
             _ => keys::JOBS.as_bytes().to_vec(),
         };
-        let Ok(etcd) = store.client.watch(&prefix, WatchScope::Prefix, 0) else {
+        Self::on(store, polling, &prefix)
+    }
+
+    /// Watches the event journal: wakes when an event is appended
+    /// (`events/…` created) or a claim goes (its holder may be gone: a
+    /// follower looks at the runs it saw start). One etcd watch on the
+    /// whole namespace, filtered here.
+    pub fn events(store: &EtcdStore, what: WatchFor) -> Self {
+        let polling = Self {
+            epoll: None,
+            etcd: Mutex::new(None),
+            inotify: None,
+            names: Vec::new(),
+            filter: false,
+            journal: true,
+            what: WatchFor {
+                log_writes: false,
+                ..what
+            },
+            poll_every: what.poll.unwrap_or(DEFAULT_POLL),
+        };
+        Self::on(store, polling, b"")
+    }
+
+    /// `polling` with an etcd watch on `prefix` (and the log folder when
+    /// asked), or `polling` itself where events cannot be had.
+    fn on(store: &EtcdStore, polling: Self, prefix: &[u8]) -> Self {
+        let what = polling.what;
+        if what.poll.is_some() {
+            return polling;
+        }
+        let Ok(etcd) = store.client.watch(prefix, WatchScope::Prefix, 0) else {
             return polling;
         };
         let Ok(ep) = epoll::create(epoll::CreateFlags::CLOEXEC) else {
@@ -93,6 +124,9 @@ impl EtcdWatch {
 
     /// What one change asks a waiter to look at, if anything.
     fn wake_for(&self, event: &WatchEvent) -> Option<Wake> {
+        if self.journal {
+            return journal_wake(event);
+        }
         let (name, part) = keys::parse_job_key(event.key())?;
         if self.filter && !self.names.contains(&name) {
             return None;
@@ -148,6 +182,20 @@ pub fn wake_for(part: Part, what: &WatchFor) -> Option<Wake> {
         // change a verdict (a claim key deleted by its lease's expiry is how
         // a dead host shows).
         Part::Claim | Part::Record | Part::Status | Part::Beat | Part::Tail => Some(Wake::State),
+    }
+}
+
+/// What a change in the namespace asks a journal follower to look at: an
+/// event appended, or a claim gone (its holder may have died; the run's end
+/// may need finishing).
+pub fn journal_wake(event: &WatchEvent) -> Option<Wake> {
+    let key = event.key();
+    if key.starts_with(keys::EVENTS.as_bytes()) {
+        return matches!(event, WatchEvent::Put(_)).then_some(Wake::State);
+    }
+    match (keys::parse_job_key(key), event) {
+        (Some((_, Part::Claim)), WatchEvent::Delete { .. }) => Some(Wake::State),
+        _ => None,
     }
 }
 
@@ -223,5 +271,29 @@ mod tests {
             ..WatchFor::default()
         };
         assert_eq!(wake_for(Part::Kill, &killers), Some(Wake::KillRequest));
+    }
+
+    #[test]
+    fn a_journal_follower_wakes_for_an_event_appended_and_a_claim_gone_only() {
+        let put = |key: &str| {
+            WatchEvent::Put(crate::KeyValue {
+                key: key.as_bytes().to_vec(),
+                value: Vec::new(),
+                create_revision: 1,
+                mod_revision: 1,
+                version: 1,
+                lease: 0,
+            })
+        };
+        let delete = |key: &str| WatchEvent::Delete {
+            key: key.as_bytes().to_vec(),
+            revision: 2,
+        };
+        assert_eq!(journal_wake(&put("events/r1/ended")), Some(Wake::State));
+        assert_eq!(journal_wake(&delete("jobs/a/claim")), Some(Wake::State));
+        assert_eq!(journal_wake(&delete("events/r1/ended")), None, "a trim");
+        assert_eq!(journal_wake(&put("jobs/a/beat")), None);
+        assert_eq!(journal_wake(&put("jobs/a/claim")), None);
+        assert_eq!(journal_wake(&put("docs/breaker/k")), None);
     }
 }
