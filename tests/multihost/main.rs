@@ -675,6 +675,50 @@ fn a_follower_on_one_host_sees_every_event_of_jobs_on_another_exactly_once_acros
     assert_eq!(rest, expected);
 }
 
+#[test]
+fn a_follower_on_another_host_reports_the_run_of_a_host_that_died_ended_lost_once() {
+    let Some(cluster) = setup("events-lost") else {
+        return;
+    };
+    let url = cluster.url("evlost");
+    let mut a = Host::start("alpha", &url);
+    let b = Host::start("beta", &url);
+    let mut follower = b.spawn(&["events", "--follow", "--json", "--since", "now"]);
+    let lines = lines_of(follower.stdout.take().unwrap());
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let until = |seen: &mut Vec<serde_json::Value>, job_id: &str, kind: &str| {
+        eventually(LONG, &format!("the {kind} event of {job_id}"), || {
+            while let Ok(line) = lines.try_recv() {
+                seen.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+            }
+            seen.iter()
+                .any(|e| e["job_id"] == job_id && e["event"] == kind)
+                .then_some(())
+        })
+    };
+    a.start_job("work", LEASE_10S, &["sleep", "1000"]);
+    let id = job_id(&url, "work");
+    until(&mut seen, &id, "started");
+    // The host dies: nobody is left to commit the run's end but the
+    // follower, once the wrapper's lease has expired.
+    a.crash();
+    until(&mut seen, &id, "ended");
+    // A last run: a repeat of the end would have come before its `ended`.
+    b.start_job("last", LEASE_10S, &["true"]);
+    let last = job_id(&url, "last");
+    until(&mut seen, &last, "ended");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let ends: Vec<&serde_json::Value> = seen
+        .iter()
+        .filter(|e| e["job_id"] == id.as_str() && e["event"] == "ended")
+        .collect();
+    assert_eq!(ends.len(), 1, "{seen:?}");
+    assert_eq!(ends[0]["outcome"], "lost", "{}", ends[0]);
+    assert_eq!(ends[0]["finalized_by"], "waiter", "{}", ends[0]);
+    assert_eq!(status_versions(&url, "work"), 1);
+}
+
 /// The lines a child writes on `out`, as they come.
 fn lines_of(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead as _;
