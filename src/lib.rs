@@ -19,4 +19,5 @@ pub mod cli;
 pub mod hook;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+pub mod store_open;
 pub mod wrapper;

@@ -3,10 +3,11 @@
 //! the store on stdin, once, and reads its one-line reply on stdout (see
 //! `jobwatch_core::ops::start`). Not a command for people: it has no flags
 //! and no help.
+//!
+//! The store is opened with [`open`] (`src/store_open.rs`), the opener the
+//! CLI and the lean `jobwatch-wrapper` use too.
 
 use jobwatch_core::ops::start::serve_wrapper;
-use jobwatch_core::spec::StoreSpec;
-use jobwatch_core::store::Store;
 
 /// Runs the wrapper; returns its exit code.
 pub fn main() -> u8 {
@@ -14,8 +15,4 @@ pub fn main() -> u8 {
     serve_wrapper(&mut stdin.lock(), &open)
 }
 
-/// Opens the store the spec names. A store of another crate (etcd) is
-/// opened here, where that crate is linked.
-fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, String> {
-    spec.open().map_err(|e| e.to_string())
-}
+pub use crate::store_open::open;

@@ -17,6 +17,8 @@ mod hang;
 mod idle_jobs;
 mod latency;
 mod memory;
+#[cfg(feature = "etcd-tests")]
+mod multihost;
 mod overhead;
 mod pueue;
 mod queue;
@@ -78,11 +80,20 @@ pub struct Opts {
     /// parallel and pueue, then queued behind a taken slot (0: skip it).
     #[arg(long, default_value_t = 10_000)]
     queued_jobs: usize,
+    /// Runs of the cross-host completion detection (etcd section).
+    #[arg(long, default_value_t = 30)]
+    etcd_runs: usize,
+    /// Host crashes timed to `lost` (etcd section; each takes ~10 s).
+    #[arg(long, default_value_t = 3)]
+    etcd_lost_runs: usize,
+    /// How long each job runs while its etcd writes are counted.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    etcd_writes_for: Duration,
     /// Directory holding `pueue` and `pueued`; pueue rows are skipped without it.
     #[arg(long)]
     pueue_bin: Option<PathBuf>,
     /// Only these sections (latency, hang, overhead, scale, idle-jobs,
-    /// memory, queue).
+    /// memory, etcd: built with `--features etcd-tests`, queue).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Helper modes used by the timed jobs themselves.
@@ -129,6 +140,10 @@ fn main() {
     }
     if wants("memory") {
         rows.extend(memory::run(&ctx, &opts));
+    }
+    #[cfg(feature = "etcd-tests")]
+    if wants("etcd") {
+        rows.extend(multihost::run(&ctx, &opts));
     }
     // Last: it makes this process a child subreaper.
     if wants("queue") {

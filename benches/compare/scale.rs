@@ -97,6 +97,7 @@ fn synthesize(dir: &Path, n: usize) {
             attempt: 1,
             max_attempts: 1,
             attempts: Vec::new(),
+            pid_ns: None,
         };
         let end = JobEnd {
             outcome,

@@ -14,8 +14,6 @@ use std::process::ExitCode;
 
 use jobwatch_core::exit_code::USAGE;
 use jobwatch_core::ops::start::{Wrapper, serve_wrapper};
-use jobwatch_core::spec::StoreSpec;
-use jobwatch_core::store::Store;
 use jobwatch_core::sys::stdio::warn;
 
 fn main() -> ExitCode {
@@ -41,7 +39,8 @@ fn misuse(args: usize, stdin_is_terminal: bool) -> Option<&'static str> {
     )
 }
 
-/// Opens the store the spec names: the core's own (the jobs directory).
-fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, String> {
-    spec.open().map_err(|e| e.to_string())
-}
+// The same opener as `jobwatch`'s (the etcd store with the feature `etcd`),
+// compiled into this binary without the rest of the front ends' library.
+#[path = "../store_open.rs"]
+mod store_open;
+use store_open::open;

@@ -8,7 +8,7 @@ use super::args::positive_duration;
 use super::{CliError, CliResult};
 use crate::mcp::{Context, Options, serve};
 use jobwatch_core::exit_code;
-use jobwatch_core::store::file::FileStore;
+use jobwatch_core::store::Store;
 
 const MCP_HELP: &str = concat!(
     "\
@@ -46,9 +46,9 @@ pub struct McpArgs {
 }
 
 /// Runs the `mcp` command.
-pub fn mcp(store: &FileStore, a: McpArgs) -> CliResult {
+pub fn mcp(store: std::sync::Arc<dyn Store>, a: McpArgs) -> CliResult {
     let ctx = Context {
-        store: store.clone(),
+        store,
         wrapper: std::sync::Arc::new(super::detached_wrapper()?),
     };
     let options = Options {

@@ -27,6 +27,7 @@ mod preflight;
 mod progress;
 pub(crate) mod run;
 pub(crate) mod status;
+pub(crate) mod store;
 mod usage;
 mod wait;
 
@@ -46,6 +47,7 @@ const AFTER_HELP: &str = concat!(
     "\
 Exit codes: 0 success, 1 failed, 2 usage or bad input, 3 hung, 4 lost, 5 killed, 6 breaker open, 7 preflight failed, 124 timeout.
 Jobs directory: --dir, else $JOBWATCH_DIR, else $XDG_STATE_HOME/jobwatch, else ~/.local/state/jobwatch.
+Many hosts: --store etcd://HOST:PORT[,...][/NAMESPACE] or $JOBWATCH_STORE (docs/multi-host.md).
 ",
     durations_note!(),
     "
@@ -60,10 +62,8 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "jobwatch", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Jobs directory (default: $JOBWATCH_DIR, $XDG_STATE_HOME/jobwatch or
-    /// ~/.local/state/jobwatch).
-    #[arg(long, global = true, value_name = "DIR")]
-    dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: store::StoreArgs,
 
     #[command(subcommand)]
     pub(crate) command: Commands,
@@ -167,26 +167,30 @@ fn dispatch(cli: Cli) -> CliResult {
     if !is_long_lived(&cli.command) {
         jobwatch_core::sys::signal::exit_on_broken_pipe();
     }
-    let dir = || open_dir(cli.dir.clone());
+    // `--dir` or `--store`: one store for every command (cli/store.rs).
+    let open = || cli.store.open();
     match cli.command {
-        Commands::Run(a) => run::run(&dir()?, a),
-        Commands::Wait(a) => wait::wait(&dir()?, a),
-        Commands::Status(a) => status::status(&dir()?, a),
-        Commands::Ls(a) => status::ls(&dir()?, a),
-        Commands::Logs(a) => logs::logs(&dir()?, a),
-        Commands::Kill(a) => kill::kill(&dir()?, a),
-        Commands::Beat(a) => beat::beat(&dir()?, a),
+        Commands::Run(a) => run::run(&*open()?, a),
+        Commands::Wait(a) => wait::wait(&*open()?, a),
+        Commands::Status(a) => status::status(&*open()?, a),
+        Commands::Ls(a) => status::ls(&*open()?, a),
+        Commands::Logs(a) => logs::logs(&*open()?, a),
+        Commands::Kill(a) => kill::kill(&*open()?, a),
+        Commands::Beat(a) => beat::beat(&*open()?, a),
         #[cfg(feature = "mcp")]
-        Commands::Mcp(a) => mcp::mcp(&dir()?, a),
-        Commands::Breaker(a) => breaker::breaker(&dir()?, a),
-        Commands::Gc(a) => gc::gc(&dir()?, a),
+        Commands::Mcp(a) => mcp::mcp(open()?.into(), a),
+        Commands::Breaker(a) => breaker::breaker(&*open()?, a),
+        Commands::Gc(a) => gc::gc(&*open()?, a),
         Commands::Completions(a) => completions::completions(a),
         Commands::Preflight(a) => preflight::preflight(a),
         // A hook must never block the agent over a bad jobs directory: it
         // opens the directory itself and turns every problem into a note.
-        Commands::Hook(a) => Ok(crate::hook::main(cli.dir.clone(), a)),
-        Commands::Batch(a) => batch::batch(&dir()?, a),
-        Commands::Events(a) => events::events(&dir()?, a),
+        Commands::Hook(a) => Ok(crate::hook::main(cli.store.dir.clone(), a)),
+        Commands::Batch(_) if !cli.store.is_files() => Err(CliError::usage(
+            "batch runs on the jobs directory only (not with --store)",
+        )),
+        Commands::Batch(a) => batch::batch(&open_dir(cli.store.dir.clone())?, a),
+        Commands::Events(a) => events::events(&*open()?, a),
     }
 }
 

@@ -18,7 +18,7 @@ use jobwatch_core::ops::{self, Context};
 use jobwatch_core::queue::{After, SlotRequest};
 use jobwatch_core::report::{Queued, Started};
 use jobwatch_core::spec::{RunSpec, SpecError, current_dir};
-use jobwatch_core::store::file::FileStore;
+use jobwatch_core::store::Store;
 use jobwatch_core::sys::stdio::{notice, notice_within, say, warn};
 
 const RUN_HELP: &str = concat!(
@@ -155,7 +155,7 @@ fn liveness() -> impl clap::builder::TypedValueParser<Value = LivenessMode> {
 }
 
 /// Runs the `run` command.
-pub fn run(store: &FileStore, a: RunArgs) -> CliResult {
+pub fn run(store: &dyn Store, a: RunArgs) -> CliResult {
     let spec = spec(&a);
     let queued = QueueRun {
         spec,
@@ -182,7 +182,7 @@ pub fn run(store: &FileStore, a: RunArgs) -> CliResult {
 /// `run` with `--after`/`--slot`: the job is queued; detached, this
 /// returns at once (started, queued, or skipped at once); in the
 /// foreground, it waits here for its turn and runs the job.
-fn run_queued(store: &FileStore, a: &RunArgs, req: QueueRun) -> CliResult {
+fn run_queued(store: &dyn Store, a: &RunArgs, req: QueueRun) -> CliResult {
     if a.detach {
         return match ops::queue::detached(store, req).map_err(start_error)? {
             DetachedQueued::Started(s) => Ok(print_started(&s, a.json)),

@@ -242,7 +242,7 @@ impl JobwatchServer {
         let options = TaskOptions::new()
             .with_ttl_ms(TASK_TTL.as_millis() as u64)
             .with_poll_interval_ms(every.as_millis() as u64)
-            .with_status_message(progress_message(&dir, &plan.names));
+            .with_status_message(progress_message(&*dir, &plan.names));
         let task = self.tasks.spawn(options, move |task| {
             Box::pin(async move {
                 let status = task.clone();

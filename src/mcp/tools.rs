@@ -22,8 +22,7 @@ use jobwatch_core::preflight;
 use jobwatch_core::queue::{After, SlotRequest};
 use jobwatch_core::report::JobReport;
 use jobwatch_core::spec::{self as args, RunSpec};
-use jobwatch_core::store::RunAt;
-use jobwatch_core::store::file::FileStore;
+use jobwatch_core::store::{RunAt, Store};
 use jobwatch_core::wait::WaitMode;
 
 /// A tool's failure: one line for the agent.
@@ -177,12 +176,13 @@ pub const DEFAULT_WAIT_TAIL: usize = 20;
 /// Most rows `status` lists before summarising the rest.
 const MAX_STATUS_ROWS: usize = 30;
 
-/// What every tool needs: the store (the jobs directory) and how to start
-/// a detached wrapper.
+/// What every tool needs: the store (the jobs directory, or the etcd
+/// cluster of `--store`) and how to start a detached wrapper.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// The jobs directory, the same one the CLI would use.
-    pub store: FileStore,
+    /// The store, the same one the CLI would use (a detached wrapper is
+    /// handed its `Store::spec`).
+    pub store: Arc<dyn Store>,
     /// The detached wrapper `start` runs (`jobwatch-wrapper`, or this
     /// executable as `jobwatch __wrapper`).
     pub wrapper: Arc<Wrapper>,
@@ -219,7 +219,7 @@ pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
     let spec = run_spec(p)?;
     let queued = QueueRun { spec, after, slot };
     if queued.is_queued() {
-        return match ops::queue::detached(&ctx.store, queued) {
+        return match ops::queue::detached(&*ctx.store, queued) {
             Ok(DetachedQueued::Started(s)) => Ok(shape::line(&shape::started(&s))),
             Ok(DetachedQueued::Queued(q)) => Ok(shape::line(&shape::queued(&q))),
             Ok(DetachedQueued::Ended(r)) => {
@@ -227,7 +227,7 @@ pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
                 let outcome = r.outcome.unwrap_or(Outcome::Skipped);
                 let job = name(&r.name)?;
                 let report =
-                    JobReport::new(&ctx.store, &job, &RunAt::Current, outcome, Some(&r), 0);
+                    JobReport::new(&*ctx.store, &job, &RunAt::Current, outcome, Some(&r), 0);
                 Ok(shape::line(&shape::ended(&report)))
             }
             Err(e) => Err(start_failure(&e)),
@@ -235,7 +235,7 @@ pub fn start(ctx: &Context, p: StartParams) -> ToolResult {
     }
     let spec = queued.spec;
     let op = ops::Context {
-        store: &ctx.store,
+        store: &*ctx.store,
         wrapper: &ctx.wrapper,
     };
     match ops::start::detached(&op, &spec) {
@@ -341,7 +341,7 @@ pub fn status(ctx: &Context, p: StatusParams) -> ToolResult {
             limit: Some(MAX_STATUS_ROWS),
         },
     };
-    let listing = ops::status::status(&ctx.store, &req).map_err(|e| e.to_string())?;
+    let listing = ops::status::status(&*ctx.store, &req).map_err(|e| e.to_string())?;
     if let Some(missing) = listing.missing().next() {
         return Err(format!("no job named {missing}"));
     }
@@ -375,7 +375,7 @@ pub fn logs(ctx: &Context, p: LogsParams) -> Result<(String, String), ToolError>
         None => Slice::Tail(p.tail.map_or(DEFAULT_LOG_TAIL, |n| n as usize)),
     };
     let text =
-        ops::logs::read(&ctx.store, &job, slice, MAX_LOG_BYTES).map_err(|e| e.to_string())?;
+        ops::logs::read(&*ctx.store, &job, slice, MAX_LOG_BYTES).map_err(|e| e.to_string())?;
     let meta = serde_json::json!({
         "name": job.as_str(),
         "size": text.size,
@@ -397,7 +397,7 @@ pub fn kill(ctx: &Context, p: KillParams) -> ToolResult {
         .map(|g| args::duration(g).map_err(|e| format!("grace: {e}")))
         .transpose()?;
     let killed = ops::kill::kill(
-        &ctx.store,
+        &*ctx.store,
         &KillJob {
             name: &job,
             grace,
@@ -416,10 +416,10 @@ fn breaker_key(s: &str) -> Result<BreakerKey, ToolError> {
 pub fn breaker_status(ctx: &Context, p: BreakerStatusParams) -> ToolResult {
     if let Some(key) = &p.key {
         let view =
-            ops::breaker::status(&ctx.store, &breaker_key(key)?).map_err(|e| e.to_string())?;
+            ops::breaker::status(&*ctx.store, &breaker_key(key)?).map_err(|e| e.to_string())?;
         return Ok(shape::line(&view));
     }
-    let views = ops::breaker::list(&ctx.store).map_err(|e| e.to_string())?;
+    let views = ops::breaker::list(&*ctx.store).map_err(|e| e.to_string())?;
     if views.is_empty() {
         return Ok(r#"{"breakers":0}"#.into());
     }
@@ -442,7 +442,8 @@ pub fn breaker_status(ctx: &Context, p: BreakerStatusParams) -> ToolResult {
 
 /// `breaker_reset`: close a breaker and forget its failures.
 pub fn breaker_reset(ctx: &Context, p: BreakerResetParams) -> ToolResult {
-    let view = ops::breaker::reset(&ctx.store, &breaker_key(&p.key)?).map_err(|e| e.to_string())?;
+    let view =
+        ops::breaker::reset(&*ctx.store, &breaker_key(&p.key)?).map_err(|e| e.to_string())?;
     Ok(shape::line(&view))
 }
 

@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
@@ -23,7 +24,6 @@ use jobwatch_core::ops::{
 };
 use jobwatch_core::report::{Progress, human_ms};
 use jobwatch_core::store::Store;
-use jobwatch_core::store::file::FileStore;
 use jobwatch_core::wait::{WaitError, WaitMode, WaitSpec};
 
 /// A checked `wait` request.
@@ -100,15 +100,19 @@ pub struct Slice {
 }
 
 /// Waits at most `limit` on a blocking thread.
-pub async fn wait_slice(dir: &FileStore, plan: &Plan, limit: Duration) -> Result<Slice, ToolError> {
+pub async fn wait_slice(
+    dir: &Arc<dyn Store>,
+    plan: &Plan,
+    limit: Duration,
+) -> Result<Slice, ToolError> {
     let dir = dir.clone();
     let plan = plan.clone();
     tokio::task::spawn_blocking(move || {
-        let answer = ops::wait::wait(&dir, &plan.request(limit)).map_err(wait_error)?;
+        let answer = ops::wait::wait(&*dir, &plan.request(limit)).map_err(wait_error)?;
         let text = match &answer {
             WaitAnswer::Matched(m) => shape::line(&shape::matched(m)),
             WaitAnswer::Reports { reports, .. } => {
-                shape::lines(reports.iter().map(|r| shape::report_line(&dir, r)))
+                shape::lines(reports.iter().map(|r| shape::report_line(&*dir, r)))
             }
         };
         Ok(Slice {
@@ -133,7 +137,7 @@ fn wait_error(e: WaitError) -> ToolError {
 /// Waits until the jobs settle, `plan.timeout` passes or `cancelled`
 /// resolves (then `None`), in slices of at most `cap`.
 pub async fn wait_until_settled(
-    dir: &FileStore,
+    dir: &Arc<dyn Store>,
     plan: &Plan,
     cap: Duration,
     cancelled: impl Future<Output = ()>,
@@ -163,7 +167,12 @@ pub type Forever = Pin<Box<dyn Future<Output = Infallible> + Send>>;
 
 /// Calls `report(message, elapsed)` every `every`, forever: the message
 /// names each job still running with its run time and last log line.
-pub fn report_progress<F>(dir: &FileStore, names: &[JobName], every: Duration, report: F) -> Forever
+pub fn report_progress<F>(
+    dir: &Arc<dyn Store>,
+    names: &[JobName],
+    every: Duration,
+    report: F,
+) -> Forever
 where
     F: Fn(String, Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static,
 {
@@ -174,7 +183,7 @@ where
         loop {
             tokio::time::sleep(every).await;
             let (dir, names) = (dir.clone(), names.clone());
-            let message = tokio::task::spawn_blocking(move || progress_message(&dir, &names))
+            let message = tokio::task::spawn_blocking(move || progress_message(&*dir, &names))
                 .await
                 .unwrap_or_default();
             report(message, started.elapsed()).await;

@@ -95,6 +95,7 @@ prop_compose! {
             attempt: settings.max_attempts(),
             max_attempts: settings.max_attempts(),
             attempts: Vec::new(),
+            pid_ns: None,
         };
         if let Some((outcome, exit_code, signal, reason)) = end {
             let end = jobwatch_core::model::JobEnd { outcome, exit_code, signal, reason };

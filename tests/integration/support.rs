@@ -686,12 +686,14 @@ impl Env {
     }
 
     /// Applies the test's environment to any command (tag, `$T`, no
-    /// inherited `JOBWATCH_DIR`).
+    /// inherited `JOBWATCH_DIR`, and no `JOBWATCH_STORE`: these suites test
+    /// the jobs directory, whatever store the developer's shell selects).
     pub fn prepare(&self, cmd: &mut Command) {
         cmd.env("JOBWATCH_TEST_TAG", &self.tag)
             .env("T", self.root())
             .env("JW", bin())
             .env_remove("JOBWATCH_DIR")
+            .env_remove("JOBWATCH_STORE")
             .current_dir(self.root());
     }
 

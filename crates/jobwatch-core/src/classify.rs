@@ -248,6 +248,7 @@ mod tests {
             attempt: 1,
             max_attempts: 1,
             attempts: Vec::new(),
+            pid_ns: None,
         }
     }
 
@@ -442,6 +443,7 @@ mod end_of_time {
             cwd: "/".into(),
             host: "h".into(),
             boot_id: "b".into(),
+            pid_ns: None,
             wrapper_pid: 1,
             wrapper_start_time: 1,
             child_pid: Some(2),

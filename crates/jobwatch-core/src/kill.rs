@@ -53,6 +53,10 @@ pub fn command_exited(record: &JobRecord) -> bool {
     let (Some(pid), Some(start_time)) = (record.child_pid, record.child_start_time) else {
         return false;
     };
+    // Another host's (or PID namespace's) PIDs cannot be looked at here.
+    if crate::sys::proc::place_of_record(record) != crate::sys::proc::Place::Here {
+        return false;
+    }
     let between_attempts = record.attempts.len() >= record.attempt as usize;
     // A start time of 0 was unreadable at spawn: it proves nothing.
     start_time != 0

@@ -150,8 +150,9 @@ pub fn finish_lost(
     grace: Duration,
     why: &str,
 ) -> Result<JobRecord, StoreError> {
-    // PIDs from another boot or host mean nothing here: signal nothing.
-    let local = record.boot_id == proc::boot_id() && record.host == proc::hostname();
+    // PIDs from another boot, host or PID namespace mean nothing here:
+    // signal nothing.
+    let local = proc::place_of_record(&record) == proc::Place::Here;
     let kill_remains = |record: &JobRecord| {
         if local {
             terminate(&target_of(record), Signal::TERM, grace, &mut || false)
@@ -273,7 +274,11 @@ pub fn kill_run(
     // the run is left to kill, and that outcome stands.
     if record.outcome.is_none() {
         request_kill(store, name, &record, outcome, reason, grace)?;
-        terminate(&target_of(&record), Signal::TERM, grace, &mut || false);
+        // Processes are only ever signalled on their own host: elsewhere,
+        // the wrapper carries the request out itself.
+        if proc::place_of_record(&record) == proc::Place::Here {
+            terminate(&target_of(&record), Signal::TERM, grace, &mut || false);
+        }
     }
     wait_for_final(store, name, &record, grace)
 }
@@ -309,8 +314,11 @@ fn request_kill(
         start_time: record.wrapper_start_time,
     };
     // SIGURG is ignored by default: a wrapper that does not listen for it
-    // (another implementation) is unharmed.
-    signal_process(wrapper, Signal::URG);
+    // (another implementation) is unharmed. Elsewhere, the store's watch
+    // wakes it.
+    if proc::place_of_record(record) == proc::Place::Here {
+        signal_process(wrapper, Signal::URG);
+    }
     Ok(())
 }
 
@@ -323,7 +331,13 @@ fn wait_for_final(
     grace: Duration,
 ) -> Result<JobState, RecoverError> {
     let same_run = |s: &JobState| s.record().is_some_and(|r| r.job_id == record.job_id);
-    let deadline = Instant::now() + WRAPPER_FINISH_WAIT;
+    // A wrapper elsewhere first gives the job the request's grace; if it is
+    // cut off, the store reports it gone only once its lease expires.
+    let remote = match proc::place_of_record(record) {
+        proc::Place::Here => Duration::ZERO,
+        _ => grace + store.holder_expiry(record),
+    };
+    let deadline = Instant::now() + WRAPPER_FINISH_WAIT + remote;
     let state = wait_for_state(store, name, deadline, |s| {
         matches!(s, JobState::Finished { .. }) || needs_finisher(s) || !same_run(s)
     });

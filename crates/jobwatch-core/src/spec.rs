@@ -330,9 +330,9 @@ pub enum EnvProblem {
 }
 
 /// Where state lives, as another process is told to open it: the jobs
-/// directory today (`--dir`); a distributed store (`etcd://…`, issue 11) is
-/// another variant. Secrets never go here in a form that reaches an argv:
-/// the whole spec travels on a pipe.
+/// directory (`--dir`), or an etcd cluster (`--store etcd://…`,
+/// docs/multi-host.md). The whole spec travels on a pipe (the handover),
+/// never in an argv: what it holds is safe from `ps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreSpec {
@@ -342,18 +342,98 @@ pub enum StoreSpec {
         #[serde(with = "os::path")]
         dir: PathBuf,
     },
+    /// An etcd cluster (a store of the `jobwatch-etcd` crate, opened by the
+    /// binary that links it).
+    Etcd(EtcdSpec),
 }
 
 impl StoreSpec {
     /// Opens the store this names, when the core alone can: the jobs
-    /// directory. (A store of another crate is opened by the binary that
-    /// links it; the wrapper's entry point takes its opener.)
-    pub fn open(&self) -> Result<Box<dyn Store>, crate::store::file::DirError> {
+    /// directory. A store of another crate (etcd) is opened by the binary
+    /// that links it (`src/wrapper.rs`); here it is one line saying so.
+    pub fn open(&self) -> Result<Box<dyn Store>, String> {
         match self {
-            StoreSpec::File { dir } => {
-                Ok(Box::new(crate::store::file::FileStore::open(Some(dir))?))
-            }
+            StoreSpec::File { dir } => match crate::store::file::FileStore::open(Some(dir)) {
+                Ok(store) => Ok(Box::new(store)),
+                Err(e) => Err(e.to_string()),
+            },
+            StoreSpec::Etcd(e) => Err(format!(
+                "--store {}: this jobwatch was built without etcd support",
+                e.url
+            )),
         }
+    }
+}
+
+/// An etcd store as a wrapper opens it: everything its starter resolved
+/// from flags and the environment, so that the wrapper reads nothing of
+/// its own environment to find its store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSpec {
+    /// The cluster and the namespace, as `--store` takes them (never with
+    /// credentials): `etcd://HOST:PORT[,HOST:PORT…]/NAMESPACE`, or
+    /// `etcds://…` for TLS.
+    pub url: String,
+    /// This host's jobs directory: its jobs' logs are under
+    /// `DIR/etcd/NAMESPACE/` (absolute).
+    #[serde(with = "os::path")]
+    pub dir: PathBuf,
+    /// `etcds://`: the CA certificate that signed the members' (absolute).
+    #[serde(
+        default,
+        with = "os::opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca: Option<PathBuf>,
+    /// `etcds://`: a client certificate (absolute).
+    #[serde(
+        default,
+        with = "os::opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cert: Option<PathBuf>,
+    /// `etcds://`: its private key (absolute).
+    #[serde(
+        default,
+        with = "os::opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key: Option<PathBuf>,
+    /// The user, for clusters with auth enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The user's password. It travels in the handover on the wrapper's
+    /// stdin (a pipe: never an argv, never the environment of the wrapper
+    /// or its job); `Debug` never shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A wrapper cut off from the cluster kills its job before its lease
+    /// can expire (`false`: `--no-self-fence`, the job runs on).
+    pub self_fence: bool,
+}
+
+/// A secret (a password): serialized as the plain string it is (it only
+/// ever travels on a pipe), never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `s`.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
     }
 }
 
@@ -588,6 +668,36 @@ mod tests {
         s.echo_output = false;
         assert_eq!(back.spec, s, "everything but the echo, which is never sent");
         assert_eq!(back.store, h.store);
+    }
+
+    #[test]
+    fn an_etcd_store_survives_the_handover_with_its_password_which_debug_never_shows() {
+        let store = StoreSpec::Etcd(EtcdSpec {
+            url: "etcds://h1:2379,h2:2379/ci".into(),
+            dir: "/jobs".into(),
+            ca: Some("/tls/ca.pem".into()),
+            cert: Some("/tls/c.pem".into()),
+            key: Some("/tls/c.key".into()),
+            user: Some("root".into()),
+            password: Some(Secret::new("s3cret")),
+            self_fence: false,
+        });
+        let h = Handover {
+            version: HANDOVER_VERSION,
+            store: store.clone(),
+            spec: spec(),
+        };
+        let json = serde_json::to_string(&h).unwrap();
+        let back: Handover = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.store, store);
+        assert!(json.contains(r#""password":"s3cret""#), "{json}");
+        assert!(!format!("{h:?}").contains("s3cret"), "Debug hides it");
+        // No core-only opener: one line naming the URL, never the password.
+        let e = store.open().unwrap_err();
+        assert!(
+            e.contains("etcds://h1:2379,h2:2379/ci") && !e.contains("s3cret"),
+            "{e}"
+        );
     }
 
     #[test]

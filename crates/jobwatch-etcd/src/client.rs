@@ -399,7 +399,13 @@ impl Shared {
         })
     }
 
-    async fn get_prefix(&self, prefix: &[u8], revision: i64) -> Result<Range> {
+    async fn get_prefix(
+        &self,
+        prefix: &[u8],
+        revision: i64,
+        keys_only: bool,
+        created_after: i64,
+    ) -> Result<Range> {
         let full = self.full_key(prefix);
         let end = prefix_range_end(&full);
         let mut kvs = Vec::new();
@@ -411,8 +417,16 @@ impl Shared {
                     let (from, end) = (from.clone(), end.clone());
                     async move {
                         let mut options = GetOptions::new().with_range(end).with_limit(PAGE);
+                        if keys_only {
+                            options = options.with_keys_only();
+                        }
                         if at > 0 {
                             options = options.with_revision(at);
+                        }
+                        // The member filters before it pages (etcd fetches
+                        // the whole range for a revision filter, then cuts).
+                        if created_after > 0 {
+                            options = options.with_min_create_revision(created_after + 1);
                         }
                         c.get(from, Some(options)).await
                     }
@@ -793,7 +807,23 @@ impl EtcdClient {
     /// kept.
     pub fn get_prefix(&self, prefix: &[u8], revision: i64) -> Result<Range> {
         let prefix = prefix.to_vec();
-        self.call(move |s| async move { s.get_prefix(&prefix, revision).await })
+        self.call(move |s| async move { s.get_prefix(&prefix, revision, false, 0).await })
+    }
+
+    /// The keys under `prefix` (values left empty), as one snapshot at the
+    /// latest revision: a listing that does not move the values.
+    pub fn get_prefix_keys(&self, prefix: &[u8]) -> Result<Range> {
+        let prefix = prefix.to_vec();
+        self.call(move |s| async move { s.get_prefix(&prefix, 0, true, 0).await })
+    }
+
+    /// The keys under `prefix` created after revision `after` (0: all),
+    /// with their values, as one snapshot at the latest revision: what an
+    /// append-only prefix (the event journal) gained since a reader's
+    /// cursor.
+    pub fn get_prefix_created_after(&self, prefix: &[u8], after: i64) -> Result<Range> {
+        let prefix = prefix.to_vec();
+        self.call(move |s| async move { s.get_prefix(&prefix, 0, false, after).await })
     }
 
     /// Writes a key, attached to `lease` if given; returns the revision.

@@ -114,6 +114,10 @@ impl Drop for LeaseKeeper {
     }
 }
 
+/// The longest one renewal may take before the keeper moves to the next
+/// member.
+pub const RENEWAL_BOUND: Duration = Duration::from_secs(2);
+
 /// The keeper loop: renew every TTL/3; after a failure, re-open on the next
 /// member after a short backoff.
 async fn keep(shared: Arc<Shared>, id: LeaseId, ttl: Duration, state: Arc<KeeperState>) {
@@ -125,8 +129,12 @@ async fn keep(shared: Arc<Shared>, id: LeaseId, ttl: Duration, state: Arc<Keeper
     loop {
         let sent_at = Instant::now();
         // Bounded by the interval too, so that a hung member delays the next
-        // renewal by at most one interval.
-        let bound = interval.min(shared.config.request_timeout);
+        // renewal by at most one interval, and by RENEWAL_BOUND: a renewal
+        // answers in milliseconds, and every second spent on a member that
+        // does not answer is a second less before its owner must fence.
+        let bound = interval
+            .min(shared.config.request_timeout)
+            .min(RENEWAL_BOUND);
         let renewed = tokio::time::timeout(bound, renew(&shared, idx, id, &mut stream)).await;
         match renewed {
             Ok(Ok(true)) => {

@@ -32,7 +32,15 @@ pub mod error;
 pub mod kv;
 pub mod lease;
 mod runtime;
+pub mod store;
 pub mod watch;
+
+/// A real 3-member etcd cluster for tests (tests/support/cluster.rs), for
+/// test crates outside this package (the root's multi-host tests).
+#[cfg(feature = "test-cluster")]
+#[doc(hidden)]
+#[path = "../tests/support/cluster.rs"]
+pub mod test_cluster;
 
 pub use client::EtcdClient;
 pub use config::{ConfigError, Credentials, EtcdConfig, TlsFiles};
@@ -41,4 +49,5 @@ pub use kv::{
     CasOutcome, Compare, CreateOutcome, Get, KeyValue, LeaseId, Op, OpResult, Range, TxnOutcome,
 };
 pub use lease::LeaseKeeper;
+pub use store::{EtcdStore, StoreOptions};
 pub use watch::{Watch, WatchEvent, WatchMessage, WatchScope};

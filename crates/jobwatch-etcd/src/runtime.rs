@@ -29,6 +29,7 @@ impl Runtime {
         let thread = std::thread::Builder::new()
             .name("jobwatch-etcd".to_string())
             .spawn(move || {
+                block_sigpipe();
                 rt.block_on(async {
                     let _ = stopped.await;
                 });
@@ -87,5 +88,21 @@ impl Drop for Runtime {
                 let _ = thread.join();
             }
         }
+    }
+}
+
+/// Keeps SIGPIPE from killing the process when a member closes a
+/// connection under a write: the gRPC layer writes with `writev`, which
+/// (unlike `send`) raises SIGPIPE, and a command that restored its default
+/// action (a listing that exits quietly when `| head` closes) would die of
+/// it. Blocked on this thread, where all of the client's I/O happens, the
+/// write fails with EPIPE instead and the call is retried or reported.
+fn block_sigpipe() {
+    // SAFETY: plain signal-mask calls on this thread's own mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }

@@ -201,6 +201,7 @@ mod tests {
             cwd: "/src".into(),
             host: "h1".into(),
             boot_id: "b".into(),
+            pid_ns: None,
             wrapper_pid: 10,
             wrapper_start_time: 1,
             child_pid: Some(11),

@@ -306,6 +306,12 @@ pub struct JobRecord {
     /// `attempts/NAME/K.log`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
+    /// The wrapper's PID namespace (the inode of `/proc/self/ns/pid`):
+    /// with `host` and `boot_id` it says where the recorded PIDs mean
+    /// something. Two containers (or simulated hosts) may share a host name
+    /// and a kernel, never a PID namespace. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
 }
 
 fn first_attempt() -> u32 {

@@ -503,7 +503,11 @@ fn settle_unreported_start(
     wrapper_said: &str,
 ) -> Option<StartError> {
     let record = store.snapshot(name).record.ok().flatten()?;
-    let ours = record.wrapper_pid == wrapper.pid && record.wrapper_start_time == wrapper.start_time;
+    // Only a record of this host's PID namespace can name our child: another
+    // host's wrapper may have the same PID and start time in its own.
+    let ours = record.wrapper_pid == wrapper.pid
+        && record.wrapper_start_time == wrapper.start_time
+        && proc::place_of_record(&record) == proc::Place::Here;
     if !ours || record.outcome.is_some() {
         return None;
     }

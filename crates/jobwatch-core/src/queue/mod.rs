@@ -1071,6 +1071,7 @@ fn unstarted_record(job: Option<&QueuedJob>, e: &Ending, now: SystemTime) -> Job
         cwd: spec.map_or_else(String::new, |s| s.cwd.display().to_string()),
         host: proc::hostname().to_owned(),
         boot_id: proc::boot_id().to_owned(),
+        pid_ns: proc::pid_namespace(),
         wrapper_pid: me.pid,
         wrapper_start_time: me.start_time,
         child_pid: None,

@@ -1056,6 +1056,7 @@ pub(crate) mod fixture {
             attempt: 1,
             max_attempts: 1,
             attempts: Vec::new(),
+            pid_ns: None,
         }
     }
 

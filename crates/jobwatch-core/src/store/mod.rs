@@ -78,6 +78,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The liveness of the wrapper that wrote `record` (rule 4).
     fn holder(&self, record: &JobRecord) -> Holder;
 
+    /// How long after a wrapper died this store may still report it
+    /// [`Holder::Alive`]: zero where liveness is checked directly (PIDs);
+    /// a lease-based store reports a dead host only once its lease expires.
+    /// A killer waits this long (beyond the kill itself) for the status.
+    fn holder_expiry(&self, _record: &JobRecord) -> Duration {
+        Duration::ZERO
+    }
+
     /// The `job_id` of the name's current run, read cheaply (no liveness
     /// check): what a waiter bound to a run compares with.
     fn current_job_id(&self, name: &JobName) -> Option<String>;
@@ -215,6 +223,38 @@ pub trait Claim: Send {
 
     /// Removes the kill request stored for the name (it can never be used).
     fn remove_kill_request(&mut self) -> Result<(), StoreError>;
+
+    /// Whether the claim is still safely held: a store that can lose a
+    /// claim while its holder lives (a distributed store cut off from its
+    /// holder, whose lease will expire) says so early enough for the
+    /// holder to stop its work first. A kernel lock cannot be lost: held.
+    fn hold(&self) -> Hold {
+        Hold::Held
+    }
+
+    /// A descriptor that becomes readable when [`Claim::hold`] or
+    /// [`Claim::kill_request`] may have changed, for the holder's `poll(2)`
+    /// loop; [`Claim::hold`] consumes the wake-up. `None` where the holder
+    /// is woken otherwise (the file store's killers send SIGURG).
+    fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
+/// What [`Claim::hold`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// Held: no one else can take the name.
+    Held,
+    /// The store can no longer vouch for the claim: soon another process
+    /// may take the name and report the run `lost`. The holder must have
+    /// stopped its work (SIGKILL included) within `within`.
+    Losing {
+        /// One line on why (`no etcd keepalive succeeded for 12s`).
+        reason: String,
+        /// How long the holder has to stop its work.
+        within: Duration,
+    },
 }
 
 /// Wake-ups for a waiter.

@@ -20,9 +20,14 @@
 //! else a tick, and answers [`Action::EndGrace`] when the grace ends (a
 //! second signal, or `grace_until` passed).
 //!
-//! Adding an input (for example a store's "the claim is no longer safely
-//! held") is one line in [`EventLoop::gather`] feeding a new [`Event`], and
-//! its decision in `machine.rs`.
+//! - the claim's hold ([`crate::store::Claim::hold`]): a store that can
+//!   lose the name while the wrapper lives (etcd, cut off from its cluster)
+//!   says so early, fed once as [`Event::ClaimLosing`] (self-fencing),
+//!   also between the re-checks of a termination under way.
+//!
+//! The loop also sleeps on the claim's descriptor
+//! ([`crate::store::Claim::wake_fd`]), where a store has one: a kill
+//! request or a hold at risk wakes it at once.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -35,7 +40,7 @@ use crate::kill::{JobTarget, escalate_after, terminate};
 use crate::liveness::Observation;
 use crate::model::JobRecord;
 use crate::retry;
-use crate::store::StoreError;
+use crate::store::{Hold, StoreError};
 use crate::sys::child::{peek_exit, reap, reap_orphans};
 use crate::sys::cpu::Look;
 use crate::sys::stdio::notice;
@@ -88,12 +93,19 @@ impl EventLoop<'_, '_> {
         if let Some(sig) = self.sup.signals.take_terminating() {
             self.feed(Event::Signal(sig));
         }
+        // Asked at every wake-up: it also consumes the claim's wake-up.
+        if let Some(losing) = claim_losing(self.sup.claim.hold(), &self.state) {
+            self.feed(losing);
+        }
         self.feed(Event::Tick);
     }
 
-    /// Sleeps until the machine's next deadline or a signal.
+    /// Sleeps until the machine's next deadline, a signal, or the claim's
+    /// news (a kill request, its hold at risk).
     fn sleep(&mut self) {
-        self.sup.signals.wait(self.state.wake_in(Now::real()));
+        self.sup
+            .signals
+            .wait_also(self.state.wake_in(Now::real()), self.sup.claim.wake_fd());
         if self.state.awaits_exit() {
             // Orphans of the job re-parent to the wrapper (a subreaper):
             // reap them, never the command itself.
@@ -180,19 +192,24 @@ impl EventLoop<'_, '_> {
         let target = self.sup.target();
         let child = self.sup.child_pid();
         let signals = &self.sup.signals;
+        let claim = &self.sup.claim;
         let state = &mut self.state;
         let mut later = Vec::new();
         let mut tick = || {
             reap_orphans(child);
-            let event = match signals.take_terminating() {
+            // A claim at risk during a kill shortens its grace.
+            let mut events: Vec<Event> = claim_losing(claim.hold(), state).into_iter().collect();
+            events.push(match signals.take_terminating() {
                 Some(sig) => Event::Signal(sig),
                 None => Event::Tick,
-            };
+            });
             let mut end_grace = false;
-            for action in decide(state, event, Now::real()) {
-                match action {
-                    Action::EndGrace => end_grace = true,
-                    other => later.push(other),
+            for event in events {
+                for action in decide(state, event, Now::real()) {
+                    match action {
+                        Action::EndGrace => end_grace = true,
+                        other => later.push(other),
+                    }
                 }
             }
             end_grace
@@ -207,6 +224,17 @@ impl EventLoop<'_, '_> {
             .collect();
         events.insert(0, Event::Terminated);
         events
+    }
+}
+
+/// The event for a claim the store can no longer vouch for, once: the
+/// machine decides it only the first time ([`State::fencing`]).
+fn claim_losing(hold: Hold, state: &State) -> Option<Event> {
+    match hold {
+        Hold::Losing { reason, within } if !state.fencing() => {
+            Some(Event::ClaimLosing { reason, within })
+        }
+        _ => None,
     }
 }
 

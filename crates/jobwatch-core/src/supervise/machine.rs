@@ -25,6 +25,12 @@
 //!                      ▼                        ▼
 //!                  Finished ◀───────────────────┘  (Commit)
 //! ```
+//!
+//! A store that can lose the name's claim while the wrapper lives (etcd,
+//! cut off from its cluster) says so early ([`Event::ClaimLosing`]): the
+//! job is then killed (Running → Killing), a kill under way keeps at most
+//! the time left, and a backoff ends; the run ends `lost`, never retried
+//! (self-fencing, docs/multi-host.md).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -79,6 +85,18 @@ pub(crate) enum KillCause {
     /// A kill request (`NAME.kill`) for this run, made while the command
     /// ran: the wrapper carries it out should its requester go away.
     Request,
+    /// The store can no longer vouch for the name's claim
+    /// ([`Event::ClaimLosing`]): the job is stopped before another host may
+    /// report the run lost (self-fencing, issue 11).
+    Fenced,
+}
+
+/// The store can no longer vouch for the claim: why, and by when the
+/// job's processes must have had their KILL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fence {
+    reason: String,
+    kill_by: Option<Instant>,
 }
 
 /// One input of the wrapper, as the event loop saw it.
@@ -123,6 +141,17 @@ pub(crate) enum Event {
     /// error; the loop reports why): another attempt would lose this one's
     /// log.
     AsideFailed,
+    /// The store can no longer vouch for the name's claim
+    /// ([`crate::store::Hold::Losing`]: an etcd store cut off from its
+    /// cluster, whose lease may soon expire and another host report the
+    /// run `lost`): the job must be gone, KILL included, `within`. Fed once,
+    /// by the loop, whatever the phase.
+    ClaimLosing {
+        /// One line on why (`cut off from the etcd cluster: …`).
+        reason: String,
+        /// How long the job may still run.
+        within: Duration,
+    },
 }
 
 /// What decides the fate of an attempt that is over.
@@ -313,6 +342,10 @@ pub(crate) struct State {
     attempt_started: SystemTime,
     /// A terminating signal not acted on yet (the latest wins).
     pending_signal: Option<i32>,
+    /// The claim is being lost, once the store said so
+    /// ([`Event::ClaimLosing`]): no attempt follows, and a job the wrapper
+    /// killed for it ends `lost`.
+    fence: Option<Fence>,
     phase: Phase,
 }
 
@@ -324,6 +357,7 @@ impl State {
             job,
             attempt: 1,
             pending_signal: None,
+            fence: None,
             phase: Phase::Spawning,
         }
     }
@@ -339,6 +373,12 @@ impl State {
             Phase::Finished(end) => Some(end),
             _ => None,
         }
+    }
+
+    /// Whether the store's loss of the claim has been decided on already
+    /// (the loop feeds [`Event::ClaimLosing`] once).
+    pub fn fencing(&self) -> bool {
+        self.fence.is_some()
     }
 
     /// Whether the command of the current attempt may still exit: the loop
@@ -438,6 +478,11 @@ fn step(s: &mut State, phase: Phase, event: Event, now: Now) -> Step {
                 },
             )
         }
+        // The claim is being lost: whatever the phase, the job must be gone
+        // within the time left, and no attempt may follow.
+        (phase, Event::ClaimLosing { reason, within }) => {
+            claim_losing(s, phase, reason, within, now)
+        }
         // Elsewhere a signal waits until the phase can act on it: at the
         // next check of a running attempt, or in the backoff. One that
         // arrives after the command exited does not change its outcome.
@@ -465,9 +510,9 @@ fn step(s: &mut State, phase: Phase, event: Event, now: Now) -> Step {
         (Phase::Running(run), Event::LastBeat(mark)) => mark_read(s, run, mark, now),
         (Phase::Running(run), Event::Sampled { look, obs }) => sampled(s, run, look, &obs, now),
         (Phase::Running(run), Event::KillRequest(req)) => request_while_running(s, run, req, now),
-        (Phase::Running(_), Event::Exited(status)) => exited(s, status, None),
+        (Phase::Running(_), Event::Exited(status)) => exited(s, status, None, now),
         (Phase::Killing { cause, .. } | Phase::Killed { cause }, Event::Exited(status)) => {
-            exited(s, status, Some(cause))
+            exited(s, status, Some(cause), now)
         }
         (Phase::Killing { cause, .. }, Event::Terminated) => (Phase::Killed { cause }, Vec::new()),
         (Phase::Exited { status, cause }, Event::AttemptOver(look)) => {
@@ -636,7 +681,9 @@ fn request_while_running(s: &mut State, run: Running, req: Option<KillRequest>, 
 fn kill(s: &mut State, cause: KillCause, now: Now) -> Step {
     let first = match cause {
         KillCause::Signal(sig) => crate::sys::signal::from_number(sig).unwrap_or(Signal::TERM),
-        KillCause::Timeout | KillCause::Hung | KillCause::Request => Signal::TERM,
+        KillCause::Timeout | KillCause::Hung | KillCause::Request | KillCause::Fenced => {
+            Signal::TERM
+        }
     };
     let grace = s.job.settings.grace();
     let phase = Phase::Killing {
@@ -653,11 +700,18 @@ fn kill(s: &mut State, cause: KillCause, now: Now) -> Step {
 /// The command exited (it stays unreaped): its leftovers are killed after
 /// every exit, `success` too, so no process of a job outlives its command
 /// (§6.4 step 2); then it is reaped and the attempt judged.
-fn exited(s: &mut State, status: ExitStatus, cause: Option<KillCause>) -> Step {
+fn exited(s: &mut State, status: ExitStatus, cause: Option<KillCause>, now: Now) -> Step {
+    // A claim being lost leaves the leftovers no grace beyond its KILL time.
+    let grace = match &s.fence {
+        Some(Fence {
+            kill_by: Some(by), ..
+        }) => by.saturating_duration_since(now.mono),
+        _ => s.job.settings.grace(),
+    };
     let actions = vec![
         Action::Terminate {
             first: Some(Signal::TERM),
-            grace: s.job.settings.grace(),
+            grace,
         },
         Action::Reap,
         Action::EchoAttemptEnded,
@@ -677,11 +731,16 @@ fn judge(
 ) -> Step {
     let request = s.ours(look.kill_request);
     let deciding = request.as_ref().filter(|r| r.decides_outcome());
-    let end = verdict(&s.job.settings, status, cause, deciding);
+    let end = match (cause, &s.fence) {
+        (Some(KillCause::Fenced), Some(fence)) => fenced_end(&fence.reason, Some(status)),
+        _ => verdict(&s.job.settings, status, cause, deciding),
+    };
+    // A claim being lost is never retried: the name may be another's soon.
     let retry = s.attempt < s.job.max_attempts
         && retry::is_retryable(end.outcome)
         && request.is_none()
-        && !look.finished;
+        && !look.finished
+        && s.fence.is_none();
     if !retry {
         return finish(s, end, true, now);
     }
@@ -730,6 +789,12 @@ pub(crate) fn verdict(
             Outcome::Killed,
             Some(format!(
                 "the wrapper received signal {sig}; forwarded to the job"
+            )),
+        ),
+        Some(KillCause::Fenced) => (
+            Outcome::Lost,
+            Some(fenced_reason(
+                "the store could no longer vouch for the name's claim",
             )),
         ),
         // A request made after the command had exited does not decide:
@@ -807,6 +872,95 @@ fn backoff_look(
         after,
     };
     (phase, actions)
+}
+
+/// The store can no longer vouch for the claim (self-fencing): the job must
+/// be gone, KILL included, `within`, before another host may take the name
+/// and report the run `lost`. The KILL is due at `now + min(grace,
+/// within / 2)` (the other half is room for the KILL rounds and the
+/// commit), whatever the phase:
+/// - running: TERM, then KILL when that is due; the run ends `lost`;
+/// - a kill under way keeps its cause, and its grace ends by then too;
+/// - leftovers of a command that exited get no more grace than that;
+/// - in the backoff (no command runs) the job ends `lost` at once;
+/// - in every case no attempt follows.
+///
+/// A passing phase (spawning, the first look) is never seen by the loop:
+/// there it changes nothing, and the loop, which asks the store at every
+/// wake-up, feeds it again (the store's answer stays "losing").
+fn claim_losing(s: &mut State, phase: Phase, reason: String, within: Duration, now: Now) -> Step {
+    let passing = matches!(
+        phase,
+        Phase::Spawning | Phase::Starting { .. } | Phase::Finished(_)
+    );
+    if s.fence.is_some() || passing {
+        return (phase, Vec::new());
+    }
+    let grace = s.job.settings.grace().min(within / 2);
+    let kill_by = now.mono.checked_add(grace);
+    s.fence = Some(Fence {
+        reason: reason.clone(),
+        kill_by,
+    });
+    match phase {
+        Phase::Running(_) => {
+            let phase = Phase::Killing {
+                cause: KillCause::Fenced,
+                grace_until: kill_by,
+            };
+            let actions = vec![Action::Terminate {
+                first: Some(Signal::TERM),
+                grace,
+            }];
+            (phase, actions)
+        }
+        Phase::Killing { cause, grace_until } => {
+            let grace_until = match (grace_until, kill_by) {
+                (Some(g), Some(b)) => Some(g.min(b)),
+                (g, b) => g.or(b),
+            };
+            let over = grace_until.is_some_and(|g| now.mono >= g);
+            let phase = Phase::Killing { cause, grace_until };
+            (
+                phase,
+                if over {
+                    vec![Action::EndGrace]
+                } else {
+                    Vec::new()
+                },
+            )
+        }
+        Phase::BackingOff { .. } => finish(s, fenced_end(&reason, None), false, now),
+        // Exited: its leftovers are being killed, their grace was given
+        // already (the next exit gets the short one); Killed: the tree was
+        // killed, its exit is awaited.
+        phase => (phase, Vec::new()),
+    }
+}
+
+/// The reason a fenced run ends with.
+fn fenced_reason(why: &str) -> String {
+    format!(
+        "{why}; the wrapper killed the job so that it does not run on after being reported lost"
+    )
+}
+
+/// How a run ends whose wrapper stopped it because its store could no
+/// longer vouch for its claim: `lost`, which is what every other host
+/// reports once the claim is gone; the command's exit as the kernel
+/// reported it, if it had one.
+fn fenced_end(why: &str, status: Option<ExitStatus>) -> JobEnd {
+    let (exit_code, signal) = match status {
+        Some(ExitStatus::Code(c)) => (Some(c), None),
+        Some(ExitStatus::Signal(s)) => (None, Some(s)),
+        None => (None, None),
+    };
+    JobEnd {
+        outcome: Outcome::Lost,
+        exit_code,
+        signal,
+        reason: Some(fenced_reason(why)),
+    }
 }
 
 /// The job ends with `end`. A job that may take several attempts lists its
@@ -1633,6 +1787,130 @@ mod tests {
         assert_eq!(look(&mut s, 1_000), [Action::Beat(wall(1_000))]);
         assert_eq!(look(&mut s, 1_999), []);
         assert_eq!(look(&mut s, 2_000), [Action::Beat(wall(2_000))]);
+    }
+
+    // -------------------------------------------------------- self-fencing
+
+    fn losing(within_ms: u64) -> Event {
+        Event::ClaimLosing {
+            reason: "no etcd keepalive succeeded for 8s".into(),
+            within: Duration::from_millis(within_ms),
+        }
+    }
+
+    #[test]
+    fn a_claim_being_lost_terms_the_job_then_kills_it_after_half_the_time_left_and_ends_lost() {
+        // Grace 5 s, 4 s left: KILL after min(5 s, 2 s) = 2 s.
+        let mut s = running(with_retries(3));
+        assert!(!s.fencing());
+        assert_eq!(
+            decide(&mut s, losing(4_000), at(1_000)),
+            [terminate(Some(Signal::TERM), 2_000)]
+        );
+        assert!(s.fencing());
+        assert_eq!(cause(&s), Some(KillCause::Fenced));
+        assert_eq!(decide(&mut s, Event::Tick, at(2_999)), []);
+        assert_eq!(decide(&mut s, Event::Tick, at(3_000)), [Action::EndGrace]);
+        assert_eq!(decide(&mut s, Event::Terminated, at(3_010)), []);
+        // Its leftovers get no grace past the KILL time; the run is never
+        // retried, and ends lost with the store's reason.
+        let leftovers = decide(&mut s, Event::Exited(ExitStatus::Signal(9)), at(3_020));
+        assert_eq!(leftovers[0], terminate(Some(Signal::TERM), 0));
+        decide(&mut s, Event::Terminated, at(3_020));
+        let (end, _) = committed(&decide(
+            &mut s,
+            Event::AttemptOver(nothing_found()),
+            at(3_030),
+        ));
+        assert_eq!(end.outcome, Outcome::Lost);
+        assert_eq!(end.signal, Some(9));
+        let reason = end.reason.unwrap();
+        assert!(
+            reason.contains("no etcd keepalive succeeded for 8s"),
+            "{reason}"
+        );
+        assert!(reason.contains("killed the job"), "{reason}");
+    }
+
+    #[test]
+    fn a_claim_being_lost_with_time_to_spare_keeps_the_jobs_own_grace() {
+        let mut s = running(settings());
+        assert_eq!(
+            decide(&mut s, losing(60_000), at(1_000)),
+            [terminate(Some(Signal::TERM), 5_000)]
+        );
+    }
+
+    #[test]
+    fn a_claim_lost_already_kills_at_once() {
+        let mut s = running(settings());
+        assert_eq!(
+            decide(&mut s, losing(0), at(1_000)),
+            [terminate(Some(Signal::TERM), 0)]
+        );
+        assert_eq!(decide(&mut s, Event::Tick, at(1_000)), [Action::EndGrace]);
+    }
+
+    #[test]
+    fn a_claim_being_lost_during_a_kill_shortens_its_grace_keeps_its_cause_and_ends_retries() {
+        let limited = Settings {
+            timeout_ms: Some(1_000),
+            ..with_retries(3)
+        };
+        let mut s = running(limited);
+        decide(&mut s, Event::Tick, at(1_000));
+        assert_eq!(cause(&s), Some(KillCause::Timeout));
+        // The timeout's grace would end at 6 s; 2 s left at 2 s: KILL at 3 s.
+        assert_eq!(decide(&mut s, losing(2_000), at(2_000)), []);
+        assert_eq!(decide(&mut s, Event::Tick, at(2_999)), []);
+        assert_eq!(decide(&mut s, Event::Tick, at(3_000)), [Action::EndGrace]);
+        decide(&mut s, Event::Terminated, at(3_000));
+        let (end, _) = committed(&over_fenced(&mut s, 3_000));
+        assert_eq!(end.outcome, Outcome::Timeout, "the first cause wins");
+    }
+
+    /// The attempt is over after a fence: its leftovers' grace is what the
+    /// fence left.
+    fn over_fenced(s: &mut State, ms: u64) -> Vec<Action> {
+        let leftovers = decide(s, Event::Exited(ExitStatus::Signal(9)), at(ms));
+        assert!(
+            matches!(leftovers[0], Action::Terminate { grace, .. } if grace <= Duration::from_secs(1)),
+            "{leftovers:?}"
+        );
+        decide(s, Event::Terminated, at(ms));
+        decide(s, Event::AttemptOver(nothing_found()), at(ms))
+    }
+
+    #[test]
+    fn a_claim_being_lost_during_the_backoff_ends_the_job_lost_at_once() {
+        let mut s = backing_off(with_retries(1), 5_000);
+        let (end, last) = committed(&decide(&mut s, losing(4_000), at(2_000)));
+        assert_eq!(end.outcome, Outcome::Lost);
+        assert_eq!((end.exit_code, end.signal), (None, None));
+        assert_eq!(last, None, "the attempt is listed already");
+    }
+
+    #[test]
+    fn a_claim_being_lost_is_decided_once() {
+        let mut s = running(settings());
+        decide(&mut s, losing(4_000), at(1_000));
+        assert_eq!(decide(&mut s, losing(0), at(1_500)), []);
+        assert_eq!(
+            decide(&mut s, Event::Tick, at(2_999)),
+            [],
+            "the first deadline stands"
+        );
+    }
+
+    #[test]
+    fn a_claim_being_lost_in_a_passing_phase_waits_to_be_fed_again() {
+        let mut s = new_state(settings());
+        decide(&mut s, Event::Spawned { started: at(0) }, at(0));
+        assert_eq!(decide(&mut s, losing(4_000), at(0)), []);
+        assert!(
+            !s.fencing(),
+            "the loop feeds it again once the attempt runs"
+        );
     }
 
     #[test]

@@ -233,6 +233,7 @@ fn start_record(spec: &RunSpec, job_id: String, me: ProcessId, now: SystemTime) 
         cwd: spec.cwd.display().to_string(),
         host: proc::hostname().to_owned(),
         boot_id: proc::boot_id().to_owned(),
+        pid_ns: proc::pid_namespace(),
         wrapper_pid: me.pid,
         wrapper_start_time: me.start_time,
         child_pid: None,

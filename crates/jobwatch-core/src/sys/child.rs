@@ -98,13 +98,33 @@ impl SignalPipe {
 
     /// Sleeps until a handled signal arrives or `timeout` passes.
     pub fn wait(&self, timeout: Duration) {
+        self.wait_also(timeout, None);
+    }
+
+    /// [`SignalPipe::wait`], also woken when `other` becomes readable (a
+    /// store claim's wake-up: its owner consumes it).
+    pub fn wait_also(&self, timeout: Duration, other: Option<std::os::fd::BorrowedFd<'_>>) {
         let ts = Timespec {
             tv_sec: timeout.as_secs() as i64,
             tv_nsec: timeout.subsec_nanos() as i64,
         };
-        let mut fds = [PollFd::new(&self.read, PollFlags::IN)];
+        // No allocation on the idle path: one or two descriptors in place.
+        let (mut one, mut both);
+        let fds: &mut [PollFd<'_>] = match &other {
+            Some(fd) => {
+                both = [
+                    PollFd::new(&self.read, PollFlags::IN),
+                    PollFd::new(fd, PollFlags::IN),
+                ];
+                &mut both
+            }
+            None => {
+                one = [PollFd::new(&self.read, PollFlags::IN)];
+                &mut one
+            }
+        };
         // A timeout left nothing to read: no syscall to find that out.
-        if poll(&mut fds, Some(&ts)) != Ok(0) {
+        if poll(fds, Some(&ts)) != Ok(0) {
             self.drain();
         }
     }

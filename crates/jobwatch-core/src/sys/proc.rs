@@ -210,6 +210,49 @@ pub fn boot_id() -> &'static str {
     })
 }
 
+/// This process's PID namespace: the inode of `/proc/self/ns/pid`. PIDs
+/// are only comparable within one namespace. Read once per process.
+pub fn pid_namespace() -> Option<u64> {
+    static PID_NS: OnceLock<Option<u64>> = OnceLock::new();
+    *PID_NS.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+    })
+}
+
+/// Where a process recorded on (host, boot, PID namespace) is, seen from
+/// this process: only `Here` may its PIDs be looked at or signalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// This host, this boot, this PID namespace.
+    Here,
+    /// This host before a reboot: every process of then is gone.
+    EarlierBoot,
+    /// Another host, or another PID namespace on this one (a container):
+    /// it may run, but cannot be checked or signalled from here.
+    Elsewhere,
+}
+
+/// Where a process recorded with this host name, boot id and PID
+/// namespace (`None`: not recorded, an older record) is.
+pub fn place_of(host: &str, boot_id: &str, pid_ns: Option<u64>) -> Place {
+    if host != hostname() {
+        return Place::Elsewhere;
+    }
+    if boot_id != self::boot_id() {
+        return Place::EarlierBoot;
+    }
+    match (pid_ns, pid_namespace()) {
+        (Some(theirs), Some(ours)) if theirs != ours => Place::Elsewhere,
+        _ => Place::Here,
+    }
+}
+
+/// Where the processes of a run's record are (see [`place_of`]).
+pub fn place_of_record(record: &crate::model::JobRecord) -> Place {
+    place_of(&record.host, &record.boot_id, record.pid_ns)
+}
+
 /// A fresh random id for a job run.
 pub fn random_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/uuid")
@@ -300,6 +343,20 @@ pub fn myself() -> ProcessId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_this_host_boot_and_pid_namespace_is_here() {
+        let (host, boot, ns) = (hostname(), boot_id(), pid_namespace());
+        assert!(ns.is_some(), "/proc/self/ns/pid is readable");
+        assert_eq!(place_of(host, boot, ns), Place::Here);
+        // An older record, without a namespace: judged as before.
+        assert_eq!(place_of(host, boot, None), Place::Here);
+        assert_eq!(place_of("another-host", boot, ns), Place::Elsewhere);
+        assert_eq!(place_of(host, "another-boot", ns), Place::EarlierBoot);
+        // Another container on this kernel, with the same host name.
+        let other = ns.map(|n| n + 1);
+        assert_eq!(place_of(host, boot, other), Place::Elsewhere);
+    }
 
     #[test]
     fn stat_fields_count_from_the_last_parenthesis() {

@@ -165,14 +165,13 @@ pub fn observe(paths: &JobPaths) -> Snapshot {
     }
 }
 
-/// Checks the wrapper named by a record: on this host, by its PID, start
-/// time and boot id.
+/// Checks the wrapper named by a record: on this host (and boot, and PID
+/// namespace), by its PID and start time.
 pub fn wrapper_holder(record: &JobRecord) -> Holder {
-    if record.host != proc::hostname() {
-        return Holder::Elsewhere;
-    }
-    if record.boot_id != proc::boot_id() {
-        return Holder::Dead;
+    match proc::place_of_record(record) {
+        proc::Place::Elsewhere => return Holder::Elsewhere,
+        proc::Place::EarlierBoot => return Holder::Dead,
+        proc::Place::Here => {}
     }
     let id = ProcessId {
         pid: record.wrapper_pid,
@@ -502,6 +501,22 @@ mod tests {
     use super::*;
     use crate::model::{Outcome, rfc3339};
     use crate::store::memory::fixture::{ended, record};
+
+    /// A wrapper of another PID namespace (a container, or a host the tests
+    /// simulate) on this host and boot may be alive: its PID means nothing
+    /// here, so it is judged elsewhere, never dead or alive by our /proc.
+    #[test]
+    fn a_wrapper_of_another_pid_namespace_is_elsewhere() {
+        let mut r = record("j", "r1", SystemTime::now());
+        r.host = proc::hostname().to_owned();
+        r.boot_id = proc::boot_id().to_owned();
+        r.wrapper_pid = std::process::id() as i32;
+        r.wrapper_start_time = proc::myself().start_time;
+        r.pid_ns = proc::pid_namespace();
+        assert_eq!(wrapper_holder(&r), Holder::Alive, "this very process");
+        r.pid_ns = r.pid_ns.map(|n| n + 1);
+        assert_eq!(wrapper_holder(&r), Holder::Elsewhere);
+    }
 
     /// Protocol §16: a symlink in `history/` is neither followed nor
     /// removed; a run found through one would be another folder's record.
