@@ -262,6 +262,18 @@ impl StatusRow {
     /// The row of job `name` from what the store holds now; `None` when the
     /// name has no state at all.
     pub fn read(store: &dyn Store, name: &JobName, now: SystemTime) -> Option<StatusRow> {
+        Self::read_counted(store, name, now, || store.archived(name).len())
+    }
+
+    /// [`StatusRow::read`], with the count of archived runs from `runs`
+    /// (asked only if the job has state), for a caller that counted many
+    /// names' runs at once ([`Store::archived_counts`]).
+    pub fn read_counted(
+        store: &dyn Store,
+        name: &JobName,
+        now: SystemTime,
+        runs: impl FnOnce() -> usize,
+    ) -> Option<StatusRow> {
         let obs = store.snapshot(name);
         let heartbeat = obs.last_beat;
         let state = classify(obs, now, None);
@@ -285,7 +297,7 @@ impl StatusRow {
                 JobState::Invalid { reason } => Some(reason.clone()),
                 _ => None,
             },
-            runs: store.archived(name).len(),
+            runs: runs(),
             queue: None,
             position: None,
             running,

@@ -86,19 +86,22 @@ pub fn status(store: &dyn Store, req: &StatusRequest) -> Result<Listing, StatusE
         }
     };
     let mut queues = QueueCache::default();
-    let mut row = |name: &JobName| {
+    // One pass over the store's history for every name, not a look per name.
+    let runs = store.archived_counts(&names);
+    let mut row = |name: &JobName, runs: usize| {
         let pending = queued
             .contains(name)
             .then(|| crate::queue::pending_in(store, name, &mut queues))
             .flatten();
         match pending {
             Some(p) => Some(StatusRow::queued(store, &p, now)),
-            None => StatusRow::read(store, name, now),
+            None => StatusRow::read_counted(store, name, now, || runs),
         }
     };
     let entries = names
         .into_iter()
-        .filter_map(|name| match row(&name) {
+        .zip(runs)
+        .filter_map(|(name, runs)| match row(&name, runs) {
             Some(row) => Some(Entry::Job(row)),
             // Listed, then gone (removed meanwhile): nothing to show.
             None if !named => None,

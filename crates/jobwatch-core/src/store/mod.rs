@@ -114,6 +114,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// by start time). Cheap: nothing of the runs is read.
     fn archived(&self, name: &JobName) -> Vec<String>;
 
+    /// How many archived runs each of `names` has (`archived(name).len()`,
+    /// in the same order). A store that can answer for many names in one
+    /// pass overrides it: `status` over thousands of jobs asks this once
+    /// instead of looking for each name's history.
+    fn archived_counts(&self, names: &[JobName]) -> Vec<usize> {
+        names.iter().map(|n| self.archived(n).len()).collect()
+    }
+
     /// Archived run `job_id` of the name, if it is in history: where it is
     /// and a snapshot of it (for a waiter bound to a run that was replaced).
     fn archived_run(&self, name: &JobName, job_id: &str) -> Option<Archived>;

@@ -298,6 +298,32 @@ impl Store for FileStore {
         archived_labels(&self.dir.history_of(name))
     }
 
+    /// Lists `history/` once: a name without an entry there has no
+    /// archived run (its own `read_dir` would fail just the same), so only
+    /// the names that have one are looked into, each as [`Store::archived`]
+    /// does. If `history/` cannot be listed for any reason but its absence,
+    /// every name is looked into alone, as before.
+    fn archived_counts(&self, names: &[JobName]) -> Vec<usize> {
+        let with_history = match std::fs::read_dir(self.dir.path().join("history")) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name())
+                .collect::<std::collections::HashSet<OsString>>(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(_) => return names.iter().map(|n| self.archived(n).len()).collect(),
+        };
+        names
+            .iter()
+            .map(|n| {
+                if with_history.contains(std::ffi::OsStr::new(n.as_str())) {
+                    self.archived(n).len()
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
     fn archived_run(&self, name: &JobName, job_id: &str) -> Option<Archived> {
         let history = self.dir.history_of(name);
         archived_labels(&history).into_iter().find_map(|label| {
@@ -541,5 +567,38 @@ mod tests {
         write_record(&real.join("j.job.json"), &foreign).unwrap();
         let found = store.archived_run(&name, "r1").unwrap();
         assert_eq!(found.at, RunAt::Archived("20330101T000000.000Z".into()));
+    }
+
+    /// `status` counts every name's runs from one listing of `history/`;
+    /// the counts are those of looking at each name alone, whatever
+    /// `history/` holds (nothing, a name's folder, a symlink, a stray file).
+    #[test]
+    fn archived_counts_from_one_listing_equal_each_names_own_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::open(Some(&tmp.path().join("jobs"))).unwrap();
+        let names: Vec<JobName> = ["a", "b", "c", "d", "e"]
+            .into_iter()
+            .map(|n| JobName::parse(n).unwrap())
+            .collect();
+        let each = |store: &FileStore| -> Vec<usize> {
+            names.iter().map(|n| store.archived(n).len()).collect()
+        };
+        // No history/ at all.
+        assert_eq!(store.archived_counts(&names), vec![0; 5]);
+        let history = store.path().join("history");
+        for label in ["20330101T000000.000Z", "20330102T000000.000Z"] {
+            std::fs::create_dir_all(history.join("a").join(label)).unwrap();
+        }
+        std::fs::create_dir_all(history.join("b").join("20330101T000000.000Z")).unwrap();
+        // A symlinked name folder is read as the name's own read is.
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("20330101T000000.000Z")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, history.join("c")).unwrap();
+        std::fs::write(history.join("d"), b"not a folder").unwrap();
+        let counts = store.archived_counts(&names);
+        assert_eq!(counts, each(&store));
+        assert_eq!(counts[0], 2);
+        assert_eq!(counts[1], 1);
+        assert_eq!(counts[4], 0);
     }
 }
