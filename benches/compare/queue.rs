@@ -1,5 +1,6 @@
-//! Many jobs at once, daemonless (issue 13): N trivial jobs through a slot
-//! of 8 (`run --detach --slot bench:8` each, then one `wait`) beside GNU
+//! Many jobs at once, daemonless (issue 13): N trivial jobs as one
+//! `jobwatch batch` of concurrency 8, and through a slot of 8 (`run
+//! --detach --slot bench:8` each, then one `wait`), beside GNU
 //! parallel (`parallel -j8 --joblog`) and pueue (`pueue parallel 8`, `add`
 //! each, `wait`): wall time and CPU of everything involved, every job's
 //! outcome recorded by each tool. Then what N jobs cost while they wait
@@ -32,6 +33,7 @@ pub fn run(ctx: &Ctx, opts: &Opts) -> Vec<Row> {
     become_subreaper();
     let keep = ctx.pueue.as_ref().map(|p| p.daemon_pid());
     let mut rows = Vec::new();
+    rows.extend(through_a_batch(ctx, n, keep));
     rows.extend(through_a_slot(ctx, n, keep));
     rows.extend(gnu_parallel(ctx, n, keep));
     rows.extend(pueue(ctx, n, keep));
@@ -66,6 +68,34 @@ fn timed(tool: &str, n: usize, wall: Duration, cpu: Duration) -> Vec<Row> {
             baseline: Some(label("GNU parallel -j8 --joblog", n, "CPU (all processes)")),
         },
     ]
+}
+
+/// `jobwatch batch` of a plan of N `true` jobs at concurrency 8 (the
+/// issue's comparison: a supervised batch beside GNU parallel), every
+/// outcome recorded as a job's files.
+fn through_a_batch(ctx: &Ctx, n: usize, keep: Option<i32>) -> Vec<Row> {
+    let dir = ctx.dir("queue-batch");
+    let plan = dir.with_extension("yaml");
+    let yaml = format!(
+        "concurrency: {SLOTS}\nrepeat: {n}\njobs:\n  t:\n    name: \"b{{repeat}}\"\n    run: [\"true\"]\n"
+    );
+    std::fs::write(&plan, yaml).expect("write the batch plan");
+    note(&format!(
+        "queue: {n} jobs through jobwatch batch (concurrency {SLOTS})"
+    ));
+    let cpu0 = children_cpu();
+    let t = Instant::now();
+    let mut batch = ctx.jw(&dir, &["batch", "--json"]);
+    batch.arg(&plan).stdout(Stdio::null());
+    assert!(status_of(batch).success(), "a batch job did not succeed");
+    let wall = t.elapsed();
+    reap_until_only(keep);
+    let cpu = children_cpu().saturating_sub(cpu0);
+    let recorded = (1..=n)
+        .filter(|i| dir.join(format!("b{i}.status")).exists())
+        .count();
+    assert_eq!(recorded, n, "every job's outcome is recorded");
+    timed("jobwatch batch", n, wall, cpu)
 }
 
 fn through_a_slot(ctx: &Ctx, n: usize, keep: Option<i32>) -> Vec<Row> {
