@@ -57,9 +57,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::breaker::Starter;
 use crate::classify::{JobState, classify};
-use crate::model::{
-    Finalizer, JobEnd, JobName, JobRecord, Outcome, RECORD_VERSION, rfc3339, unix_ms,
-};
+use crate::model::{Finalizer, JobEnd, JobName, JobRecord, Outcome, rfc3339, unix_ms};
 use crate::recover::{WRAPPER_VANISHED, claim_and_finish_lost, kill_run};
 use crate::report::Started;
 use crate::spec::{RunSpec, SpecError, Ticket};
@@ -1055,43 +1053,13 @@ pub fn end_unstarted(store: &dyn Store, key: &str, e: &Ending) -> Result<bool, Q
 /// The record of a job that never ran: the ending process's identity in
 /// place of a wrapper's, no command, started and ended now, attempt 0.
 fn unstarted_record(job: Option<&QueuedJob>, e: &Ending, now: SystemTime) -> JobRecord {
-    let me = proc::myself();
-    let spec = job.map(|j| &j.spec);
-    let settings = spec.map_or_else(crate::spec::default_settings, |s| s.settings);
-    let mut record = JobRecord {
-        version: RECORD_VERSION,
-        name: e.name.to_string(),
-        job_id: e.job_id.clone(),
-        command: spec.map_or_else(Vec::new, |s| {
-            s.command
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect()
-        }),
-        cwd: spec.map_or_else(String::new, |s| s.cwd.display().to_string()),
-        host: proc::hostname().to_owned(),
-        boot_id: proc::boot_id().to_owned(),
-        pid_ns: proc::pid_namespace(),
-        wrapper_pid: me.pid,
-        wrapper_start_time: me.start_time,
-        child_pid: None,
-        child_start_time: None,
-        pgid: None,
-        settings,
-        started_at: rfc3339(now),
-        started_unix_ms: unix_ms(now),
-        ended_at: None,
-        exit_code: None,
-        signal: None,
-        outcome: None,
-        duration_ms: None,
-        reason: None,
-        finalized_by: None,
-        breaker: None,
-        attempt: 0,
-        max_attempts: settings.max_attempts(),
-        attempts: Vec::new(),
-    };
+    let mut record = crate::supervise::record_held_by(
+        &e.name,
+        e.job_id.clone(),
+        job.map(|j| &j.spec),
+        proc::myself(),
+        now,
+    );
     let end = JobEnd {
         outcome: e.outcome,
         exit_code: None,

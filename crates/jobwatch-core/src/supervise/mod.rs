@@ -42,7 +42,7 @@ use rustix::process::Signal;
 
 use crate::breaker::{self, BreakerError, BreakerView};
 use crate::kill::{JobTarget, terminate};
-use crate::model::{Attempt, Finalizer, JobEnd, JobRecord, RECORD_VERSION};
+use crate::model::{Attempt, Finalizer, JobEnd, JobName, JobRecord, RECORD_VERSION};
 use crate::model::{rfc3339, unix_ms};
 use crate::store::{Claim, RunAt, Store, StoreError};
 use crate::sys::child::{SignalPipe, become_subreaper, reap};
@@ -222,15 +222,36 @@ pub fn start(store: &dyn Store, spec: RunSpec) -> Result<Supervisor<'_>, StartEr
 /// The record of a run about to start: no command yet, no outcome.
 fn start_record(spec: &RunSpec, job_id: String, me: ProcessId, now: SystemTime) -> JobRecord {
     JobRecord {
+        breaker: spec.breaker.as_ref().map(|b| b.key.to_string()),
+        attempt: 1,
+        ..record_held_by(&spec.name, job_id, Some(spec), me, now)
+    }
+}
+
+/// A run's record held by process `me` of this host, started `now`: the
+/// spec's command, directory and settings (`run`'s defaults without one),
+/// attempt 0, no breaker, nothing spawned and nothing ended yet. The
+/// wrapper's start record, and the record of a queued job that ends before
+/// it runs, are this.
+pub(crate) fn record_held_by(
+    name: &JobName,
+    job_id: String,
+    spec: Option<&RunSpec>,
+    me: ProcessId,
+    now: SystemTime,
+) -> JobRecord {
+    let settings = spec.map_or_else(crate::spec::default_settings, |s| s.settings);
+    JobRecord {
         version: RECORD_VERSION,
-        name: spec.name.to_string(),
+        name: name.to_string(),
         job_id,
-        command: spec
-            .command
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect(),
-        cwd: spec.cwd.display().to_string(),
+        command: spec.map_or_else(Vec::new, |s| {
+            s.command
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        }),
+        cwd: spec.map_or_else(String::new, |s| s.cwd.display().to_string()),
         host: proc::hostname().to_owned(),
         boot_id: proc::boot_id().to_owned(),
         pid_ns: proc::pid_namespace(),
@@ -239,7 +260,7 @@ fn start_record(spec: &RunSpec, job_id: String, me: ProcessId, now: SystemTime) 
         child_pid: None,
         child_start_time: None,
         pgid: None,
-        settings: spec.settings,
+        settings,
         started_at: rfc3339(now),
         started_unix_ms: unix_ms(now),
         ended_at: None,
@@ -249,9 +270,9 @@ fn start_record(spec: &RunSpec, job_id: String, me: ProcessId, now: SystemTime) 
         duration_ms: None,
         reason: None,
         finalized_by: None,
-        breaker: spec.breaker.as_ref().map(|b| b.key.to_string()),
-        attempt: 1,
-        max_attempts: spec.settings.max_attempts(),
+        breaker: None,
+        attempt: 0,
+        max_attempts: settings.max_attempts(),
         attempts: Vec::new(),
     }
 }
