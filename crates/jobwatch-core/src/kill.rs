@@ -98,7 +98,32 @@ impl Members {
 
 /// Finds the job's live processes in a fresh snapshot.
 pub fn find_members(target: &JobTarget) -> Members {
-    members_in(&Snapshot::take(), target)
+    members_in(&snapshot_for(target), target)
+}
+
+/// The processes to look among. The job's own wrapper is a child
+/// subreaper: every process the job started stays below it until the
+/// wrapper reaps it (an orphan re-parents to it, `setsid` or not), so its
+/// own tree holds every member, and walking that tree costs a few reads
+/// where a scan of `/proc` reads every process on the machine (a thousand
+/// wrappers ending at once would each read them all, several times).
+/// Anyone else, or a kernel without children files, scans `/proc`.
+fn snapshot_for(target: &JobTarget) -> Snapshot {
+    let me = std::process::id() as i32;
+    if target.wrapper.is_some_and(|w| w.pid == me)
+        && is_child_subreaper()
+        && let Some(tree) = Snapshot::below(me)
+    {
+        return tree;
+    }
+    Snapshot::take()
+}
+
+/// Whether this process is a child subreaper (the wrapper becomes one
+/// before it spawns the command; a failure there leaves it not one). The
+/// kernel answers a flag, which rustix hands back as a PID of 1.
+fn is_child_subreaper() -> bool {
+    matches!(rustix::process::child_subreaper(), Ok(Some(_)))
 }
 
 fn members_in(snap: &Snapshot, target: &JobTarget) -> Members {

@@ -83,7 +83,7 @@
 
 use std::sync::OnceLock;
 
-use super::proc::{ProcInfo, ProcessId, Snapshot, children_of, read_proc};
+use super::proc::{ProcInfo, ProcessId, Snapshot, read_proc, walk_descendants};
 
 /// The environment variable that selects the sampler: `full-scan` makes
 /// every sample read all of `/proc` (the old behaviour).
@@ -384,30 +384,6 @@ fn ticks_per_second() -> u64 {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         if hz > 0 { hz as u64 } else { 100 }
     })
-}
-
-/// The descendants of `root` found by reading children files from `root`
-/// down; `None` when the kernel has no children files.
-fn walk_descendants(root: i32) -> Option<Vec<ProcInfo>> {
-    let mut pending = Vec::new();
-    // The root's children may hang under any of its threads (an orphan is
-    // reparented to some live thread of the subreaper): list them all.
-    children_of(root, u32::MAX, &mut pending)?;
-    let mut found: Vec<ProcInfo> = Vec::new();
-    while let Some(pid) = pending.pop() {
-        // Gone since it was listed: it exited and was reaped.
-        let Some(p) = read_proc(pid) else { continue };
-        let parent_known = p.ppid == root || found.iter().any(|q| q.id.pid == p.ppid);
-        // A PID reused by a process outside the tree is not a member.
-        if !parent_known || found.iter().any(|q| q.id.pid == p.id.pid) {
-            continue;
-        }
-        if !p.is_dead() {
-            children_of(pid, p.threads, &mut pending)?;
-        }
-        found.push(p);
-    }
-    Some(found)
 }
 
 #[cfg(test)]

@@ -144,6 +144,15 @@ impl Snapshot {
         Self { procs }
     }
 
+    /// The descendants of `root` (the root excluded), found through the
+    /// children files instead of reading every process: what a child
+    /// subreaper needs to see of its own tree, at a cost that grows with
+    /// the tree, not with the machine. `None` when the kernel has no
+    /// children files.
+    pub fn below(root: i32) -> Option<Self> {
+        walk_descendants(root).map(|procs| Self { procs })
+    }
+
     /// A snapshot made of given processes (for tests of the rules above it).
     pub fn from_procs(procs: Vec<ProcInfo>) -> Self {
         Self { procs }
@@ -186,6 +195,31 @@ impl Snapshot {
         }
         out
     }
+}
+
+/// The descendants of `root` found by reading children files from `root`
+/// down (the root excluded); `None` when the kernel has no children
+/// files ([`has_children_files`]).
+pub fn walk_descendants(root: i32) -> Option<Vec<ProcInfo>> {
+    let mut pending = Vec::new();
+    // The root's children may hang under any of its threads (an orphan is
+    // reparented to some live thread of the subreaper): list them all.
+    children_of(root, u32::MAX, &mut pending)?;
+    let mut found: Vec<ProcInfo> = Vec::new();
+    while let Some(pid) = pending.pop() {
+        // Gone since it was listed: it exited and was reaped.
+        let Some(p) = read_proc(pid) else { continue };
+        let parent_known = p.ppid == root || found.iter().any(|q| q.id.pid == p.ppid);
+        // A PID reused by a process outside the tree is not a member.
+        if !parent_known || found.iter().any(|q| q.id.pid == p.id.pid) {
+            continue;
+        }
+        if !p.is_dead() {
+            children_of(pid, p.threads, &mut pending)?;
+        }
+        found.push(p);
+    }
+    Some(found)
 }
 
 /// Whether the process's initial environment holds `key=value`. Unreadable
