@@ -22,10 +22,13 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use protocol::atomic::ReplacedFiles;
 use protocol::history::{archive, archived_labels};
 use protocol::lock::{JobLock, LockError};
 use protocol::open::{entry, mtime, touch};
-use protocol::record::{RecordError, read_json, read_record, write_kill_request, write_record};
+use protocol::record::{
+    RecordError, read_json, read_record, write_kill_request, write_record_keeping,
+};
 use protocol::status_file::{StatusError, is_written, read_status, write_status_once};
 use protocol::{FileKind, JobPaths, JobsDir};
 
@@ -241,6 +244,7 @@ impl Store for FileStore {
                         paths,
                         journal: &self.journal,
                         _lock: lock,
+                        replaced: ReplacedFiles::default(),
                     }));
                 }
                 Err(LockError::Held) => {
@@ -395,6 +399,10 @@ struct FileClaim<'s> {
     paths: JobPaths,
     journal: &'s Journal,
     _lock: JobLock,
+    /// The records this claim replaced, freed after the lock is let go
+    /// (fields drop in order): a replaced record's blocks are freed off the
+    /// path from a job's exit to its status.
+    replaced: ReplacedFiles,
 }
 
 impl FileClaim<'_> {
@@ -422,11 +430,12 @@ impl Claim for FileClaim<'_> {
     }
 
     fn write_record(&mut self, record: &JobRecord) -> Result<(), StoreError> {
-        write_record(&self.paths.record(), record).map_err(write_err)
+        write_record_keeping(&self.paths.record(), record, &mut self.replaced).map_err(write_err)
     }
 
     fn write_start_record(&mut self, record: &JobRecord) -> Result<(), StoreError> {
-        protocol::record::write_start_record(&self.paths.record(), record).map_err(write_err)
+        protocol::record::write_start_record(&self.paths.record(), record, &mut self.replaced)
+            .map_err(write_err)
     }
 
     fn mark_spawned(&mut self, record: &JobRecord) -> Result<(), StoreError> {
@@ -527,6 +536,7 @@ mod tests {
     use super::*;
     use crate::model::{Outcome, rfc3339};
     use crate::store::memory::fixture::{ended, record};
+    use protocol::record::write_record;
 
     /// A wrapper of another PID namespace (a container, or a host the tests
     /// simulate) on this host and boot may be alive: its PID means nothing

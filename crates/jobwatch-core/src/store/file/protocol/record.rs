@@ -5,7 +5,9 @@
 use std::io;
 use std::path::Path;
 
-use super::atomic::{WriteError, write_atomic, write_atomic_unsynced};
+use super::atomic::{
+    ReplacedFiles, WriteError, write_atomic, write_atomic_keeping, write_atomic_unsynced,
+};
 use super::open::{MAX_JSON_BYTES, MAX_RECORD_BYTES, ReadError, Unusable, read_capped};
 pub use crate::model::{
     Attempt, Finalizer, JobEnd, JobRecord, KillRequest, LivenessMode, Outcome, RECORD_VERSION,
@@ -14,17 +16,33 @@ pub use crate::model::{
 
 /// Writes a record atomically to `path`.
 pub fn write_record(path: &Path, record: &JobRecord) -> Result<(), WriteError> {
+    write_atomic(path, &record_json(record))
+}
+
+/// [`write_record`] by the holder of the name's lock, which keeps the
+/// replaced record open in `replaced` ([`ReplacedFiles`]).
+pub fn write_record_keeping(
+    path: &Path,
+    record: &JobRecord,
+    replaced: &mut ReplacedFiles,
+) -> Result<(), WriteError> {
+    write_atomic_keeping(path, &record_json(record), replaced)
+}
+
+fn record_json(record: &JobRecord) -> Vec<u8> {
     let mut json = serde_json::to_vec_pretty(record).expect("a record always serializes");
     json.push(b'\n');
-    write_atomic(path, &json)
+    json
 }
 
 /// Writes a start's first record atomically to `path`, without making it
 /// durable: the start's commit point rewrites it, synced (protocol §6.1).
-pub fn write_start_record(path: &Path, record: &JobRecord) -> Result<(), WriteError> {
-    let mut json = serde_json::to_vec_pretty(record).expect("a record always serializes");
-    json.push(b'\n');
-    write_atomic_unsynced(path, &json)
+pub fn write_start_record(
+    path: &Path,
+    record: &JobRecord,
+    replaced: &mut ReplacedFiles,
+) -> Result<(), WriteError> {
+    write_atomic_unsynced(path, &record_json(record), replaced)
 }
 
 /// Writes a kill request atomically to `path`.
