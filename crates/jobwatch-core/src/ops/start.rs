@@ -38,7 +38,6 @@ use crate::report::Started;
 use crate::spec::{HANDOVER_VERSION, Handover, RunSpec, SpecError, StoreSpec};
 use crate::store::{Store, StoreError};
 use crate::supervise;
-use crate::sys::child::detach_into_new_session;
 use crate::sys::proc::{self, ProcessId};
 use crate::sys::stdio::warn;
 
@@ -452,8 +451,8 @@ fn with_version_hint(mut f: WrapperFailure, program: &Path) -> WrapperFailure {
     f
 }
 
-/// The wrapper process: in the job's working directory and a new session,
-/// with pipes for the handover, the reply and its early diagnostics.
+/// The wrapper process: in the job's working directory (it makes its own
+/// session), with pipes for the handover, the reply and its early diagnostics.
 fn spawn_wrapper(
     w: &Wrapper,
     cwd: &Path,
@@ -474,7 +473,8 @@ fn spawn_wrapper(
         // kills leave alone with everything below it.
         .env_remove(JOB_ID_ENV)
         .env(DETACHED_WRAPPER_ENV, "1");
-    detach_into_new_session(&mut cmd);
+    // No `pre_exec` here: the wrapper makes its own session (see
+    // `serve_wrapper`), so std spawns it with vfork instead of a fork.
     cmd.spawn().map_err(|source| StartError::Wrapper {
         program: w.program.clone(),
         source,
@@ -550,6 +550,11 @@ pub type OpenStore = dyn Fn(&StoreSpec) -> Result<Box<dyn Store>, String>;
 /// its starter's pipes and supervises the job to its end. Returns the
 /// process's exit code: the refusal's, or 0 once the job has ended.
 pub fn serve_wrapper(input: &mut dyn Read, open: &OpenStore) -> u8 {
+    // Its own session first, before anything else: no terminal's SIGHUP or
+    // Ctrl-C reaches the job, and other runs' kills know it as a run of its
+    // own. The spawner leaves this to the wrapper so that it can spawn
+    // with vfork (a `pre_exec` step would make it fork a copy of itself).
+    crate::sys::child::leave_spawners_session();
     let handover = match read_handover(input) {
         Ok(h) => h,
         Err(why) => return refuse(WrapperFailure::new(FailureKind::Handover, why)),

@@ -155,6 +155,14 @@ pub fn detach_into_new_session(cmd: &mut std::process::Command) {
     }
 }
 
+/// Makes this process the leader of a new session, with no controlling
+/// terminal. A detached wrapper calls it first thing. It fails only for a
+/// process that leads its group already (a wrapper started by hand from a
+/// shell), which then stays where it is.
+pub fn leave_spawners_session() {
+    let _ = rustix::process::setsid();
+}
+
 /// Detaches this process's stdin and stdout from its spawner (the pipes
 /// that carried the run spec and the readiness line) and sends stderr to
 /// `log`, so that the spawner can exit and later diagnostics are kept with
