@@ -11,8 +11,8 @@
 //!
 //! Every job is ended at the end, also when the bench fails: the guard
 //! below sends SIGTERM to each wrapper, waits for the statuses, then
-//! SIGKILLs whatever is left. Should the bench itself be killed, each
-//! `sleep` ends a couple of minutes after its window anyway.
+//! SIGKILLs whatever is left. Should the bench itself be killed, each job
+//! times out after an hour ([`LIFETIME`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -30,6 +30,10 @@ use crate::util::{Ctx, note, poll};
 const SECTION: &str = "5. idle jobs (`sleep`, defaults but `--stale 2h`)";
 /// The default heartbeat: every wrapper has sampled once more after it.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Each job's `--timeout`: its `sleep infinity` outlives any window (a
+/// thousand starts on a loaded machine took minutes), and the jobs of a
+/// bench that was killed before it could end them still end by themselves.
+const LIFETIME: &str = "1h";
 
 /// The sampler a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,10 +86,6 @@ fn measure(
 ) -> Vec<Row> {
     let dir = ctx.dir(&format!("idle-{n}-{sampler:?}"));
     let secs = window.as_secs_f64();
-    // Long enough for the slowest start, the settling and the window; short
-    // enough that jobs left behind by a killed bench end by themselves.
-    let lifetime = n as f64 * 0.1 + HEARTBEAT.as_secs_f64() + secs + 120.0;
-
     note(&format!("idle jobs: starting {n} ({})", sampler.label()));
     let mut jobs = Jobs::new(&dir);
     for i in 0..n {
@@ -98,9 +98,11 @@ fn measure(
                 "--detach",
                 "--stale",
                 "2h",
+                "--timeout",
+                LIFETIME,
                 "--",
                 "sleep",
-                &format!("{lifetime:.0}"),
+                "infinity",
             ],
         );
         cmd.stdout(Stdio::piped());
@@ -128,9 +130,19 @@ fn measure(
     let elapsed = started.elapsed().as_secs_f64();
     let machine = machine_ticks().busy_since(machine_before);
     let load_after = load_average();
-    let cpu_s = after.saturating_sub(before) as f64 / 1e9;
     note("idle jobs: ending them");
     jobs.end_all();
+    let cpu_s = match (before, after) {
+        (Ok(before), Ok(after)) => after.saturating_sub(before) as f64 / 1e9,
+        (Err(gone), _) | (_, Err(gone)) => {
+            return vec![Row {
+                section: SECTION,
+                label: format!("{n} idle jobs, {}", sampler.label()),
+                value: Value::Note(format!("not measured: {gone} during the window")),
+                baseline: None,
+            }];
+        }
+    };
 
     let label = format!(
         "{n} idle jobs, {}: CPU of all wrappers over {secs:.0} s",
@@ -244,14 +256,15 @@ impl Jobs {
         });
     }
 
-    /// The summed CPU clocks of the wrappers; every one must still run.
-    fn wrapper_cpu_ns(&self) -> u64 {
+    /// The summed CPU clocks of the wrappers; every one must still run,
+    /// else the error names the first that does not.
+    fn wrapper_cpu_ns(&self) -> Result<u64, String> {
         self.jobs
             .iter()
             .map(|j| {
                 j.wrapper
                     .and_then(|w| process_cpu_clock_ns(w.pid))
-                    .unwrap_or_else(|| panic!("the wrapper of {} has ended", j.name))
+                    .ok_or_else(|| format!("the wrapper of {} ended", j.name))
             })
             .sum()
     }

@@ -122,33 +122,46 @@ fn main() {
     }
     let wants = |s: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == s);
     let ctx = util::Ctx::new(&opts);
-    let mut rows = Vec::new();
-    if wants("latency") {
-        rows.extend(latency::run(&ctx, &opts));
-    }
-    if wants("hang") {
-        rows.extend(hang::run(&ctx, &opts));
-    }
-    if wants("overhead") {
-        rows.extend(overhead::run(&ctx, &opts));
-    }
-    if wants("scale") {
-        rows.extend(scale::run(&ctx, &opts));
-    }
-    if wants("idle-jobs") {
-        rows.extend(idle_jobs::run(&ctx, &opts));
-    }
-    if wants("memory") {
-        rows.extend(memory::run(&ctx, &opts));
-    }
-    #[cfg(feature = "etcd-tests")]
-    if wants("etcd") {
-        rows.extend(multihost::run(&ctx, &opts));
-    }
-    // Last: it makes this process a child subreaper.
-    if wants("queue") {
-        rows.extend(queue::run(&ctx, &opts));
-    }
+    type Section = fn(&util::Ctx, &Opts) -> Vec<stats::Row>;
+    let sections: &[(&str, Section)] = &[
+        ("latency", latency::run),
+        ("hang", hang::run),
+        ("overhead", overhead::run),
+        ("scale", scale::run),
+        ("idle-jobs", idle_jobs::run),
+        ("memory", memory::run),
+        #[cfg(feature = "etcd-tests")]
+        ("etcd", multihost::run),
+        // Last: it makes this process a child subreaper.
+        ("queue", queue::run),
+    ];
     println!();
-    stats::print_table(&rows);
+    stats::print_header();
+    let mut failed = Vec::new();
+    for (name, run) in sections.iter().filter(|(name, _)| wants(name)) {
+        // A section that panics (a machine too loaded for its set-up, a
+        // tool that misbehaves) is reported in its own row; the sections
+        // before it are printed already and the ones after it still run.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&ctx, &opts))) {
+            Ok(rows) => stats::print_rows(&rows),
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic".into());
+                stats::print_rows(&[stats::Row {
+                    section: "failed section",
+                    label: name.to_string(),
+                    value: stats::Value::Note(format!("did not finish: {why}")),
+                    baseline: None,
+                }]);
+                failed.push(*name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!("bench: these sections failed: {}", failed.join(", "));
+        std::process::exit(1);
+    }
 }

@@ -54,10 +54,18 @@ fn central(v: &Value) -> Option<f64> {
     }
 }
 
-/// Prints the table as Markdown, so a run's output pastes into the docs.
-pub fn print_table(rows: &[Row]) {
+/// Prints the Markdown table's header, so a run's output pastes into the
+/// docs.
+pub fn print_header() {
     println!("| section | measure | n | p50 (ms) | p99 (ms) | max (ms) | other | ratio |");
     println!("|---|---|---:|---:|---:|---:|---|---:|");
+}
+
+/// Prints one section's rows under [`print_header`] (ratios are taken
+/// against rows of the same section, all in `rows`), and flushes them, so a
+/// later section that fails or is interrupted loses nothing printed.
+pub fn print_rows(rows: &[Row]) {
+    use std::io::Write;
     for row in rows {
         let ratio = row
             .baseline
@@ -107,4 +115,5 @@ pub fn print_table(rows: &[Row]) {
             row.section, row.label, cells[0], cells[1], cells[2], cells[3], cells[4], ratio
         );
     }
+    let _ = std::io::stdout().flush();
 }
