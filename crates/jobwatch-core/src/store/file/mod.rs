@@ -441,8 +441,14 @@ impl Claim for FileClaim<'_> {
     fn mark_spawned(&mut self, record: &JobRecord) -> Result<(), StoreError> {
         self.write_record(record)?;
         let pid = record.child_pid.unwrap_or_default();
-        protocol::atomic::write_atomic(&self.paths.pid(), format!("{pid}\n").as_bytes())
-            .map_err(write_err)?;
+        // Its content is not synced (protocol §6.1): after a crash its PID
+        // names nothing, and only its existence is read.
+        protocol::atomic::write_atomic_unsynced(
+            &self.paths.pid(),
+            format!("{pid}\n").as_bytes(),
+            &mut self.replaced,
+        )
+        .map_err(write_err)?;
         // The start's commit point: one directory fsync makes the record's
         // and the PID file's renames durable.
         protocol::atomic::sync_parent(&self.paths.pid()).map_err(|source| StoreError::Io {

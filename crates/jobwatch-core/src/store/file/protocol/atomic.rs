@@ -42,8 +42,8 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> Result<(), WriteError> {
 /// the content durable: after a crash the file may be empty or hold part of
 /// it. Only for a file that a synced write replaces before anything relies
 /// on it surviving a crash (the record a start writes before it spawns the
-/// command: protocol §6.1). The replaced file is held in `replaced`
-/// ([`ReplacedFiles`]).
+/// command), or whose content means nothing after one (`NAME.pid`): protocol
+/// §6.1. The replaced file is held in `replaced` ([`ReplacedFiles`]).
 pub fn write_atomic_unsynced(
     path: &Path,
     content: &[u8],
