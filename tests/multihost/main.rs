@@ -100,6 +100,24 @@ fn setup(test: &str) -> Option<&'static Cluster> {
     hosts::available(test).then_some(cluster)
 }
 
+/// A cluster of the test's own (it stops and kills members), when hosts
+/// can be simulated here; `None` after saying why not.
+fn own_cluster(test: &str) -> Option<Cluster> {
+    let cluster = Cluster::start(test)?;
+    hosts::available(test).then_some(cluster)
+}
+
+/// Host A on one follower only, host B on the whole cluster, both in
+/// `namespace`: stopping that follower cuts A off while B still reaches
+/// the cluster. Returns the follower, then the hosts.
+fn one_host_on_one_member(cluster: &Cluster, namespace: &str) -> (usize, Host, Host) {
+    let member = cluster.followers()[0];
+    let only_its_member = format!("etcd://{}/{namespace}", cluster.endpoints()[member]);
+    let a = Host::start("alpha", &only_its_member);
+    let b = Host::start("beta", &cluster.url(namespace));
+    (member, a, b)
+}
+
 #[test]
 fn every_outcome_of_a_job_on_one_host_is_reported_on_another_with_its_tail() {
     let Some(cluster) = setup("outcomes") else {
@@ -212,12 +230,9 @@ enum Victim {
 
 fn no_result_is_lost_when_a_member_dies_mid_run(victim: Victim) {
     let label = format!("{victim:?}-killed").to_lowercase();
-    let Some(cluster) = Cluster::start(&label) else {
+    let Some(cluster) = own_cluster(&label) else {
         return;
     };
-    if !hosts::available(&label) {
-        return;
-    }
     let url = cluster.url("mid");
     let a = Host::start("alpha", &url);
     let b = Host::start("beta", &url);
@@ -256,17 +271,11 @@ fn the_leader_killed_mid_run_loses_no_result() {
 
 #[test]
 fn a_wrapper_cut_off_from_the_cluster_stops_its_job_before_it_is_reported_lost() {
-    let Some(cluster) = Cluster::start("cut-off") else {
+    let Some(cluster) = own_cluster("cut-off") else {
         return;
     };
-    if !hosts::available("cut-off") {
-        return;
-    }
-    let member = cluster.followers()[0];
     let url = cluster.url("cut");
-    let only_its_member = format!("etcd://{}/cut", cluster.endpoints()[member]);
-    let a = Host::start("alpha", &only_its_member);
-    let b = Host::start("beta", &url);
+    let (member, a, b) = one_host_on_one_member(&cluster, "cut");
     let alive = a.file("alive");
     let beat = format!(
         "while :; do date +%s%N > {0}.tmp && mv {0}.tmp {0}; sleep 0.05; done",
@@ -329,12 +338,9 @@ fn a_kill_from_another_host_is_carried_out_by_the_owning_wrapper() {
 
 #[test]
 fn a_kill_requested_while_the_owners_watch_is_down_is_still_carried_out() {
-    let Some(cluster) = Cluster::start("kill-watch-down") else {
+    let Some(cluster) = own_cluster("kill-watch-down") else {
         return;
     };
-    if !hosts::available("kill-watch-down") {
-        return;
-    }
     let member = cluster.followers()[0];
     let mut endpoints = cluster.endpoints();
     // The owner prefers that member (listed first): its watch is there.
@@ -590,12 +596,9 @@ fn wrong_credentials_are_refused_in_one_line_naming_the_user_never_the_password(
 #[test]
 fn a_follower_on_one_host_sees_every_event_of_jobs_on_another_exactly_once_across_a_killed_member()
 {
-    let Some(cluster) = Cluster::start("events") else {
+    let Some(cluster) = own_cluster("events") else {
         return;
     };
-    if !hosts::available("events") {
-        return;
-    }
     let url = cluster.url("events");
     let a = Host::start("alpha", &url);
     let b = Host::start("beta", &url);
@@ -834,17 +837,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn without_self_fencing_a_cut_off_wrapper_lets_its_job_run_on_while_others_see_it_lost() {
-    let Some(cluster) = Cluster::start("no-fence") else {
+    let Some(cluster) = own_cluster("no-fence") else {
         return;
     };
-    if !hosts::available("no-fence") {
-        return;
-    }
-    let member = cluster.followers()[0];
     let url = cluster.url("nofence");
-    let only_its_member = format!("etcd://{}/nofence", cluster.endpoints()[member]);
-    let a = Host::start("alpha", &only_its_member);
-    let b = Host::start("beta", &url);
+    let (member, a, b) = one_host_on_one_member(&cluster, "nofence");
     let mut flags = vec!["--no-self-fence"];
     flags.extend_from_slice(LEASE_10S);
     a.start_job("work", &flags, &["sleep", "1000"]);
