@@ -5,9 +5,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use jobwatch_core::model::{Finalizer, RECORD_VERSION, rfc3339, unix_ms};
-use jobwatch_core::model::{JobEnd, JobRecord, LivenessMode, Outcome, Settings};
+use jobwatch_core::model::{
+    Finalizer, JobEnd, JobName, JobRecord, LivenessMode, Outcome, Settings,
+};
 use jobwatch_core::store::file::protocol::status_file::status_content;
+use jobwatch_core::supervise::record_held_by;
+use jobwatch_core::sys::proc::ProcessId;
 
 use crate::Opts;
 use crate::stats::{Row, Value};
@@ -61,16 +64,16 @@ fn synthesize(dir: &Path, n: usize) {
         } else {
             Outcome::Success
         };
+        let wrapper = ProcessId {
+            pid: 1_000_000 + i as i32,
+            start_time: 1,
+        };
+        let started = now - Duration::from_secs(60);
+        let job_id = format!("00000000-0000-0000-0000-{i:012}");
+        let job_name = JobName::parse(&name).expect("a valid name");
         let mut record = JobRecord {
-            version: RECORD_VERSION,
-            name: name.clone(),
-            job_id: format!("00000000-0000-0000-0000-{i:012}"),
             command: vec!["make".into(), "-j8".into()],
             cwd: "/src".into(),
-            host: jobwatch_core::sys::proc::hostname().to_owned(),
-            boot_id: jobwatch_core::sys::proc::boot_id().to_owned(),
-            wrapper_pid: 1_000_000 + i as i32,
-            wrapper_start_time: 1,
             child_pid: Some(2_000_000 + i as i32),
             child_start_time: Some(2),
             pgid: Some(2_000_000 + i as i32),
@@ -84,20 +87,9 @@ fn synthesize(dir: &Path, n: usize) {
                 backoff_ms: 0,
                 backoff_max_ms: 0,
             },
-            started_at: rfc3339(now - Duration::from_secs(60)),
-            started_unix_ms: unix_ms(now - Duration::from_secs(60)),
-            ended_at: None,
-            exit_code: None,
-            signal: None,
-            outcome: None,
-            duration_ms: None,
-            reason: None,
-            finalized_by: None,
-            breaker: None,
             attempt: 1,
             max_attempts: 1,
-            attempts: Vec::new(),
-            pid_ns: None,
+            ..record_held_by(&job_name, job_id, None, wrapper, started)
         };
         let end = JobEnd {
             outcome,

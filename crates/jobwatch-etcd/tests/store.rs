@@ -19,6 +19,7 @@ use jobwatch_core::model::{
 use jobwatch_core::store::{
     ClaimError, ClaimWait, Commit, Cursor, DocKind, Hold, Holder, Since, Store, Wake, WatchFor,
 };
+use jobwatch_core::supervise::record_held_by;
 use jobwatch_etcd::{EtcdConfig, EtcdStore, StoreOptions};
 
 /// A store on `url` with its own client (as another process would have).
@@ -50,36 +51,16 @@ fn settings() -> Settings {
 }
 
 fn record(name: &str, job_id: &str) -> JobRecord {
-    let now = SystemTime::now();
+    // This test process stands for the wrapper: alive, on this host.
+    let me = jobwatch_core::sys::proc::myself();
+    let name = JobName::parse(name).expect("a valid name");
     JobRecord {
-        version: 1,
-        name: name.to_owned(),
-        job_id: job_id.to_owned(),
         command: vec!["true".into()],
         cwd: "/".into(),
-        host: jobwatch_core::sys::proc::hostname().to_owned(),
-        boot_id: jobwatch_core::sys::proc::boot_id().to_owned(),
-        // This test process stands for the wrapper: alive, on this host.
-        wrapper_pid: std::process::id() as i32,
-        wrapper_start_time: jobwatch_core::sys::proc::myself().start_time,
-        child_pid: None,
-        child_start_time: None,
-        pgid: None,
         settings: settings(),
-        started_at: rfc3339(now),
-        started_unix_ms: jobwatch_core::model::unix_ms(now),
-        ended_at: None,
-        exit_code: None,
-        signal: None,
-        outcome: None,
-        duration_ms: None,
-        reason: None,
-        finalized_by: None,
-        breaker: None,
         attempt: 1,
         max_attempts: 1,
-        attempts: Vec::new(),
-        pid_ns: jobwatch_core::sys::proc::pid_namespace(),
+        ..record_held_by(&name, job_id.to_owned(), None, me, SystemTime::now())
     }
 }
 

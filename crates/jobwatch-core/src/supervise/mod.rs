@@ -232,8 +232,8 @@ fn start_record(spec: &RunSpec, job_id: String, me: ProcessId, now: SystemTime) 
 /// spec's command, directory and settings (`run`'s defaults without one),
 /// attempt 0, no breaker, nothing spawned and nothing ended yet. The
 /// wrapper's start record, and the record of a queued job that ends before
-/// it runs, are this.
-pub(crate) fn record_held_by(
+/// it runs, are this; tests and benches build their records from it too.
+pub fn record_held_by(
     name: &JobName,
     job_id: String,
     spec: Option<&RunSpec>,
